@@ -1,0 +1,177 @@
+//! The key ring in memory, and the one place where planned actions are
+//! carried out: generate, stage, apply, commit.
+//!
+//! Everything here blocks (key generation, fsync); the daemon calls it on a
+//! blocking thread. It is synchronous so that tests can drive it directly.
+
+use std::collections::HashMap;
+
+use crate::keys::{self, KeyMaterial, Kid};
+use crate::lifecycle::state::ApplyError;
+use crate::lifecycle::{Action, KeyState, KeyringState, NewKey, Trigger};
+use crate::store::{KeyStore, StoreError};
+use crate::time::Clock;
+
+/// A lifecycle transition that was committed, for logs and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kid: Kid,
+    pub alg: keys::Alg,
+    pub from: Option<KeyState>,
+    pub to: KeyState,
+    pub trigger: Trigger,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+    #[error("planned action no longer fits the state: {0}")]
+    Apply(#[from] ApplyError),
+}
+
+impl ExecuteError {
+    /// Whether a key generation (rather than a write) failed.
+    pub fn is_generation(&self) -> bool {
+        matches!(self, ExecuteError::Key(_))
+    }
+}
+
+pub struct Keyring {
+    store: Box<dyn KeyStore>,
+    state: KeyringState,
+    keys: HashMap<Kid, KeyMaterial>,
+}
+
+impl Keyring {
+    /// Loads the store; returns the notes the store made while loading.
+    pub fn load(store: Box<dyn KeyStore>) -> Result<(Keyring, Vec<String>), StoreError> {
+        let loaded = store.load()?;
+        Ok((
+            Keyring {
+                store,
+                state: loaded.state,
+                keys: loaded.keys,
+            },
+            loaded.notes,
+        ))
+    }
+
+    pub fn state(&self) -> &KeyringState {
+        &self.state
+    }
+
+    pub fn key(&self, kid: &Kid) -> Option<&KeyMaterial> {
+        self.keys.get(kid)
+    }
+
+    pub fn store_location(&self) -> String {
+        self.store.location()
+    }
+
+    /// Carries out a plan: the transitions in one commit, then the generated
+    /// keys (staged durably first) in another. On error, the in-memory state
+    /// is what the store last committed.
+    pub fn execute(
+        &mut self,
+        actions: &[Action],
+        clock: &dyn Clock,
+    ) -> Result<Vec<Event>, ExecuteError> {
+        let mut events = Vec::new();
+        let (gens, transitions): (Vec<&Action>, Vec<&Action>) =
+            actions.iter().partition(|a| a.is_generate());
+
+        if !transitions.is_empty() {
+            let now = clock.now();
+            let mut next = self.state.clone();
+            for a in &transitions {
+                let before = action_kid(a).and_then(|k| next.find(k)).map(|k| k.state);
+                next.apply(a, now, None)?;
+                if let Some(kid) = action_kid(a)
+                    && let Some(k) = next.find(kid)
+                {
+                    events.push(Event {
+                        kid: kid.clone(),
+                        alg: k.alg,
+                        from: before,
+                        to: k.state,
+                        trigger: k
+                            .transitions
+                            .last()
+                            .map(|t| t.trigger)
+                            .unwrap_or(Trigger::Startup),
+                    });
+                }
+            }
+            next.version += 1;
+            self.store.commit(&next)?;
+            self.keys
+                .retain(|kid, _| next.keys.iter().any(|k| &k.kid == kid));
+            self.state = next;
+        }
+
+        if !gens.is_empty() {
+            let mut generated: Vec<KeyMaterial> = Vec::with_capacity(gens.len());
+            for a in &gens {
+                let Action::Generate { alg, rsa_bits, .. } = a else {
+                    continue;
+                };
+                let key = keys::generate(*alg, *rsa_bits)?;
+                if let Err(e) = self.store.stage(&key) {
+                    for key in &generated {
+                        self.store.discard(&key.kid);
+                    }
+                    return Err(e.into());
+                }
+                generated.push(key);
+            }
+            // Published from the moment of the commit, after generation.
+            let now = clock.now();
+            let mut next = self.state.clone();
+            for (a, key) in gens.iter().zip(&generated) {
+                next.apply(
+                    a,
+                    now,
+                    Some(NewKey {
+                        kid: key.kid.clone(),
+                        alg: key.alg,
+                        public: key.public.clone(),
+                    }),
+                )?;
+                if let Action::Generate { role, trigger, .. } = a {
+                    events.push(Event {
+                        kid: key.kid.clone(),
+                        alg: key.alg,
+                        from: None,
+                        to: *role,
+                        trigger: *trigger,
+                    });
+                }
+            }
+            next.version += 1;
+            if let Err(e) = self.store.commit(&next) {
+                for key in &generated {
+                    self.store.discard(&key.kid);
+                }
+                return Err(e.into());
+            }
+            self.state = next;
+            for key in generated {
+                self.keys.insert(key.kid.clone(), key);
+            }
+        }
+        Ok(events)
+    }
+}
+
+fn action_kid(a: &Action) -> Option<&Kid> {
+    match a {
+        Action::Activate { kid, .. }
+        | Action::Deactivate { kid, .. }
+        | Action::Retire { kid, .. }
+        | Action::Revoke { kid } => Some(kid),
+        Action::Generate { .. } => None,
+    }
+}

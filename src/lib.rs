@@ -1,0 +1,31 @@
+//! jwksd: a key-management and JWKS rotation daemon.
+//!
+//! jwksd owns the signing keys of a JWT issuer: it generates ES256 and RS256
+//! keypairs on a schedule, publishes each public key before it signs, keeps
+//! old public keys published until the last token they could have signed has
+//! expired, and hands the active key to authenticated auth servers.
+//!
+//! # Layout
+//!
+//! Data flows one way: configuration becomes a [`lifecycle::Policy`]; the
+//! store yields a [`lifecycle::KeyringState`]; the pure planner turns (state,
+//! policy, now) into actions; the shell carries them out and publishes an
+//! immutable snapshot that the HTTP handlers read.
+//!
+//! - [`time`]: millisecond timestamps and the injectable clock.
+//! - [`keys`]: keypair generation (p256, rsa), PKCS#8, public JWK, RFC 7638
+//!   kid, and signing through josekit/OpenSSL.
+//! - [`lifecycle`]: the pure core. `state` is plain data, `policy` the
+//!   timeline rules, `planner` the functions from (state, policy, now) to
+//!   actions and the next wake-up. No clock, no I/O, no randomness.
+//! - [`store`]: the durable [`store::KeyStore`] trait; `fs` keeps keys in a
+//!   directory (atomic writes, lock, consistency check), `seal` encrypts
+//!   private keys at rest under a master key.
+//! - [`keyring`]: the key ring in memory and the one place actions are
+//!   carried out (generate, stage, commit).
+
+pub mod keyring;
+pub mod keys;
+pub mod lifecycle;
+pub mod store;
+pub mod time;

@@ -1,0 +1,416 @@
+//! The key lifecycle as pure functions: (state, policy, now) -> actions.
+//!
+//! Nothing here reads a clock, touches a file or draws a random number: key
+//! generation is an [`Action`] the shell carries out. That keeps every
+//! timeline rule in one place, testable over months of simulated time.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::keys::{Alg, Kid};
+use crate::lifecycle::policy::{MANUAL_RETIRING_LIMIT, Policy};
+use crate::lifecycle::state::{EarlyActivation, KeyRecord, KeyState, KeyringState, Trigger};
+use crate::time::Timestamp;
+
+/// A change the shell must carry out. Transitions come before generations
+/// in a plan; the shell commits them in that order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Generate a keypair and add it in `role` (`Next`, or `Active` when the
+    /// algorithm has no key that could be promoted).
+    Generate {
+        alg: Alg,
+        rsa_bits: u32,
+        role: KeyState,
+        trigger: Trigger,
+        early: Option<EarlyActivation>,
+    },
+    /// next -> active.
+    Activate {
+        kid: Kid,
+        trigger: Trigger,
+        early: Option<EarlyActivation>,
+    },
+    /// active -> retiring; published until `retire_at`.
+    Deactivate {
+        kid: Kid,
+        trigger: Trigger,
+        retire_at: Timestamp,
+    },
+    /// retiring (or next) -> retired: out of the JWKS, private key destroyed.
+    Retire { kid: Kid, trigger: Trigger },
+    /// Out of the JWKS at once, private key destroyed.
+    Revoke { kid: Kid },
+}
+
+impl Action {
+    pub fn is_generate(&self) -> bool {
+        matches!(self, Action::Generate { .. })
+    }
+}
+
+/// What is due next, for the scheduler's wake-up and for operators.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Upcoming {
+    pub at: Timestamp,
+    pub alg: Alg,
+    pub kid: Kid,
+    pub event: UpcomingEvent,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpcomingEvent {
+    /// The scheduled rotation: `kid` (the next key) becomes active.
+    Rotation,
+    /// A rotation is due but `kid` (the next key) has not been published for
+    /// `publish_ahead` yet; it happens at `at`.
+    RotationWaitingForPublishAhead,
+    /// `kid` leaves the JWKS.
+    Retire,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Carry these out, then call [`plan`] again.
+    pub actions: Vec<Action>,
+    /// When to call [`plan`] again if nothing else happens first.
+    pub wake_at: Option<Timestamp>,
+}
+
+/// What the scheduler must do at `now`.
+pub fn plan(state: &KeyringState, policy: &Policy, now: Timestamp) -> Plan {
+    let mut actions = Vec::new();
+    let retention = policy.retention();
+
+    for k in &state.keys {
+        let configured = policy.algorithms.contains(&k.alg);
+        match k.state {
+            KeyState::Retiring if k.retire_at.is_none_or(|t| t <= now) => {
+                actions.push(Action::Retire {
+                    kid: k.kid.clone(),
+                    trigger: Trigger::Retention,
+                });
+            }
+            // An algorithm removed from the configuration: its active key
+            // keeps verifying what it signed; its next key never signed.
+            KeyState::Active if !configured => actions.push(Action::Deactivate {
+                kid: k.kid.clone(),
+                trigger: Trigger::Config,
+                retire_at: now.saturating_add(retention),
+            }),
+            KeyState::Next if !configured => actions.push(Action::Retire {
+                kid: k.kid.clone(),
+                trigger: Trigger::Config,
+            }),
+            _ => {}
+        }
+    }
+
+    for &alg in &policy.algorithms {
+        match (state.active(alg), state.next_key(alg)) {
+            (None, None) => {
+                actions.push(generate(
+                    policy,
+                    alg,
+                    KeyState::Active,
+                    Trigger::Startup,
+                    Some(EarlyActivation::Bootstrap),
+                ));
+                actions.push(generate(
+                    policy,
+                    alg,
+                    KeyState::Next,
+                    Trigger::Startup,
+                    None,
+                ));
+            }
+            (None, Some(next)) => {
+                let early = (now < ready_at(next, policy)).then_some(EarlyActivation::Bootstrap);
+                actions.push(Action::Activate {
+                    kid: next.kid.clone(),
+                    trigger: Trigger::Startup,
+                    early,
+                });
+                actions.push(generate(
+                    policy,
+                    alg,
+                    KeyState::Next,
+                    Trigger::Startup,
+                    None,
+                ));
+            }
+            (Some(_), None) => {
+                actions.push(generate(
+                    policy,
+                    alg,
+                    KeyState::Next,
+                    Trigger::Recovery,
+                    None,
+                ));
+            }
+            (Some(active), Some(next)) => {
+                let due = rotation_due(active, policy);
+                if due.is_some_and(|d| d <= now) && ready_at(next, policy) <= now {
+                    rotation(
+                        &mut actions,
+                        policy,
+                        now,
+                        active,
+                        next,
+                        Trigger::Schedule,
+                        None,
+                    );
+                }
+            }
+        }
+    }
+
+    actions.sort_by_key(Action::is_generate);
+    let wake_at = if actions.is_empty() {
+        upcoming(state, policy, now).first().map(|u| u.at)
+    } else {
+        Some(now)
+    };
+    Plan { actions, wake_at }
+}
+
+/// Upcoming transitions, soonest first.
+pub fn upcoming(state: &KeyringState, policy: &Policy, now: Timestamp) -> Vec<Upcoming> {
+    let mut out = Vec::new();
+    for k in &state.keys {
+        if k.state == KeyState::Retiring
+            && let Some(at) = k.retire_at
+        {
+            out.push(Upcoming {
+                at,
+                alg: k.alg,
+                kid: k.kid.clone(),
+                event: UpcomingEvent::Retire,
+            });
+        }
+    }
+    for &alg in &policy.algorithms {
+        if let (Some(active), Some(next)) = (state.active(alg), state.next_key(alg))
+            && let Some(due) = rotation_due(active, policy)
+        {
+            let ready = ready_at(next, policy);
+            let (at, event) = if due <= now && now < ready {
+                (ready, UpcomingEvent::RotationWaitingForPublishAhead)
+            } else {
+                (due.max(ready), UpcomingEvent::Rotation)
+            };
+            out.push(Upcoming {
+                at,
+                alg,
+                kid: next.kid.clone(),
+                event,
+            });
+        }
+    }
+    out.sort_by(|a, b| a.at.cmp(&b.at).then(a.alg.cmp(&b.alg)));
+    out
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum RotateError {
+    #[error("{0} is not a configured algorithm")]
+    NotConfigured(Alg),
+    #[error("{0} has no active and next key yet; wait for key generation to finish")]
+    NotReady(Alg),
+    #[error(
+        "the next key is not yet published long enough (jwks.publish_ahead); a safe rotation \
+         is possible at {earliest}, or force it (unsafe: verifiers with a cached JWKS will \
+         reject tokens until their cache expires)"
+    )]
+    TooEarly { earliest: Timestamp, algs: Vec<Alg> },
+    #[error(
+        "{alg} already has {count} keys rotated out by hand still published; the next one \
+         retires at {until}: revoke one, or wait"
+    )]
+    TooManyPublished {
+        alg: Alg,
+        count: usize,
+        until: Timestamp,
+    },
+}
+
+/// An operator's rotation of `alg` (every configured algorithm when `None`).
+/// All or nothing: when one algorithm cannot rotate, none does.
+pub fn rotate(
+    state: &KeyringState,
+    policy: &Policy,
+    now: Timestamp,
+    alg: Option<Alg>,
+    force: bool,
+) -> Result<Vec<Action>, RotateError> {
+    let algs: Vec<Alg> = match alg {
+        Some(a) if !policy.algorithms.contains(&a) => return Err(RotateError::NotConfigured(a)),
+        Some(a) => vec![a],
+        None => policy.algorithms.clone(),
+    };
+    let mut pairs = Vec::new();
+    let mut too_early: Vec<(Alg, Timestamp)> = Vec::new();
+    for &a in &algs {
+        let (Some(active), Some(next)) = (state.active(a), state.next_key(a)) else {
+            return Err(RotateError::NotReady(a));
+        };
+        let manual: Vec<&KeyRecord> = state
+            .in_state(a, KeyState::Retiring)
+            .filter(|k| {
+                k.transitions
+                    .last()
+                    .is_some_and(|t| matches!(t.trigger, Trigger::Manual | Trigger::Forced))
+            })
+            .collect();
+        if manual.len() >= MANUAL_RETIRING_LIMIT {
+            let until = manual
+                .iter()
+                .filter_map(|k| k.retire_at)
+                .min()
+                .unwrap_or(now);
+            return Err(RotateError::TooManyPublished {
+                alg: a,
+                count: manual.len(),
+                until,
+            });
+        }
+        let ready = ready_at(next, policy);
+        if now < ready {
+            too_early.push((a, ready));
+        }
+        pairs.push((active, next, now < ready));
+    }
+    if !force && !too_early.is_empty() {
+        let earliest = too_early.iter().map(|(_, t)| *t).max().unwrap_or(now);
+        return Err(RotateError::TooEarly {
+            earliest,
+            algs: too_early.into_iter().map(|(a, _)| a).collect(),
+        });
+    }
+    let mut actions = Vec::new();
+    for (active, next, early) in pairs {
+        let (trigger, early) = if early {
+            (Trigger::Forced, Some(EarlyActivation::Forced))
+        } else {
+            (Trigger::Manual, None)
+        };
+        rotation(&mut actions, policy, now, active, next, trigger, early);
+    }
+    actions.sort_by_key(Action::is_generate);
+    Ok(actions)
+}
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum RevokeError {
+    #[error("no key with kid {0}")]
+    Unknown(Kid),
+    #[error("key {kid} is already {state}")]
+    AlreadyEnded { kid: Kid, state: KeyState },
+}
+
+/// An operator's revocation: the key leaves the JWKS at once. Revoking the
+/// active key promotes the next one at once (the emergency path).
+pub fn revoke(
+    state: &KeyringState,
+    policy: &Policy,
+    now: Timestamp,
+    kid: &Kid,
+) -> Result<Vec<Action>, RevokeError> {
+    let Some(key) = state.find(kid) else {
+        return Err(RevokeError::Unknown(kid.clone()));
+    };
+    if !key.state.is_published() {
+        return Err(RevokeError::AlreadyEnded {
+            kid: kid.clone(),
+            state: key.state,
+        });
+    }
+    let alg = key.alg;
+    let configured = policy.algorithms.contains(&alg);
+    let mut actions = vec![Action::Revoke { kid: kid.clone() }];
+    match key.state {
+        KeyState::Active if configured => match state.next_key(alg) {
+            Some(next) => {
+                let early = (now < ready_at(next, policy)).then_some(EarlyActivation::Emergency);
+                actions.push(Action::Activate {
+                    kid: next.kid.clone(),
+                    trigger: Trigger::Revoke,
+                    early,
+                });
+                actions.push(generate(policy, alg, KeyState::Next, Trigger::Revoke, None));
+            }
+            None => {
+                actions.push(generate(
+                    policy,
+                    alg,
+                    KeyState::Active,
+                    Trigger::Revoke,
+                    Some(EarlyActivation::Emergency),
+                ));
+                actions.push(generate(policy, alg, KeyState::Next, Trigger::Revoke, None));
+            }
+        },
+        KeyState::Next if configured => {
+            actions.push(generate(policy, alg, KeyState::Next, Trigger::Revoke, None));
+        }
+        _ => {}
+    }
+    Ok(actions)
+}
+
+/// When the scheduled rotation of `active` falls due.
+fn rotation_due(active: &KeyRecord, policy: &Policy) -> Option<Timestamp> {
+    policy
+        .schedule
+        .next_after(active.activated_at.unwrap_or(active.published_at))
+}
+
+/// When `next` has been published for `publish_ahead`.
+fn ready_at(next: &KeyRecord, policy: &Policy) -> Timestamp {
+    next.published_at.saturating_add(policy.publish_ahead)
+}
+
+fn generate(
+    policy: &Policy,
+    alg: Alg,
+    role: KeyState,
+    trigger: Trigger,
+    early: Option<EarlyActivation>,
+) -> Action {
+    Action::Generate {
+        alg,
+        rsa_bits: policy.rsa_bits,
+        role,
+        trigger,
+        early,
+    }
+}
+
+fn rotation(
+    actions: &mut Vec<Action>,
+    policy: &Policy,
+    now: Timestamp,
+    active: &KeyRecord,
+    next: &KeyRecord,
+    trigger: Trigger,
+    early: Option<EarlyActivation>,
+) {
+    actions.push(Action::Activate {
+        kid: next.kid.clone(),
+        trigger,
+        early,
+    });
+    actions.push(Action::Deactivate {
+        kid: active.kid.clone(),
+        trigger,
+        retire_at: now.saturating_add(policy.retention()),
+    });
+    actions.push(generate(policy, active.alg, KeyState::Next, trigger, None));
+}
+
+/// How long until `t`, zero if it has passed.
+pub fn until(now: Timestamp, t: Timestamp) -> Duration {
+    t.since(now)
+}

@@ -1,0 +1,378 @@
+//! The timeline policy: when keys rotate, how long a key is published before
+//! it signs, and how long after it stops signing it stays published.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::keys::{Alg, RSA_BITS};
+use crate::time::{Timestamp, format_duration};
+
+/// When scheduled rotations happen.
+#[derive(Clone)]
+pub enum Schedule {
+    /// A fixed period after the active key was activated.
+    Every(Duration),
+    /// A cron expression (seconds first, UTC). The next rotation is the first
+    /// fire after the active key was activated.
+    Cron(Box<CronSchedule>),
+}
+
+#[derive(Clone)]
+pub struct CronSchedule {
+    expr: String,
+    schedule: cron::Schedule,
+}
+
+impl CronSchedule {
+    pub fn expr(&self) -> &str {
+        &self.expr
+    }
+}
+
+impl fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Schedule::Every(d) => write!(f, "every {}", format_duration(*d)),
+            Schedule::Cron(c) => write!(f, "cron {:?}", c.expr),
+        }
+    }
+}
+
+/// How many future fires [`Schedule::min_period`] inspects.
+const MIN_PERIOD_HORIZON: usize = 1000;
+
+impl Schedule {
+    /// Parses a cron expression with seconds first (6 or 7 fields), as the
+    /// `cron` crate reads it. Five-field expressions are refused: that crate
+    /// would read their first field as seconds.
+    pub fn cron(expr: &str) -> Result<Schedule, PolicyError> {
+        let fields = expr.split_whitespace().count();
+        if !expr.trim_start().starts_with('@') && !(6..=7).contains(&fields) {
+            return Err(PolicyError::CronFields {
+                expr: expr.to_owned(),
+                fields,
+            });
+        }
+        let schedule: cron::Schedule =
+            expr.parse()
+                .map_err(|e: cron::error::Error| PolicyError::CronInvalid {
+                    expr: expr.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        let s = Schedule::Cron(Box::new(CronSchedule {
+            expr: expr.to_owned(),
+            schedule,
+        }));
+        Ok(s)
+    }
+
+    /// The first scheduled rotation strictly after `t`; `None` when the
+    /// schedule never fires again.
+    pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
+        match self {
+            Schedule::Every(d) => Some(t.saturating_add(*d)),
+            Schedule::Cron(c) => c
+                .schedule
+                .after(&t.to_chrono())
+                .next()
+                .map(Timestamp::from_chrono),
+        }
+    }
+
+    /// The shortest gap between two consecutive rotations from `from` on
+    /// (over the next thousand fires of a cron schedule).
+    pub fn min_period(&self, from: Timestamp) -> Option<Duration> {
+        match self {
+            Schedule::Every(d) => Some(*d),
+            Schedule::Cron(c) => {
+                let mut fires = c.schedule.after(&from.to_chrono()).take(MIN_PERIOD_HORIZON);
+                let mut prev = Timestamp::from_chrono(fires.next()?);
+                let mut min: Option<Duration> = None;
+                for f in fires {
+                    let f = Timestamp::from_chrono(f);
+                    let gap = f.since(prev);
+                    min = Some(min.map_or(gap, |m| m.min(gap)));
+                    prev = f;
+                }
+                min
+            }
+        }
+    }
+}
+
+/// The timeline rules, derived from configuration.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Algorithms that must each have an active and a next key.
+    pub algorithms: Vec<Alg>,
+    /// Modulus size for newly generated RSA keys.
+    pub rsa_bits: u32,
+    pub schedule: Schedule,
+    /// `tokens.max_lifetime`: the longest `exp - iat` of any token.
+    pub max_token_lifetime: Duration,
+    /// `tokens.clock_skew`: the leeway verifiers allow.
+    pub clock_skew: Duration,
+    /// `jwks.cache_max_age`: Cache-Control max-age of the JWKS.
+    pub jwks_cache_max_age: Duration,
+    /// `jwks.publish_ahead`: minimum time in the JWKS before a key signs.
+    pub publish_ahead: Duration,
+    /// `signing_key.cache_max_age`: how long a signer may keep using a key it
+    /// pulled.
+    pub signing_key_cache_max_age: Duration,
+}
+
+/// Manual rotations whose retired-out keys may be published at once, per
+/// algorithm, on top of what the schedule produces: keeps the JWK Set bounded
+/// when an operator rotates in a loop.
+pub const MANUAL_RETIRING_LIMIT: usize = 4;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum PolicyError {
+    #[error(
+        "cron expression {expr:?} has {fields} fields: expected 6 or 7 with seconds first \
+         (\"sec min hour day-of-month month day-of-week [year]\", e.g. \"0 0 3 * * *\")"
+    )]
+    CronFields { expr: String, fields: usize },
+    #[error("cron expression {expr:?} is invalid: {reason}")]
+    CronInvalid { expr: String, reason: String },
+    #[error("cron expression {0:?} never fires again")]
+    CronNeverFires(String),
+    #[error("{field} must be greater than zero")]
+    Zero { field: &'static str },
+    #[error(
+        "jwks.publish_ahead ({publish_ahead}) is shorter than jwks.cache_max_age ({cache}): \
+         verifiers holding a cached JWKS would not know a new key when it starts to sign"
+    )]
+    PublishAheadTooShort {
+        publish_ahead: String,
+        cache: String,
+    },
+    #[error(
+        "rotations can come {period} apart, less than jwks.publish_ahead ({publish_ahead}): \
+         a new key could not be published long enough before it signs; rotate less often \
+         or lower jwks.cache_max_age"
+    )]
+    PeriodTooShort {
+        period: String,
+        publish_ahead: String,
+    },
+    #[error("algorithms is empty: configure ES256, RS256 or both")]
+    NoAlgorithms,
+    #[error("algorithm {0} is listed twice")]
+    DuplicateAlg(Alg),
+    #[error("rsa_bits {0} is not supported: expected 2048, 3072 or 4096")]
+    RsaBits(u32),
+}
+
+impl Policy {
+    /// How long a key stays published after it stops being active:
+    /// signers may still use it for `signing_key.cache_max_age`, the last
+    /// token it signs lives `tokens.max_lifetime`, and verifiers accept it
+    /// `tokens.clock_skew` longer.
+    pub fn retention(&self) -> Duration {
+        self.signing_key_cache_max_age + self.max_token_lifetime + self.clock_skew
+    }
+
+    /// The default `publish_ahead` for a cache max-age and clock skew.
+    pub fn default_publish_ahead(cache_max_age: Duration, clock_skew: Duration) -> Duration {
+        cache_max_age + clock_skew
+    }
+
+    /// Refuses policies that cannot keep the promise; returns warnings for
+    /// those that merely look unwise. `now` anchors cron look-ahead.
+    pub fn validate(&self, now: Timestamp) -> Result<Vec<String>, PolicyError> {
+        if self.algorithms.is_empty() {
+            return Err(PolicyError::NoAlgorithms);
+        }
+        for (i, a) in self.algorithms.iter().enumerate() {
+            if self.algorithms[..i].contains(a) {
+                return Err(PolicyError::DuplicateAlg(*a));
+            }
+        }
+        if !RSA_BITS.contains(&self.rsa_bits) {
+            return Err(PolicyError::RsaBits(self.rsa_bits));
+        }
+        for (field, d) in [
+            ("tokens.max_lifetime", self.max_token_lifetime),
+            ("jwks.cache_max_age", self.jwks_cache_max_age),
+        ] {
+            if d.is_zero() {
+                return Err(PolicyError::Zero { field });
+            }
+        }
+        if let Schedule::Every(d) = &self.schedule
+            && d.is_zero()
+        {
+            return Err(PolicyError::Zero {
+                field: "rotation.every",
+            });
+        }
+        if self.publish_ahead < self.jwks_cache_max_age {
+            return Err(PolicyError::PublishAheadTooShort {
+                publish_ahead: format_duration(self.publish_ahead),
+                cache: format_duration(self.jwks_cache_max_age),
+            });
+        }
+        let period = match self.schedule.min_period(now) {
+            Some(p) => p,
+            None => match &self.schedule {
+                Schedule::Cron(c) if self.schedule.next_after(now).is_none() => {
+                    return Err(PolicyError::CronNeverFires(c.expr.clone()));
+                }
+                // A cron that fires exactly once more: nothing to compare.
+                _ => Duration::MAX,
+            },
+        };
+        if period < self.publish_ahead {
+            return Err(PolicyError::PeriodTooShort {
+                period: format_duration(period),
+                publish_ahead: format_duration(self.publish_ahead),
+            });
+        }
+
+        let mut warnings = Vec::new();
+        let default_ahead = Self::default_publish_ahead(self.jwks_cache_max_age, self.clock_skew);
+        if self.publish_ahead < default_ahead {
+            warnings.push(format!(
+                "jwks.publish_ahead ({}) is below jwks.cache_max_age + tokens.clock_skew ({}): \
+                 a verifier whose clock runs behind may meet a new key before its cache expires",
+                format_duration(self.publish_ahead),
+                format_duration(default_ahead)
+            ));
+        }
+        if self.clock_skew.is_zero() {
+            warnings.push(
+                "tokens.clock_skew is 0: verifiers and jwksd never agree to the millisecond".into(),
+            );
+        }
+        if self.jwks_cache_max_age > Duration::from_secs(3600) {
+            warnings.push(format!(
+                "jwks.cache_max_age is {}: an emergency revocation takes that long to reach \
+                 verifiers",
+                format_duration(self.jwks_cache_max_age)
+            ));
+        }
+        if self.signing_key_cache_max_age > period {
+            warnings.push(format!(
+                "signing_key.cache_max_age ({}) is longer than the rotation period ({}): \
+                 signers may sign with a key well after it was rotated out",
+                format_duration(self.signing_key_cache_max_age),
+                format_duration(period)
+            ));
+        }
+        let published = self.max_published_per_alg(now);
+        if published > 12 {
+            warnings.push(format!(
+                "up to {published} keys per algorithm may be published at once (retention {} \
+                 over a rotation period of {}): some verifiers limit the size of a JWK Set",
+                format_duration(self.retention()),
+                format_duration(period)
+            ));
+        }
+        Ok(warnings)
+    }
+
+    /// Upper bound of published keys per algorithm: one active, one next,
+    /// the keys the schedule rotated out within one retention, and those
+    /// manual rotations may add.
+    pub fn max_published_per_alg(&self, now: Timestamp) -> usize {
+        let period = self
+            .schedule
+            .min_period(now)
+            .unwrap_or(Duration::MAX)
+            .max(self.publish_ahead)
+            .max(Duration::from_millis(1));
+        let scheduled = (self.retention().as_millis() / period.as_millis()) as usize + 2;
+        scheduled + 2 + MANUAL_RETIRING_LIMIT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn policy(every: u64) -> Policy {
+        Policy {
+            algorithms: vec![Alg::ES256],
+            rsa_bits: 2048,
+            schedule: Schedule::Every(Duration::from_secs(every)),
+            max_token_lifetime: Duration::from_secs(4),
+            clock_skew: Duration::from_secs(1),
+            jwks_cache_max_age: Duration::from_secs(1),
+            publish_ahead: Duration::from_secs(2),
+            signing_key_cache_max_age: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn retention_adds_signer_cache_lifetime_and_skew() {
+        assert_eq!(policy(3).retention(), Duration::from_secs(6));
+    }
+
+    #[test]
+    fn five_field_cron_is_refused() {
+        assert!(matches!(
+            Schedule::cron("0 3 * * *"),
+            Err(PolicyError::CronFields { fields: 5, .. })
+        ));
+        assert!(matches!(
+            Schedule::cron("0 0 3 * * * * *"),
+            Err(PolicyError::CronFields { .. })
+        ));
+        assert!(matches!(
+            Schedule::cron("0 0 25 * * *"),
+            Err(PolicyError::CronInvalid { .. })
+        ));
+    }
+
+    #[test]
+    fn cron_next_after_and_min_period() {
+        let s = Schedule::cron("0 0 3 * * *").unwrap();
+        let t = Timestamp::parse_rfc3339("2026-01-01T02:59:59.500Z").unwrap();
+        assert_eq!(
+            s.next_after(t).unwrap(),
+            Timestamp::parse_rfc3339("2026-01-01T03:00:00Z").unwrap()
+        );
+        assert_eq!(s.min_period(t), Some(Duration::from_secs(86400)));
+        let s = Schedule::cron("0 0 3,4 * * *").unwrap();
+        assert_eq!(s.min_period(t), Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn validation_refuses_what_breaks_the_promise() {
+        let now = Timestamp::from_millis(0);
+        let mut p = policy(3);
+        assert!(p.validate(now).is_ok());
+        p.publish_ahead = Duration::from_millis(500);
+        assert!(matches!(
+            p.validate(now),
+            Err(PolicyError::PublishAheadTooShort { .. })
+        ));
+        let mut p = policy(1);
+        p.publish_ahead = Duration::from_secs(2);
+        assert!(matches!(
+            p.validate(now),
+            Err(PolicyError::PeriodTooShort { .. })
+        ));
+        let mut p = policy(3);
+        p.schedule = Schedule::cron("* * * * * *").unwrap();
+        assert!(matches!(
+            p.validate(now),
+            Err(PolicyError::PeriodTooShort { .. })
+        ));
+        let mut p = policy(3);
+        p.schedule = Schedule::cron("0 0 0 1 1 * 2020").unwrap();
+        assert!(matches!(
+            p.validate(now.saturating_add(Duration::from_secs(2_000_000_000))),
+            Err(PolicyError::CronNeverFires(_))
+        ));
+    }
+
+    #[test]
+    fn validation_warns_when_publish_ahead_ignores_skew() {
+        let mut p = policy(3);
+        p.publish_ahead = p.jwks_cache_max_age;
+        let w = p.validate(Timestamp::from_millis(0)).unwrap();
+        assert!(w.iter().any(|w| w.contains("publish_ahead")), "{w:?}");
+    }
+}

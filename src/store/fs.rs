@@ -1,0 +1,524 @@
+//! The directory store: one file per private key plus `state.json`.
+//!
+//! ```text
+//! keys/
+//!   .lock              flock held while a daemon uses the directory (holds its pid)
+//!   state.json         the key-ring state: the commit point of every change
+//!   <kid>.key          a committed private key: PKCS#8 PEM, or sealed (JSON envelope)
+//!   <kid>.key.pending  a generated key not yet in state.json
+//!   *.tmp              a write in progress
+//! ```
+//! Every write is temp file, fsync, rename, fsync of the directory. A key is
+//! staged as `.pending` before the state that publishes it is committed, and
+//! renamed to `.key` after; load rolls either way forward or back, so a crash
+//! at any instant leaves a store that loads.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use p256::pkcs8::SecretDocument;
+use zeroize::Zeroizing;
+
+use crate::keys::{KeyMaterial, Kid};
+use crate::lifecycle::state::STATE_FORMAT;
+use crate::lifecycle::{KeyState, KeyringState};
+use crate::store::seal::{self, MasterKey};
+use crate::store::{KeyStore, Loaded, Problem, StoreError};
+
+const STATE_FILE: &str = "state.json";
+const LOCK_FILE: &str = ".lock";
+const KEY_EXT: &str = ".key";
+const PENDING_EXT: &str = ".key.pending";
+const TMP_EXT: &str = ".tmp";
+/// A state file larger than this is not ours.
+const MAX_STATE_BYTES: u64 = 16 << 20;
+const MAX_KEY_BYTES: u64 = 64 << 10;
+
+pub struct FsStore {
+    dir: PathBuf,
+    master: Option<MasterKey>,
+    /// Held for the life of the store: the flock is released on close.
+    _lock: File,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    /// Version of the state last loaded or committed.
+    version: u64,
+    /// Kids with a committed `.key` file.
+    on_disk: HashSet<Kid>,
+    /// Things done at open time, reported with the next load.
+    notes: Vec<String>,
+}
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl FsStore {
+    /// Opens (creating if needed) the key directory and takes its lock.
+    pub fn open(dir: impl Into<PathBuf>, master: Option<MasterKey>) -> Result<FsStore, StoreError> {
+        let dir = dir.into();
+        let mut notes = Vec::new();
+        if !dir.exists() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(io("create key directory", &dir))?;
+        }
+        let meta = fs::metadata(&dir).map_err(io("stat key directory", &dir))?;
+        if !meta.is_dir() {
+            return Err(StoreError::Other(format!(
+                "{} is not a directory; point keys_dir at a directory",
+                dir.display()
+            )));
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            if holds_key_material(&dir)? {
+                return Err(StoreError::Permissions {
+                    path: dir,
+                    mode,
+                    want: 0o700,
+                });
+            }
+            // A fresh directory (as a checkout makes it): tighten it before the
+            // first key is written.
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                .map_err(io("restrict key directory", &dir))?;
+            notes.push(format!(
+                "key directory {} had mode {mode:o} and held no key yet; set it to 700",
+                dir.display()
+            ));
+        }
+        let lock_path = dir.join(LOCK_FILE);
+        let mut lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(io("open lock file", &lock_path))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut s = String::new();
+                let _ = lock.read_to_string(&mut s);
+                return Err(StoreError::Locked {
+                    dir,
+                    pid: s.trim().parse().ok(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io("lock", &lock_path)(e)),
+        }
+        lock.set_len(0).map_err(io("write lock file", &lock_path))?;
+        writeln!(lock, "{}", std::process::id()).map_err(io("write lock file", &lock_path))?;
+        Ok(FsStore {
+            dir,
+            master,
+            _lock: lock,
+            inner: Mutex::new(Inner {
+                version: 0,
+                on_disk: HashSet::new(),
+                notes,
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn key_path(&self, kid: &Kid) -> PathBuf {
+        self.dir.join(format!("{kid}{KEY_EXT}"))
+    }
+
+    fn pending_path(&self, kid: &Kid) -> PathBuf {
+        self.dir.join(format!("{kid}{PENDING_EXT}"))
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep going.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes `name` atomically and durably: temp file, fsync, rename, fsync
+    /// of the directory.
+    fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let tmp = self.dir.join(format!("{name}{TMP_EXT}"));
+        let dest = self.dir.join(name);
+        let _ = fs::remove_file(&tmp);
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        let written = f
+            .write_all(bytes)
+            .and_then(|_| f.sync_all())
+            .map_err(io("write", &tmp));
+        drop(f);
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        if let Err(e) = fs::rename(&tmp, &dest) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io("rename", &dest)(e));
+        }
+        self.sync_dir()
+    }
+
+    fn sync_dir(&self) -> Result<(), StoreError> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync", &self.dir))
+    }
+
+    /// Reads a private key file and opens it into key material.
+    fn read_key(
+        &self,
+        kid: &Kid,
+        alg: crate::keys::Alg,
+        path: &Path,
+    ) -> Result<KeyMaterial, Problem> {
+        let problem = |what: String, fix: &str| Problem {
+            path: path.to_owned(),
+            what,
+            fix: fix.to_owned(),
+        };
+        let bytes = read_limited(path, MAX_KEY_BYTES).map_err(|e| {
+            problem(
+                format!("cannot read: {e}"),
+                "check the file's owner and mode (600)",
+            )
+        })?;
+        let der: Zeroizing<Vec<u8>> = if seal::is_sealed(&bytes) {
+            let Some(master) = &self.master else {
+                return Err(problem(
+                    "the key is sealed and no master key is configured".into(),
+                    "set JWKSD_MASTER_KEY (or master_key_file) to the master key the store was sealed with",
+                ));
+            };
+            master.open(kid, alg, &bytes).map_err(|e| {
+                problem(
+                    format!("cannot open sealed key: {e}"),
+                    "configure the master key this store was sealed with; if it is lost, the keys \
+                     are too (restore the directory from a backup and its master key)",
+                )
+            })?
+        } else {
+            let text = std::str::from_utf8(&bytes)
+                .map_err(|_| problem("not PEM".into(), "restore the file from a backup"))?;
+            let (label, doc) = SecretDocument::from_pem(text).map_err(|e| {
+                problem(
+                    format!("not a PEM document: {e}"),
+                    "restore the file from a backup",
+                )
+            })?;
+            if label != "PRIVATE KEY" {
+                return Err(problem(
+                    format!("PEM label {label:?}, expected \"PRIVATE KEY\" (PKCS#8)"),
+                    "restore the file from a backup",
+                ));
+            }
+            Zeroizing::new(doc.as_bytes().to_vec())
+        };
+        let key = KeyMaterial::from_pkcs8(alg, der)
+            .map_err(|e| problem(e.to_string(), "restore the file from a backup"))?;
+        if &key.kid != kid {
+            return Err(problem(
+                format!("holds the key {}, not {kid}", key.kid),
+                "the file was swapped or damaged: restore it from a backup",
+            ));
+        }
+        Ok(key)
+    }
+}
+
+/// Whether a directory already holds a state or a private key.
+fn holds_key_material(dir: &Path) -> Result<bool, StoreError> {
+    for entry in fs::read_dir(dir).map_err(io("list", dir))? {
+        let name = entry.map_err(io("list", dir))?.file_name();
+        let name = name.to_string_lossy();
+        if name == STATE_FILE || name.ends_with(KEY_EXT) || name.ends_with(PENDING_EXT) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn read_limited(path: &Path, limit: u64) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    let f = File::open(path)?;
+    let mut buf = Zeroizing::new(Vec::new());
+    f.take(limit + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > limit {
+        return Err(std::io::Error::other(format!("larger than {limit} bytes")));
+    }
+    Ok(buf)
+}
+
+/// A file name in the key directory, classified.
+enum Entry {
+    Key(Kid),
+    Pending(Kid),
+    Temp,
+    Other,
+}
+
+fn classify(name: &str) -> Entry {
+    if name.ends_with(TMP_EXT) {
+        Entry::Temp
+    } else if let Some(kid) = name.strip_suffix(PENDING_EXT) {
+        kid.parse().map(Entry::Pending).unwrap_or(Entry::Other)
+    } else if let Some(kid) = name.strip_suffix(KEY_EXT) {
+        kid.parse().map(Entry::Key).unwrap_or(Entry::Other)
+    } else {
+        Entry::Other
+    }
+}
+
+impl KeyStore for FsStore {
+    fn load(&self) -> Result<Loaded, StoreError> {
+        let mut inner = self.inner();
+        let mut notes = std::mem::take(&mut inner.notes);
+        let mut problems = Vec::new();
+        let mut key_files = HashSet::new();
+        let mut pending_files = HashSet::new();
+
+        for entry in fs::read_dir(&self.dir).map_err(io("list", &self.dir))? {
+            let entry = entry.map_err(io("list", &self.dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            match classify(&name) {
+                Entry::Temp => {
+                    fs::remove_file(&path).map_err(io("remove leftover temp file", &path))?;
+                    notes.push(format!(
+                        "removed {}, left by an interrupted write (never committed)",
+                        path.display()
+                    ));
+                }
+                Entry::Key(kid) => {
+                    let mode = entry
+                        .metadata()
+                        .map_err(io("stat", &path))?
+                        .permissions()
+                        .mode();
+                    if mode & 0o077 != 0 {
+                        problems.push(Problem {
+                            path: path.clone(),
+                            what: format!("private key file has mode {:o}", mode & 0o777),
+                            fix: format!("chmod 600 {}", path.display()),
+                        });
+                    }
+                    key_files.insert(kid);
+                }
+                Entry::Pending(kid) => {
+                    pending_files.insert(kid);
+                }
+                Entry::Other => {}
+            }
+        }
+
+        let state_path = self.dir.join(STATE_FILE);
+        let state = if state_path.exists() {
+            let bytes =
+                read_limited(&state_path, MAX_STATE_BYTES).map_err(io("read", &state_path))?;
+            match parse_state(&bytes) {
+                Ok(s) => s,
+                Err(what) => {
+                    problems.push(Problem {
+                        path: state_path.clone(),
+                        what,
+                        fix: "restore state.json from a backup of the key directory".into(),
+                    });
+                    return Err(StoreError::Inconsistent(problems));
+                }
+            }
+        } else {
+            KeyringState::default()
+        };
+
+        let mut keys = HashMap::new();
+        let live: HashSet<&Kid> = state.keys.iter().map(|k| &k.kid).collect();
+        for k in &state.keys {
+            let path = self.key_path(&k.kid);
+            if !key_files.contains(&k.kid) {
+                if pending_files.contains(&k.kid) {
+                    // Committed, but the rename after the commit did not happen.
+                    fs::rename(self.pending_path(&k.kid), &path).map_err(io("rename", &path))?;
+                    self.sync_dir()?;
+                    notes.push(format!("completed the commit of {}", path.display()));
+                } else if k.state == KeyState::Retiring {
+                    notes.push(format!(
+                        "private key of retiring key {} is missing ({}): it still verifies and \
+                         will not sign again, so nothing is lost",
+                        k.kid,
+                        path.display()
+                    ));
+                    continue;
+                } else {
+                    problems.push(Problem {
+                        path,
+                        what: format!(
+                            "private key of the {} {} key {} is missing",
+                            k.state, k.alg, k.kid
+                        ),
+                        fix: "restore the file from a backup of the key directory; if it is \
+                              lost, see \"A private key is missing\" in runbook.md"
+                            .into(),
+                    });
+                    continue;
+                }
+            }
+            match self.read_key(&k.kid, k.alg, &path) {
+                Ok(key) => {
+                    if self.master.is_some()
+                        && !seal::is_sealed(&fs::read(&path).unwrap_or_default())
+                    {
+                        notes.push(format!(
+                            "{} is stored in the clear although a master key is configured: run \
+                             `jwksd rekey` to seal it",
+                            path.display()
+                        ));
+                    }
+                    keys.insert(k.kid.clone(), key);
+                }
+                Err(p) => problems.push(p),
+            }
+        }
+        for kid in pending_files.iter().filter(|k| !live.contains(k)) {
+            let path = self.pending_path(kid);
+            fs::remove_file(&path).map_err(io("remove", &path))?;
+            notes.push(format!(
+                "removed {}: a key generated but never committed (it was never published)",
+                path.display()
+            ));
+        }
+        let ended: HashSet<&Kid> = state.history.iter().map(|k| &k.kid).collect();
+        for kid in key_files.iter().filter(|k| !live.contains(k)) {
+            let path = self.key_path(kid);
+            if ended.contains(kid) {
+                fs::remove_file(&path).map_err(io("remove", &path))?;
+                notes.push(format!(
+                    "destroyed {} of a retired or revoked key",
+                    path.display()
+                ));
+            } else {
+                problems.push(Problem {
+                    path,
+                    what: "a private key that state.json does not know".into(),
+                    fix: "if this directory was restored from several backups, restore state.json \
+                          from the same backup as this key, or move the file out of the key \
+                          directory"
+                        .into(),
+                });
+            }
+        }
+        self.sync_dir()?;
+        if !problems.is_empty() {
+            return Err(StoreError::Inconsistent(problems));
+        }
+        inner.version = state.version;
+        inner.on_disk = keys.keys().cloned().collect();
+        Ok(Loaded { state, keys, notes })
+    }
+
+    fn stage(&self, key: &KeyMaterial) -> Result<(), StoreError> {
+        let bytes: Zeroizing<Vec<u8>> = match &self.master {
+            Some(m) => Zeroizing::new(m.seal(&key.kid, key.alg, &key.pkcs8).map_err(|source| {
+                StoreError::Seal {
+                    kid: key.kid.clone(),
+                    source,
+                }
+            })?),
+            None => Zeroizing::new(key.pkcs8_pem()?.as_bytes().to_vec()),
+        };
+        self.write_atomic(&format!("{}{PENDING_EXT}", key.kid), &bytes)
+    }
+
+    fn discard(&self, kid: &Kid) {
+        let _ = fs::remove_file(self.pending_path(kid));
+    }
+
+    fn commit(&self, state: &KeyringState) -> Result<(), StoreError> {
+        let mut inner = self.inner();
+        if state.version != inner.version + 1 {
+            return Err(StoreError::Conflict {
+                expected: state.version.saturating_sub(1),
+                found: inner.version,
+            });
+        }
+        let json = serde_json::to_vec_pretty(state)
+            .map_err(|e| StoreError::Other(format!("serialising state: {e}")))?;
+        self.write_atomic(STATE_FILE, &json)?;
+        inner.version = state.version;
+
+        // After the commit point: complete staged keys, destroy ended ones.
+        // A crash from here on is repaired by load.
+        let mut changed = false;
+        for k in &state.keys {
+            if !inner.on_disk.contains(&k.kid) {
+                let pending = self.pending_path(&k.kid);
+                if pending.exists() {
+                    let path = self.key_path(&k.kid);
+                    fs::rename(&pending, &path).map_err(io("rename", &path))?;
+                    changed = true;
+                }
+                inner.on_disk.insert(k.kid.clone());
+            }
+        }
+        let live: HashSet<&Kid> = state.keys.iter().map(|k| &k.kid).collect();
+        let ended: Vec<Kid> = inner
+            .on_disk
+            .iter()
+            .filter(|k| !live.contains(k))
+            .cloned()
+            .collect();
+        for kid in ended {
+            let path = self.key_path(&kid);
+            match fs::remove_file(&path) {
+                Ok(()) => changed = true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("destroy private key", &path)(e)),
+            }
+            inner.on_disk.remove(&kid);
+        }
+        if changed {
+            self.sync_dir()?;
+        }
+        Ok(())
+    }
+
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+}
+
+fn parse_state(bytes: &[u8]) -> Result<KeyringState, String> {
+    #[derive(serde::Deserialize)]
+    struct Header {
+        format: u32,
+    }
+    let header: Header =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a jwksd state file: {e}"))?;
+    if header.format != STATE_FORMAT {
+        return Err(format!(
+            "state format {} is not supported by this jwksd (it reads format {STATE_FORMAT}); \
+             run the jwksd version that wrote it",
+            header.format
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| format!("state file is damaged: {e}"))
+}

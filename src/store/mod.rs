@@ -1,0 +1,116 @@
+//! Durable key storage: the [`KeyStore`] trait and its implementations.
+//!
+//! A store keeps two things: the key-ring state (what the planner reads) and
+//! each key's private material. A key's private material is durable before
+//! any state that publishes its kid ([`KeyStore::stage`] before
+//! [`KeyStore::commit`]), and the commit is the one atomic step that makes a
+//! change real.
+
+pub mod fs;
+pub mod seal;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::keys::{KeyError, KeyMaterial, Kid};
+use crate::lifecycle::KeyringState;
+pub use seal::{MasterKey, SealError};
+
+/// What a store holds, as loaded and checked at start-up.
+pub struct Loaded {
+    pub state: KeyringState,
+    /// Private keys of every next, active and retiring key that has one.
+    pub keys: HashMap<Kid, KeyMaterial>,
+    /// Things repaired or worth an operator's attention; never key material.
+    pub notes: Vec<String>,
+}
+
+/// Storage for the key ring. Methods block (disk or database I/O): async
+/// callers run them on a blocking thread.
+pub trait KeyStore: Send + Sync + 'static {
+    /// Loads and checks the state and the private keys it refers to.
+    fn load(&self) -> Result<Loaded, StoreError>;
+
+    /// Makes a generated key's private material durable without publishing
+    /// it; a staged key no committed state refers to is discarded on load.
+    fn stage(&self, key: &KeyMaterial) -> Result<(), StoreError>;
+
+    /// Drops a staged key that will not be committed (best effort: load
+    /// discards any that remain).
+    fn discard(&self, kid: &Kid);
+
+    /// Atomically replaces the state, if the stored version is still
+    /// `state.version - 1`. Private keys of keys the new state retired or
+    /// revoked are destroyed.
+    fn commit(&self, state: &KeyringState) -> Result<(), StoreError>;
+
+    /// Where the store lives, for logs and errors.
+    fn location(&self) -> String;
+}
+
+/// One thing wrong with a store, with what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: PathBuf,
+    pub what: String,
+    pub fix: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} (fix: {})",
+            self.path.display(),
+            self.what,
+            self.fix
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "key directory {dir} is in use by another jwksd process{}; stop it first, or give \
+         this one its own keys_dir",
+        .pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked { dir: PathBuf, pid: Option<u32> },
+    #[error(
+        "{path} has mode {mode:o}, readable by group or others; fix with `chmod {want:o} {path}`"
+    )]
+    Permissions { path: PathBuf, mode: u32, want: u32 },
+    #[error("the key store is inconsistent; nothing was changed:\n{}", list(.0))]
+    Inconsistent(Vec<Problem>),
+    #[error(
+        "state changed underneath: expected version {expected}, found {found} (another \
+         process wrote the store)"
+    )]
+    Conflict { expected: u64, found: u64 },
+    #[error("sealing key {kid}: {source}")]
+    Seal {
+        kid: Kid,
+        #[source]
+        source: SealError,
+    },
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("{0}")]
+    Other(String),
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,480 @@
+//! The planner, driven through a simulated shell: tricky instants as unit
+//! tests, and months of random operation as property tests.
+
+mod support;
+
+use std::time::Duration;
+
+use jwksd::keys::Alg;
+use jwksd::lifecycle::{
+    Action, EarlyActivation, KeyState, Policy, RevokeError, RotateError, Schedule, Trigger,
+    UpcomingEvent, plan, upcoming,
+};
+use jwksd::time::Timestamp;
+use proptest::prelude::*;
+use support::sim::Sim;
+
+const S: u64 = 1;
+const M: u64 = 60;
+const H: u64 = 3600;
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn t0() -> Timestamp {
+    Timestamp::parse_rfc3339("2026-01-01T00:00:00Z").unwrap()
+}
+
+/// Test-scale policy: rotate every 10 s, publish 3 s ahead, retain 7 s.
+fn policy() -> Policy {
+    Policy {
+        algorithms: vec![Alg::ES256, Alg::RS256],
+        rsa_bits: 2048,
+        schedule: Schedule::Every(secs(10)),
+        max_token_lifetime: secs(4),
+        clock_skew: secs(1),
+        jwks_cache_max_age: secs(2),
+        publish_ahead: secs(3),
+        signing_key_cache_max_age: secs(2),
+    }
+}
+
+fn assert_clean(sim: &mut Sim) {
+    sim.check_history();
+    assert!(sim.violations.is_empty(), "{:#?}", sim.violations);
+}
+
+#[test]
+fn empty_store_generates_active_and_next_per_algorithm() {
+    let p = plan(&Default::default(), &policy(), t0());
+    assert_eq!(p.actions.len(), 4);
+    assert!(p.actions.iter().all(Action::is_generate));
+    assert!(p.actions.iter().any(|a| matches!(
+        a,
+        Action::Generate {
+            alg: Alg::RS256,
+            role: KeyState::Active,
+            trigger: Trigger::Startup,
+            early: Some(EarlyActivation::Bootstrap),
+            ..
+        }
+    )));
+    let mut sim = Sim::new(policy(), t0());
+    sim.settle();
+    for alg in [Alg::ES256, Alg::RS256] {
+        let active = sim.state.active(alg).unwrap();
+        assert_eq!(active.early_activation, Some(EarlyActivation::Bootstrap));
+        assert!(sim.state.next_key(alg).is_some());
+    }
+    assert_eq!(sim.state.published().count(), 4);
+    assert_clean(&mut sim);
+}
+
+#[test]
+fn scheduled_rotation_switches_at_once_and_retains() {
+    let mut sim = Sim::new(policy(), t0());
+    sim.settle();
+    let old = sim.state.active(Alg::ES256).unwrap().kid.clone();
+    let next = sim.state.next_key(Alg::ES256).unwrap().kid.clone();
+    let p = plan(&sim.state, &sim.policy, sim.now);
+    assert_eq!(p.wake_at, Some(t0().saturating_add(secs(10))));
+    sim.advance(secs(10));
+    assert_eq!(sim.state.active(Alg::ES256).unwrap().kid, next);
+    let old_rec = sim.state.find(&old).unwrap();
+    assert_eq!(old_rec.state, KeyState::Retiring);
+    assert_eq!(old_rec.retire_at, Some(sim.now.saturating_add(secs(7))));
+    // Still published until retire_at, gone after.
+    sim.advance(secs(6));
+    assert!(sim.state.published().any(|k| k.kid == old));
+    sim.advance(secs(1));
+    assert!(!sim.state.published().any(|k| k.kid == old));
+    assert_eq!(sim.state.find(&old).unwrap().state, KeyState::Retired);
+    assert_clean(&mut sim);
+}
+
+#[test]
+fn rotation_exactly_at_publish_ahead_is_allowed() {
+    let mut sim = Sim::new(policy(), t0());
+    sim.settle();
+    sim.advance(secs(10)); // scheduled rotation; new next published now
+    let rotated_at = sim.now;
+    sim.advance(secs(3) - Duration::from_millis(1));
+    assert!(matches!(
+        sim.manual_rotate(Some(Alg::ES256), false),
+        Err(RotateError::TooEarly { earliest, .. }) if earliest == rotated_at.saturating_add(secs(3))
+    ));
+    sim.advance(Duration::from_millis(1));
+    sim.manual_rotate(Some(Alg::ES256), false).unwrap();
+    let a = sim.state.active(Alg::ES256).unwrap();
+    assert_eq!(a.activated_at, Some(sim.now));
+    assert_eq!(a.early_activation, None);
+    assert_eq!(a.transitions.last().unwrap().trigger, Trigger::Manual);
+    assert_clean(&mut sim);
+}
+
+#[test]
+fn sub_second_precision_is_kept() {
+    // Published at 10.9 s with publish_ahead 3 s: may not sign at 13.0 s.
+    let mut sim = Sim::new(policy(), t0());
+    sim.settle();
+    sim.advance(Duration::from_millis(10_900)); // rotation at 10 s, not yet
+    let mut p = policy();
+    p.schedule = Schedule::Every(Duration::from_millis(10_900));
+    let mut sim = Sim::new(p, t0());
+    sim.settle();
+    sim.advance(Duration::from_millis(10_900));
+    let published = sim.state.next_key(Alg::ES256).unwrap().published_at;
+    assert_eq!(published.as_millis() - t0().as_millis(), 10_900);
+    sim.advance(Duration::from_millis(2_100));
+    assert!(matches!(
+        sim.manual_rotate(Some(Alg::ES256), false),
+        Err(RotateError::TooEarly { .. })
+    ));
+}
+
+#[test]
+fn schedule_faster_than_publish_ahead_waits_and_reports_when() {
+    let mut p = policy();
+    p.schedule = Schedule::Every(secs(1)); // invalid config, planner stays safe
+    let mut sim = Sim::new(p, t0());
+    sim.settle();
+    sim.advance(secs(1));
+    // Due, but the next key has been published 1 s of the 3 s needed.
+    let up = upcoming(&sim.state, &sim.policy, sim.now);
+    let es = up
+        .iter()
+        .find(|u| u.alg == Alg::ES256 && u.event != UpcomingEvent::Retire)
+        .unwrap();
+    assert_eq!(es.event, UpcomingEvent::RotationWaitingForPublishAhead);
+    assert_eq!(es.at, t0().saturating_add(secs(3)));
+    assert_eq!(plan(&sim.state, &sim.policy, sim.now).wake_at, Some(es.at));
+    sim.advance(secs(60));
+    assert_clean(&mut sim);
+    // One rotation per publish_ahead at most.
+    let n = sim.scheduled_rotations[&Alg::ES256].len();
+    assert_eq!(n, 20, "{:?}", sim.scheduled_rotations[&Alg::ES256]);
+}
+
+#[test]
+fn downtime_across_many_fires_rotates_once() {
+    let mut sim = Sim::new(policy(), t0());
+    sim.settle();
+    sim.advance(secs(5));
+    sim.downtime(secs(100));
+    assert_eq!(sim.scheduled_rotations[&Alg::ES256].len(), 1);
+    assert_clean(&mut sim);
+}
+
+#[test]
+fn downtime_longer_than_retention_retires_and_keeps_one_active() {
+    let mut sim = Sim::new(policy(), t0());
+    sim.settle();
+    sim.advance(secs(12)); // one rotation; a retiring key per alg
+    assert_eq!(
+        sim.state.in_state(Alg::ES256, KeyState::Retiring).count(),
+        1
+    );
+    sim.downtime(secs(3600));
+    // The key retiring before the downtime is gone; the key active before it
+    // now retires from the restart on.
+    let retiring: Vec<_> = sim.state.in_state(Alg::ES256, KeyState::Retiring).collect();
+    assert_eq!(retiring.len(), 1);
+    assert_eq!(retiring[0].deactivated_at, Some(sim.now));
+    assert_clean(&mut sim);
+}
+
+#[test]
+fn revoking_active_promotes_next_at_once_as_emergency() {
+    let mut sim = Sim::new(policy(), t0());
+    sim.settle();
+    sim.advance(secs(1));
+    let active = sim.state.active(Alg::ES256).unwrap().kid.clone();
+    let next = sim.state.next_key(Alg::ES256).unwrap().kid.clone();
+    sim.revoke(&active).unwrap();
+    assert!(!sim.state.published().any(|k| k.kid == active));
+    let a = sim.state.active(Alg::ES256).unwrap();
+    assert_eq!(a.kid, next);
+    assert_eq!(a.early_activation, Some(EarlyActivation::Emergency));
+    assert!(sim.state.next_key(Alg::ES256).is_some());
+    assert_eq!(
+        sim.revoke(&active),
+        Err(RevokeError::AlreadyEnded {
+            kid: active.clone(),
+            state: KeyState::Revoked
+        })
+    );
+    assert_clean(&mut sim);
+}
+
+#[test]
+fn revoking_next_replaces_it_and_delays_rotation() {
+    let mut sim = Sim::new(policy(), t0());
+    sim.settle();
+    sim.advance(secs(9));
+    let next = sim.state.next_key(Alg::ES256).unwrap().kid.clone();
+    sim.revoke(&next).unwrap();
+    let replacement = sim.state.next_key(Alg::ES256).unwrap();
+    assert_ne!(replacement.kid, next);
+    assert_eq!(replacement.published_at, sim.now);
+    sim.advance(secs(1)); // due at 10 s, replacement ready at 12 s
+    assert_eq!(sim.scheduled_rotations.get(&Alg::ES256), None);
+    sim.advance(secs(2));
+    assert_eq!(
+        sim.scheduled_rotations[&Alg::ES256],
+        vec![t0().saturating_add(secs(12))]
+    );
+    assert_clean(&mut sim);
+}
+
+#[test]
+fn revoking_retiring_removes_it_and_unknown_is_reported() {
+    let mut sim = Sim::new(policy(), t0());
+    sim.settle();
+    sim.advance(secs(10));
+    let retiring = sim
+        .state
+        .in_state(Alg::RS256, KeyState::Retiring)
+        .next()
+        .unwrap()
+        .kid
+        .clone();
+    sim.revoke(&retiring).unwrap();
+    assert_eq!(sim.state.find(&retiring).unwrap().state, KeyState::Revoked);
+    let unknown: jwksd::keys::Kid = "nope".parse().unwrap();
+    assert_eq!(
+        sim.revoke(&unknown),
+        Err(RevokeError::Unknown(unknown.clone()))
+    );
+    assert_clean(&mut sim);
+}
+
+#[test]
+fn forced_rotation_is_recorded_as_unsafe() {
+    let mut sim = Sim::new(policy(), t0());
+    sim.settle();
+    sim.advance(secs(1));
+    sim.manual_rotate(None, true).unwrap();
+    for alg in [Alg::ES256, Alg::RS256] {
+        let a = sim.state.active(alg).unwrap();
+        assert_eq!(a.early_activation, Some(EarlyActivation::Forced));
+        assert_eq!(a.transitions.last().unwrap().trigger, Trigger::Forced);
+    }
+    assert_clean(&mut sim);
+}
+
+#[test]
+fn manual_rotations_are_bounded() {
+    let mut sim = Sim::new(policy(), t0());
+    sim.settle();
+    let mut refused = None;
+    for _ in 0..10 {
+        match sim.manual_rotate(Some(Alg::ES256), true) {
+            Ok(()) => {}
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(matches!(
+        refused,
+        Some(RotateError::TooManyPublished {
+            alg: Alg::ES256,
+            count: 4,
+            ..
+        })
+    ));
+    assert_clean(&mut sim);
+}
+
+#[test]
+fn removed_algorithm_retires_gracefully_and_can_return() {
+    let mut sim = Sim::new(policy(), t0());
+    sim.settle();
+    sim.advance(secs(2));
+    let rs_active = sim.state.active(Alg::RS256).unwrap().kid.clone();
+    let rs_next = sim.state.next_key(Alg::RS256).unwrap().kid.clone();
+    sim.policy.algorithms = vec![Alg::ES256];
+    sim.settle();
+    let a = sim.state.find(&rs_active).unwrap();
+    assert_eq!(a.state, KeyState::Retiring);
+    assert_eq!(a.transitions.last().unwrap().trigger, Trigger::Config);
+    assert_eq!(sim.state.find(&rs_next).unwrap().state, KeyState::Retired);
+    sim.advance(secs(30));
+    assert!(sim.state.published().all(|k| k.alg == Alg::ES256));
+    sim.policy.algorithms = vec![Alg::ES256, Alg::RS256];
+    sim.settle();
+    assert!(sim.state.active(Alg::RS256).is_some());
+    assert_clean(&mut sim);
+}
+
+#[test]
+fn rsa_size_change_applies_to_next_generated_key() {
+    let mut sim = Sim::new(policy(), t0());
+    sim.settle();
+    sim.policy.rsa_bits = 4096;
+    let p = plan(&sim.state, &sim.policy, sim.now.saturating_add(secs(10)));
+    assert!(p.actions.iter().any(|a| matches!(
+        a,
+        Action::Generate {
+            alg: Alg::RS256,
+            rsa_bits: 4096,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn cron_schedule_rotates_at_fires_and_once_after_downtime() {
+    let mut p = policy();
+    p.schedule = Schedule::cron("0 0 3 * * *").unwrap();
+    p.publish_ahead = secs(6 * M);
+    p.jwks_cache_max_age = secs(5 * M);
+    p.max_token_lifetime = secs(24 * H);
+    let mut sim = Sim::new(p, t0());
+    sim.settle();
+    sim.advance(secs(3 * 24 * H));
+    let times: Vec<String> = sim.scheduled_rotations[&Alg::ES256]
+        .iter()
+        .map(|t| t.to_rfc3339())
+        .collect();
+    assert_eq!(
+        times,
+        [
+            "2026-01-01T03:00:00.000Z",
+            "2026-01-02T03:00:00.000Z",
+            "2026-01-03T03:00:00.000Z"
+        ]
+    );
+    sim.downtime(secs(10 * 24 * H));
+    assert_eq!(sim.scheduled_rotations[&Alg::ES256].len(), 4);
+    assert_clean(&mut sim);
+}
+
+// ---- properties ----
+
+/// Time steps are in hundredths of the policy's rotation period, so that
+/// every policy sees a few rotations per step whatever its scale.
+#[derive(Clone, Debug)]
+enum Op {
+    Advance(u64),
+    Rotate(Option<Alg>, bool),
+    Revoke(usize),
+    Restart,
+    Downtime(u64),
+    ToggleRs256,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (0u64..400).prop_map(Op::Advance),
+        2 => (prop::option::of(prop_oneof![Just(Alg::ES256), Just(Alg::RS256)]), any::<bool>())
+            .prop_map(|(a, f)| Op::Rotate(a, f)),
+        1 => (0usize..16).prop_map(Op::Revoke),
+        1 => Just(Op::Restart),
+        1 => (0u64..5000).prop_map(Op::Downtime),
+        1 => Just(Op::ToggleRs256),
+    ]
+}
+
+fn arb_policy() -> impl Strategy<Value = Policy> {
+    (
+        (M..=60 * M),         // cache max-age
+        (0u64..=5 * M),       // skew
+        (0u64..=H),           // extra publish_ahead
+        (0u64..=H),           // signer cache
+        (5 * M..=7 * 24 * H), // max lifetime
+        (0u64..=48 * H),      // period above publish_ahead
+        any::<bool>(),
+    )
+        .prop_map(|(cache, skew, extra, sk, life, period, cron)| {
+            let publish_ahead = cache + skew + extra;
+            let schedule = if cron && publish_ahead <= 6 * H {
+                Schedule::cron("0 0 */6 * * *").unwrap()
+            } else {
+                Schedule::Every(secs(publish_ahead + period))
+            };
+            Policy {
+                algorithms: vec![Alg::ES256, Alg::RS256],
+                rsa_bits: 2048,
+                schedule,
+                max_token_lifetime: secs(life),
+                clock_skew: secs(skew),
+                jwks_cache_max_age: secs(cache),
+                publish_ahead: secs(publish_ahead),
+                signing_key_cache_max_age: secs(sk),
+            }
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Months of operation with random schedules, lifetimes, manual and
+    /// forced rotations, revocations, restarts, downtime and configuration
+    /// changes keep I1 to I5 (checked in the simulated shell).
+    #[test]
+    fn lifecycle_invariants_hold(policy in arb_policy(), ops in prop::collection::vec(op(), 1..120)) {
+        let period = policy.schedule.min_period(t0()).unwrap();
+        let scaled = |n: u64| period * (n as u32) / 100;
+        let mut sim = Sim::new(policy, t0());
+        sim.settle();
+        for op in ops {
+            match op {
+                Op::Advance(n) => sim.advance(scaled(n)),
+                Op::Rotate(alg, force) => { let _ = sim.manual_rotate(alg, force); }
+                Op::Revoke(i) => {
+                    let kids: Vec<_> = sim.state.published().map(|k| k.kid.clone()).collect();
+                    if !kids.is_empty() {
+                        sim.revoke(&kids[i % kids.len()]).unwrap();
+                    }
+                }
+                Op::Restart => { sim.restart(); sim.settle(); }
+                Op::Downtime(n) => sim.downtime(scaled(n)),
+                Op::ToggleRs256 => {
+                    if sim.policy.algorithms.contains(&Alg::RS256) {
+                        sim.policy.algorithms = vec![Alg::ES256];
+                    } else {
+                        sim.policy.algorithms = vec![Alg::ES256, Alg::RS256];
+                    }
+                    sim.settle();
+                }
+            }
+            prop_assert!(sim.violations.is_empty(), "{:#?}", sim.violations);
+        }
+        sim.check_history();
+        prop_assert!(sim.violations.is_empty(), "{:#?}", sim.violations);
+    }
+
+    /// Without operator intervention, every rotation is safe: no key ever
+    /// signs early except the first ones.
+    #[test]
+    fn unattended_operation_never_activates_early(policy in arb_policy(), steps in prop::collection::vec(1u64..400, 1..200)) {
+        let period = policy.schedule.min_period(t0()).unwrap();
+        let mut sim = Sim::new(policy, t0());
+        sim.settle();
+        for n in steps {
+            sim.advance(period * (n as u32) / 100);
+        }
+        sim.check_history();
+        prop_assert!(sim.violations.is_empty(), "{:#?}", sim.violations);
+        for o in sim.keys.values() {
+            prop_assert!(matches!(o.early, None | Some(EarlyActivation::Bootstrap)));
+        }
+    }
+}
+
+#[test]
+fn a_year_of_hourly_rotations_simulates_quickly() {
+    let mut p = policy();
+    p.schedule = Schedule::Every(secs(H));
+    p.publish_ahead = secs(6 * M);
+    p.max_token_lifetime = secs(24 * H);
+    let mut sim = Sim::new(p, t0());
+    sim.settle();
+    sim.advance(secs(365 * 24 * H));
+    assert_eq!(sim.scheduled_rotations[&Alg::ES256].len(), 365 * 24);
+    assert_clean(&mut sim);
+    let _ = S;
+}

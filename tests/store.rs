@@ -1,0 +1,372 @@
+//! The directory store: durability, every crash point, the lock, and
+//! encryption at rest.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use jwksd::keyring::Keyring;
+use jwksd::keys::Alg;
+use jwksd::lifecycle::{KeyState, Policy, Schedule, plan, revoke};
+use jwksd::store::fs::FsStore;
+use jwksd::store::{KeyStore, MasterKey, StoreError};
+use jwksd::time::{Clock, Timestamp};
+
+struct Fixed(Timestamp);
+impl Clock for Fixed {
+    fn now(&self) -> Timestamp {
+        self.0
+    }
+}
+
+const MASTER: &str = "q1XJtQ8e3k5m9r2Yb7vL0pZcW4sN6aHdF1gU8iT3oKE=";
+
+fn policy() -> Policy {
+    Policy {
+        algorithms: vec![Alg::ES256],
+        rsa_bits: 2048,
+        schedule: Schedule::Every(Duration::from_secs(10)),
+        max_token_lifetime: Duration::from_secs(4),
+        clock_skew: Duration::from_secs(1),
+        jwks_cache_max_age: Duration::from_secs(1),
+        publish_ahead: Duration::from_secs(2),
+        signing_key_cache_max_age: Duration::from_secs(1),
+    }
+}
+
+fn t(s: i64) -> Timestamp {
+    Timestamp::from_millis(1_800_000_000_000 + s * 1000)
+}
+
+fn open(dir: &Path) -> FsStore {
+    FsStore::open(dir, None).unwrap()
+}
+
+/// A store with an active and a next ES256 key.
+fn bootstrap(dir: &Path, master: Option<MasterKey>) -> Keyring {
+    let (mut ring, _) = Keyring::load(Box::new(FsStore::open(dir, master).unwrap())).unwrap();
+    let p = plan(ring.state(), &policy(), t(0));
+    ring.execute(&p.actions, &Fixed(t(0))).unwrap();
+    ring
+}
+
+fn problems(err: StoreError) -> String {
+    match err {
+        StoreError::Inconsistent(p) => p
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        other => panic!("expected an inconsistency, got {other}"),
+    }
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn keys_survive_a_restart_with_their_modes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    let ring = bootstrap(&dir, None);
+    let state = ring.state().clone();
+    assert_eq!(state.published().count(), 2);
+    drop(ring);
+
+    assert_eq!(mode(&dir), 0o700);
+    for k in &state.keys {
+        let f = dir.join(format!("{}.key", k.kid));
+        assert_eq!(mode(&f), 0o600);
+        assert!(
+            fs::read_to_string(&f)
+                .unwrap()
+                .starts_with("-----BEGIN PRIVATE KEY-----")
+        );
+    }
+    assert_eq!(mode(&dir.join("state.json")), 0o600);
+
+    let (ring, notes) = Keyring::load(Box::new(open(&dir))).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(ring.state(), &state);
+    for k in &state.keys {
+        assert_eq!(ring.key(&k.kid).unwrap().kid, k.kid);
+    }
+}
+
+#[test]
+fn leftover_temp_file_is_removed_and_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ring = bootstrap(tmp.path(), None);
+    let state = ring.state().clone();
+    drop(ring);
+    fs::write(tmp.path().join("state.json.tmp"), b"{\"half\": ").unwrap();
+    let (ring, notes) = Keyring::load(Box::new(open(tmp.path()))).unwrap();
+    assert_eq!(ring.state(), &state);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("state.json.tmp") && n.contains("interrupted")),
+        "{notes:?}"
+    );
+    assert!(!tmp.path().join("state.json.tmp").exists());
+}
+
+#[test]
+fn staged_key_without_state_is_discarded_and_reported() {
+    // Crash after the private key was staged, before the state that
+    // publishes it was committed: the key was never published.
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(tmp.path());
+    let key = jwksd::keys::generate(Alg::ES256, 2048).unwrap();
+    store.stage(&key).unwrap();
+    drop(store);
+    let pending = tmp.path().join(format!("{}.key.pending", key.kid));
+    assert!(pending.exists());
+    let (ring, notes) = Keyring::load(Box::new(open(tmp.path()))).unwrap();
+    assert!(ring.state().is_empty());
+    assert!(!pending.exists());
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains(key.kid.as_str()) && n.contains("never published")),
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn commit_interrupted_before_rename_is_completed() {
+    // Crash after state.json was committed, before `.pending` became `.key`.
+    let tmp = tempfile::tempdir().unwrap();
+    let ring = bootstrap(tmp.path(), None);
+    let kid = ring.state().next_key(Alg::ES256).unwrap().kid.clone();
+    drop(ring);
+    let key = tmp.path().join(format!("{kid}.key"));
+    fs::rename(&key, tmp.path().join(format!("{kid}.key.pending"))).unwrap();
+    let (ring, notes) = Keyring::load(Box::new(open(tmp.path()))).unwrap();
+    assert!(ring.key(&kid).is_some());
+    assert!(key.exists());
+    assert!(
+        notes.iter().any(|n| n.contains("completed the commit")),
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn committed_private_key_without_state_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ring = bootstrap(tmp.path(), None);
+    drop(ring);
+    let stray = jwksd::keys::generate(Alg::ES256, 2048).unwrap();
+    let path = tmp.path().join(format!("{}.key", stray.kid));
+    fs::write(&path, stray.pkcs8_pem().unwrap().as_bytes()).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    let msg = problems(Keyring::load(Box::new(open(tmp.path()))).err().unwrap());
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("state.json does not know"), "{msg}");
+    // Nothing was deleted.
+    assert!(path.exists());
+}
+
+#[test]
+fn state_without_private_key_is_refused_for_signing_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ring = bootstrap(tmp.path(), None);
+    let active = ring.state().active(Alg::ES256).unwrap().kid.clone();
+    drop(ring);
+    let path = tmp.path().join(format!("{active}.key"));
+    fs::remove_file(&path).unwrap();
+    let msg = problems(Keyring::load(Box::new(open(tmp.path()))).err().unwrap());
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains("missing"),
+        "{msg}"
+    );
+    assert!(msg.contains("backup"), "{msg}");
+}
+
+#[test]
+fn missing_private_key_of_a_retiring_key_is_only_noted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ring = bootstrap(tmp.path(), None);
+    let p = plan(ring.state(), &policy(), t(10));
+    ring.execute(&p.actions, &Fixed(t(10))).unwrap();
+    let retiring = ring
+        .state()
+        .in_state(Alg::ES256, KeyState::Retiring)
+        .next()
+        .unwrap()
+        .kid
+        .clone();
+    drop(ring);
+    fs::remove_file(tmp.path().join(format!("{retiring}.key"))).unwrap();
+    let (ring, notes) = Keyring::load(Box::new(open(tmp.path()))).unwrap();
+    assert!(ring.state().find(&retiring).is_some());
+    assert!(
+        notes.iter().any(|n| n.contains(retiring.as_str())),
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn retired_and_revoked_private_keys_are_destroyed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ring = bootstrap(tmp.path(), None);
+    let first = ring.state().active(Alg::ES256).unwrap().kid.clone();
+    let p = plan(ring.state(), &policy(), t(10));
+    ring.execute(&p.actions, &Fixed(t(10))).unwrap();
+    assert!(tmp.path().join(format!("{first}.key")).exists());
+    let p = plan(ring.state(), &policy(), t(20));
+    ring.execute(&p.actions, &Fixed(t(20))).unwrap();
+    assert_eq!(ring.state().find(&first).unwrap().state, KeyState::Retired);
+    assert!(!tmp.path().join(format!("{first}.key")).exists());
+    assert!(ring.key(&first).is_none());
+
+    let next = ring.state().next_key(Alg::ES256).unwrap().kid.clone();
+    let actions = revoke(ring.state(), &policy(), t(21), &next).unwrap();
+    ring.execute(&actions, &Fixed(t(21))).unwrap();
+    assert!(!tmp.path().join(format!("{next}.key")).exists());
+    // The audit history keeps the public facts.
+    assert_eq!(ring.state().find(&next).unwrap().state, KeyState::Revoked);
+}
+
+#[test]
+fn a_second_process_on_the_same_directory_is_refused_with_the_holders_pid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let first = open(tmp.path());
+    let err = FsStore::open(tmp.path(), None).err().unwrap();
+    match &err {
+        StoreError::Locked { pid, .. } => assert_eq!(*pid, Some(std::process::id())),
+        other => panic!("{other}"),
+    }
+    assert!(
+        err.to_string()
+            .contains(&format!("pid {}", std::process::id()))
+    );
+    drop(first);
+    assert!(FsStore::open(tmp.path(), None).is_ok());
+}
+
+#[test]
+fn commit_on_a_stale_version_is_a_conflict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ring = bootstrap(tmp.path(), None);
+    let mut state = ring.state().clone();
+    drop(ring);
+    let store = open(tmp.path());
+    store.load().unwrap();
+    state.version += 5;
+    assert!(matches!(
+        store.commit(&state),
+        Err(StoreError::Conflict { .. })
+    ));
+}
+
+#[test]
+fn damaged_or_future_state_is_refused_with_its_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(bootstrap(tmp.path(), None));
+    let state_path = tmp.path().join("state.json");
+    let good = fs::read_to_string(&state_path).unwrap();
+
+    fs::write(&state_path, &good[..good.len() / 2]).unwrap();
+    let msg = problems(Keyring::load(Box::new(open(tmp.path()))).err().unwrap());
+    assert!(
+        msg.contains("state.json") && msg.contains("damaged") || msg.contains("not a jwksd state"),
+        "{msg}"
+    );
+
+    fs::write(
+        &state_path,
+        good.replacen("\"format\": 1", "\"format\": 99", 1),
+    )
+    .unwrap();
+    let msg = problems(Keyring::load(Box::new(open(tmp.path()))).err().unwrap());
+    assert!(msg.contains("format 99 is not supported"), "{msg}");
+}
+
+#[test]
+fn swapped_key_file_is_detected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ring = bootstrap(tmp.path(), None);
+    let a = ring.state().active(Alg::ES256).unwrap().kid.clone();
+    let n = ring.state().next_key(Alg::ES256).unwrap().kid.clone();
+    drop(ring);
+    let pa = tmp.path().join(format!("{a}.key"));
+    let pn = tmp.path().join(format!("{n}.key"));
+    let ka = fs::read(&pa).unwrap();
+    fs::write(&pa, fs::read(&pn).unwrap()).unwrap();
+    fs::write(&pn, ka).unwrap();
+    let msg = problems(Keyring::load(Box::new(open(tmp.path()))).err().unwrap());
+    assert!(msg.contains("swapped"), "{msg}");
+}
+
+#[test]
+fn sealed_keys_need_the_right_master_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ring = bootstrap(tmp.path(), Some(MasterKey::from_encoded(MASTER).unwrap()));
+    let a = ring.state().active(Alg::ES256).unwrap().kid.clone();
+    drop(ring);
+    let file = fs::read_to_string(tmp.path().join(format!("{a}.key"))).unwrap();
+    assert!(file.contains("jwksd-sealed-v1") && !file.contains("PRIVATE KEY"));
+
+    let (ring, notes) = Keyring::load(Box::new(
+        FsStore::open(tmp.path(), Some(MasterKey::from_encoded(MASTER).unwrap())).unwrap(),
+    ))
+    .unwrap();
+    assert!(ring.key(&a).is_some());
+    assert!(notes.is_empty(), "{notes:?}");
+    drop(ring);
+
+    let msg = problems(Keyring::load(Box::new(open(tmp.path()))).err().unwrap());
+    assert!(msg.contains("sealed and no master key"), "{msg}");
+
+    let wrong = MasterKey::from_encoded(&"77".repeat(32)).unwrap();
+    let msg = problems(
+        Keyring::load(Box::new(FsStore::open(tmp.path(), Some(wrong)).unwrap()))
+            .err()
+            .unwrap(),
+    );
+    assert!(msg.contains("master key"), "{msg}");
+    // Never regenerated: the same files are still there.
+    assert!(tmp.path().join(format!("{a}.key")).exists());
+}
+
+#[test]
+fn clear_keys_under_a_master_key_are_noted() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(bootstrap(tmp.path(), None));
+    let (_, notes) = Keyring::load(Box::new(
+        FsStore::open(tmp.path(), Some(MasterKey::from_encoded(MASTER).unwrap())).unwrap(),
+    ))
+    .unwrap();
+    assert!(notes.iter().any(|n| n.contains("jwksd rekey")), "{notes:?}");
+}
+
+#[test]
+fn open_directory_is_tightened_when_empty_and_refused_when_holding_keys() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let (ring, notes) = Keyring::load(Box::new(open(&dir))).unwrap();
+    assert_eq!(mode(&dir), 0o700);
+    assert!(notes.iter().any(|n| n.contains("755")), "{notes:?}");
+    drop(ring);
+    drop(bootstrap(&dir, None));
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).unwrap();
+    let err = FsStore::open(&dir, None).err().unwrap();
+    assert!(err.to_string().contains("chmod 700"), "{err}");
+}
+
+#[test]
+fn group_readable_key_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ring = bootstrap(tmp.path(), None);
+    let a = ring.state().active(Alg::ES256).unwrap().kid.clone();
+    drop(ring);
+    let p = tmp.path().join(format!("{a}.key"));
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
+    let msg = problems(Keyring::load(Box::new(open(tmp.path()))).err().unwrap());
+    assert!(msg.contains("chmod 600"), "{msg}");
+}

@@ -1,0 +1,393 @@
+//! A simulated shell around the pure planner: it carries out actions with
+//! fake keys, advances simulated time, restarts, and records what was
+//! published when, so that tests can check the lifecycle invariants.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use jwksd::keys::{Alg, Kid, PublicKey};
+use jwksd::lifecycle::{
+    Action, EarlyActivation, KeyState, KeyringState, NewKey, Policy, RevokeError, RotateError,
+    plan, revoke, rotate,
+};
+use jwksd::time::Timestamp;
+
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub alg: Option<Alg>,
+    pub published_from: Option<Timestamp>,
+    pub published_until: Option<Timestamp>,
+    pub active_from: Option<Timestamp>,
+    pub active_until: Option<Timestamp>,
+    pub revoked: bool,
+    pub early: Option<EarlyActivation>,
+    /// What the simulation did when the key was activated early.
+    pub early_cause: Option<&'static str>,
+    pub activations: u32,
+    pub deactivations: u32,
+}
+
+pub struct Sim {
+    pub state: KeyringState,
+    pub policy: Policy,
+    pub now: Timestamp,
+    counter: u64,
+    pub keys: BTreeMap<Kid, Observed>,
+    /// Kids that left the JWKS; they must never come back.
+    pub gone: HashSet<Kid>,
+    /// Rotations per algorithm carried out by the schedule, with their times.
+    pub scheduled_rotations: HashMap<Alg, Vec<Timestamp>>,
+    pub max_published: HashMap<Alg, usize>,
+    pub violations: Vec<String>,
+    cause: &'static str,
+    /// Algorithms that had neither an active nor a next key before the last
+    /// execution: the only ones that may bootstrap.
+    empty_algs: HashSet<Alg>,
+    /// Kids seen published and not yet gone.
+    live: HashSet<Kid>,
+}
+
+impl Sim {
+    pub fn new(policy: Policy, start: Timestamp) -> Sim {
+        Sim {
+            state: KeyringState::default(),
+            policy,
+            now: start,
+            counter: 0,
+            keys: BTreeMap::new(),
+            gone: HashSet::new(),
+            scheduled_rotations: HashMap::new(),
+            max_published: HashMap::new(),
+            violations: Vec::new(),
+            cause: "schedule",
+            empty_algs: HashSet::new(),
+            live: HashSet::new(),
+        }
+    }
+
+    fn fake_key(&mut self, alg: Alg) -> NewKey {
+        self.counter += 1;
+        let public = match alg {
+            Alg::ES256 => PublicKey::Ec {
+                crv: "P-256".into(),
+                x: format!("x{}", self.counter),
+                y: "y".into(),
+            },
+            Alg::RS256 => PublicKey::Rsa {
+                n: format!("n{}", self.counter),
+                e: "AQAB".into(),
+            },
+        };
+        NewKey {
+            kid: public.thumbprint(),
+            alg,
+            public,
+        }
+    }
+
+    /// Carries actions out the way the daemon does: transitions in one
+    /// commit, then the generated keys in another.
+    pub fn execute(&mut self, actions: &[Action]) {
+        self.empty_algs = self
+            .policy
+            .algorithms
+            .iter()
+            .copied()
+            .filter(|a| self.state.active(*a).is_none() && self.state.next_key(*a).is_none())
+            .collect();
+        let (gens, transitions): (Vec<&Action>, Vec<&Action>) =
+            actions.iter().partition(|a| a.is_generate());
+        for batch in [transitions, gens] {
+            if batch.is_empty() {
+                continue;
+            }
+            for a in batch {
+                let new = match a {
+                    Action::Generate { alg, .. } => Some(self.fake_key(*alg)),
+                    _ => None,
+                };
+                if let Action::Activate { kid, trigger, .. } = a
+                    && *trigger == jwksd::lifecycle::Trigger::Schedule
+                {
+                    let alg = self.state.find(kid).map(|k| k.alg).unwrap();
+                    self.scheduled_rotations
+                        .entry(alg)
+                        .or_default()
+                        .push(self.now);
+                }
+                if let Err(e) = self.state.apply(a, self.now, new) {
+                    self.violations
+                        .push(format!("{:?}: apply {a:?} failed: {e}", self.now));
+                }
+            }
+            self.state.version += 1;
+            self.observe();
+        }
+    }
+
+    /// Records what is published and active now, and checks the invariants
+    /// that must hold at every instant.
+    fn observe(&mut self) {
+        let now = self.now;
+        let published: HashSet<Kid> = self.state.published().map(|k| k.kid.clone()).collect();
+        let mut per_alg: HashMap<Alg, usize> = HashMap::new();
+        for k in self.state.published() {
+            *per_alg.entry(k.alg).or_default() += 1;
+            if self.gone.contains(&k.kid) {
+                self.violations
+                    .push(format!("{now:?}: {} published again after it left", k.kid));
+            }
+            self.live.insert(k.kid.clone());
+            let o = self.keys.entry(k.kid.clone()).or_default();
+            o.alg = Some(k.alg);
+            o.published_from.get_or_insert(now);
+            if k.state == KeyState::Active && o.active_from.is_none() {
+                o.active_from = Some(now);
+                o.activations += 1;
+                o.early = k.early_activation;
+                if k.early_activation.is_some() {
+                    o.early_cause = Some(self.cause);
+                    let legit = match k.early_activation {
+                        Some(EarlyActivation::Bootstrap) => self.empty_algs.contains(&k.alg),
+                        Some(EarlyActivation::Forced) => self.cause == "force",
+                        Some(EarlyActivation::Emergency) => self.cause == "revoke",
+                        None => true,
+                    };
+                    if !legit {
+                        self.violations.push(format!(
+                            "{now:?}: {} activated early as {:?} while the simulation did {}",
+                            k.kid, k.early_activation, self.cause
+                        ));
+                    }
+                }
+            }
+            if k.state == KeyState::Retiring && o.active_until.is_none() && o.active_from.is_some()
+            {
+                o.active_until = Some(now);
+                o.deactivations += 1;
+            }
+        }
+        for (alg, n) in per_alg {
+            let m = self.max_published.entry(alg).or_default();
+            *m = (*m).max(n);
+        }
+        let left: Vec<Kid> = self
+            .live
+            .iter()
+            .filter(|k| !published.contains(*k))
+            .cloned()
+            .collect();
+        for kid in left {
+            self.live.remove(&kid);
+            let o = self.keys.get_mut(&kid).unwrap();
+            {
+                o.published_until = Some(now);
+                if o.active_from.is_some() && o.active_until.is_none() {
+                    o.active_until = Some(now);
+                    o.deactivations += 1;
+                }
+                o.revoked = self
+                    .state
+                    .find(&kid)
+                    .is_some_and(|k| k.state == KeyState::Revoked);
+                self.gone.insert(kid);
+            }
+        }
+        for &alg in &self.policy.algorithms {
+            let active = self.state.in_state(alg, KeyState::Active).count();
+            if active > 1 {
+                self.violations
+                    .push(format!("{now:?}: {alg} has {active} active keys"));
+            }
+        }
+    }
+
+    /// Runs the planner to a fixed point at the current time.
+    pub fn settle(&mut self) {
+        for _ in 0..16 {
+            let p = plan(&self.state, &self.policy, self.now);
+            if p.actions.is_empty() {
+                self.check_quiescent();
+                return;
+            }
+            self.execute(&p.actions);
+            self.cause = "schedule";
+        }
+        self.violations
+            .push(format!("{:?}: planner did not settle", self.now));
+    }
+
+    fn check_quiescent(&mut self) {
+        for &alg in &self.policy.algorithms {
+            let active = self.state.in_state(alg, KeyState::Active).count();
+            let next = self.state.in_state(alg, KeyState::Next).count();
+            if active != 1 || next != 1 {
+                self.violations.push(format!(
+                    "{:?}: {alg} settled with {active} active and {next} next keys",
+                    self.now
+                ));
+            }
+        }
+    }
+
+    /// The daemon runs from now until `until`, waking when the planner says.
+    pub fn run_until(&mut self, until: Timestamp) {
+        self.settle();
+        let mut guard = 0u32;
+        loop {
+            guard += 1;
+            if guard > 100_000 {
+                self.violations.push("run_until did not finish".into());
+                return;
+            }
+            let p = plan(&self.state, &self.policy, self.now);
+            if !p.actions.is_empty() {
+                self.execute(&p.actions);
+                continue;
+            }
+            match p.wake_at {
+                Some(w) if w <= until => {
+                    if w <= self.now {
+                        self.violations
+                            .push(format!("{:?}: wake-up {w:?} not in the future", self.now));
+                        return;
+                    }
+                    self.now = w;
+                }
+                _ => {
+                    self.now = until;
+                    self.settle();
+                    return;
+                }
+            }
+        }
+    }
+
+    pub fn advance(&mut self, d: Duration) {
+        let until = self.now.saturating_add(d);
+        self.run_until(until);
+    }
+
+    /// The daemon is down for `d`, then starts from its saved state.
+    pub fn downtime(&mut self, d: Duration) {
+        self.restart();
+        self.now = self.now.saturating_add(d);
+        let before: HashMap<Alg, usize> = self
+            .scheduled_rotations
+            .iter()
+            .map(|(a, v)| (*a, v.len()))
+            .collect();
+        self.settle();
+        for (alg, v) in &self.scheduled_rotations {
+            let n = v.len() - before.get(alg).copied().unwrap_or(0);
+            if n > 1 {
+                self.violations.push(format!(
+                    "{:?}: {alg} rotated {n} times after downtime",
+                    self.now
+                ));
+            }
+        }
+    }
+
+    /// Saves the state as the store would and loads it back.
+    pub fn restart(&mut self) {
+        let saved = serde_json::to_string(&self.state).unwrap();
+        let loaded: KeyringState = serde_json::from_str(&saved).unwrap();
+        if loaded != self.state {
+            self.violations
+                .push("state changed across save and load".into());
+        }
+        self.state = loaded;
+    }
+
+    pub fn manual_rotate(&mut self, alg: Option<Alg>, force: bool) -> Result<(), RotateError> {
+        self.settle();
+        let actions = rotate(&self.state, &self.policy, self.now, alg, force)?;
+        self.cause = if force { "force" } else { "manual" };
+        self.execute(&actions);
+        self.cause = "schedule";
+        self.settle();
+        Ok(())
+    }
+
+    pub fn revoke(&mut self, kid: &Kid) -> Result<(), RevokeError> {
+        self.settle();
+        let actions = revoke(&self.state, &self.policy, self.now, kid)?;
+        self.cause = "revoke";
+        self.execute(&actions);
+        self.cause = "schedule";
+        self.settle();
+        Ok(())
+    }
+
+    /// Checks the invariants over the whole observed history.
+    pub fn check_history(&mut self) {
+        let p = &self.policy;
+        let retention = p.retention();
+        for (kid, o) in &self.keys {
+            if o.activations > 1 || o.deactivations > 1 {
+                self.violations.push(format!(
+                    "{kid}: activated {} and deactivated {} times",
+                    o.activations, o.deactivations
+                ));
+            }
+            let (Some(from), Some(active_from)) = (o.published_from, o.active_from) else {
+                continue;
+            };
+            // I2: published publish_ahead before it signs, unless recorded.
+            if o.early.is_none() && active_from.since(from) < p.publish_ahead {
+                self.violations.push(format!(
+                    "{kid}: signed {:?} after it was published, publish_ahead is {:?}",
+                    active_from.since(from),
+                    p.publish_ahead
+                ));
+            }
+            if o.revoked {
+                continue;
+            }
+            // I3 (lower bound): a verifier's cached copy already has the kid.
+            if o.early.is_none() && active_from.saturating_sub(p.jwks_cache_max_age) < from {
+                self.violations.push(format!(
+                    "{kid}: first signature at {active_from:?} but published only at {from:?}"
+                ));
+            }
+            // I3 (upper bound): published until the last token it could have
+            // signed (signers cache it) has expired, plus skew.
+            if let Some(until) = o.published_until {
+                let last_sign = o
+                    .active_until
+                    .unwrap_or(until)
+                    .saturating_add(p.signing_key_cache_max_age);
+                let needed = last_sign
+                    .saturating_add(p.max_token_lifetime)
+                    .saturating_add(p.clock_skew);
+                if until < needed {
+                    self.violations.push(format!(
+                        "{kid}: removed at {until:?}, tokens it signed live until {needed:?} \
+                         (retention {retention:?})"
+                    ));
+                }
+            }
+        }
+        let bound = p.max_published_per_alg(self.now);
+        for (alg, n) in &self.max_published {
+            if *n > bound {
+                self.violations.push(format!(
+                    "{alg}: {n} keys published at once, bound is {bound}"
+                ));
+            }
+        }
+        if self.state.history.len() > jwksd::lifecycle::state::HISTORY_LIMIT {
+            self.violations.push("history unbounded".into());
+        }
+        // I5: every key ever published is accounted for.
+        for kid in self.keys.keys() {
+            let live = self.state.keys.iter().any(|k| &k.kid == kid);
+            if !live && !self.gone.contains(kid) {
+                self.violations.push(format!("{kid}: lost"));
+            }
+        }
+    }
+}
