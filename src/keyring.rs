@@ -39,6 +39,22 @@ impl ExecuteError {
     }
 }
 
+/// What [`Keyring::execute`] committed, and what stopped it.
+#[derive(Debug)]
+pub struct Executed {
+    pub events: Vec<Event>,
+    pub error: Option<ExecuteError>,
+}
+
+impl Executed {
+    pub fn into_result(self) -> Result<Vec<Event>, ExecuteError> {
+        match self.error {
+            None => Ok(self.events),
+            Some(e) => Err(e),
+        }
+    }
+}
+
 pub struct Keyring {
     store: Box<dyn KeyStore>,
     state: KeyringState,
@@ -72,14 +88,32 @@ impl Keyring {
     }
 
     /// Carries out a plan: the transitions in one commit, then the generated
-    /// keys (staged durably first) in another. On error, the in-memory state
-    /// is what the store last committed.
-    pub fn execute(
+    /// keys (staged durably first) in another. Returns the committed events,
+    /// and the error that stopped the rest, if any; the in-memory state is
+    /// always what the store last committed.
+    pub fn execute(&mut self, actions: &[Action], clock: &dyn Clock) -> Executed {
+        let mut events = Vec::new();
+        let error = self.execute_into(actions, clock, &mut events).err();
+        for e in &events {
+            tracing::info!(
+                kid = %e.kid,
+                alg = %e.alg,
+                from = e.from.map(|s| s.as_str()).unwrap_or("none"),
+                to = %e.to,
+                trigger = %e.trigger,
+                "key transition"
+            );
+        }
+        Executed { events, error }
+    }
+
+    fn execute_into(
         &mut self,
         actions: &[Action],
         clock: &dyn Clock,
-    ) -> Result<Vec<Event>, ExecuteError> {
-        let mut events = Vec::new();
+        events: &mut Vec<Event>,
+    ) -> Result<(), ExecuteError> {
+        let mut pending = Vec::new();
         let (gens, transitions): (Vec<&Action>, Vec<&Action>) =
             actions.iter().partition(|a| a.is_generate());
 
@@ -92,7 +126,7 @@ impl Keyring {
                 if let Some(kid) = action_kid(a)
                     && let Some(k) = next.find(kid)
                 {
-                    events.push(Event {
+                    pending.push(Event {
                         kid: kid.clone(),
                         alg: k.alg,
                         from: before,
@@ -141,7 +175,7 @@ impl Keyring {
                     }),
                 )?;
                 if let Action::Generate { role, trigger, .. } = a {
-                    events.push(Event {
+                    pending.push(Event {
                         kid: key.kid.clone(),
                         alg: key.alg,
                         from: None,
@@ -161,8 +195,9 @@ impl Keyring {
             for key in generated {
                 self.keys.insert(key.kid.clone(), key);
             }
+            events.append(&mut pending);
         }
-        Ok(events)
+        Ok(())
     }
 }
 

@@ -24,8 +24,14 @@
 //! - [`keyring`]: the key ring in memory and the one place actions are
 //!   carried out (generate, stage, commit).
 
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod http;
 pub mod keyring;
 pub mod keys;
 pub mod lifecycle;
+pub mod metrics;
 pub mod store;
 pub mod time;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `jwksd` binary: everything lives in the library; see `jwksd::cli`.
+
+fn main() -> std::process::ExitCode {
+    jwksd::cli::main()
+}

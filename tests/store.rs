@@ -47,7 +47,9 @@ fn open(dir: &Path) -> FsStore {
 fn bootstrap(dir: &Path, master: Option<MasterKey>) -> Keyring {
     let (mut ring, _) = Keyring::load(Box::new(FsStore::open(dir, master).unwrap())).unwrap();
     let p = plan(ring.state(), &policy(), t(0));
-    ring.execute(&p.actions, &Fixed(t(0))).unwrap();
+    ring.execute(&p.actions, &Fixed(t(0)))
+        .into_result()
+        .unwrap();
     ring
 }
 
@@ -190,7 +192,9 @@ fn missing_private_key_of_a_retiring_key_is_only_noted() {
     let tmp = tempfile::tempdir().unwrap();
     let mut ring = bootstrap(tmp.path(), None);
     let p = plan(ring.state(), &policy(), t(10));
-    ring.execute(&p.actions, &Fixed(t(10))).unwrap();
+    ring.execute(&p.actions, &Fixed(t(10)))
+        .into_result()
+        .unwrap();
     let retiring = ring
         .state()
         .in_state(Alg::ES256, KeyState::Retiring)
@@ -214,17 +218,21 @@ fn retired_and_revoked_private_keys_are_destroyed() {
     let mut ring = bootstrap(tmp.path(), None);
     let first = ring.state().active(Alg::ES256).unwrap().kid.clone();
     let p = plan(ring.state(), &policy(), t(10));
-    ring.execute(&p.actions, &Fixed(t(10))).unwrap();
+    ring.execute(&p.actions, &Fixed(t(10)))
+        .into_result()
+        .unwrap();
     assert!(tmp.path().join(format!("{first}.key")).exists());
     let p = plan(ring.state(), &policy(), t(20));
-    ring.execute(&p.actions, &Fixed(t(20))).unwrap();
+    ring.execute(&p.actions, &Fixed(t(20)))
+        .into_result()
+        .unwrap();
     assert_eq!(ring.state().find(&first).unwrap().state, KeyState::Retired);
     assert!(!tmp.path().join(format!("{first}.key")).exists());
     assert!(ring.key(&first).is_none());
 
     let next = ring.state().next_key(Alg::ES256).unwrap().kid.clone();
     let actions = revoke(ring.state(), &policy(), t(21), &next).unwrap();
-    ring.execute(&actions, &Fixed(t(21))).unwrap();
+    ring.execute(&actions, &Fixed(t(21))).into_result().unwrap();
     assert!(!tmp.path().join(format!("{next}.key")).exists());
     // The audit history keeps the public facts.
     assert_eq!(ring.state().find(&next).unwrap().state, KeyState::Revoked);

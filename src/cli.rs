@@ -1,0 +1,306 @@
+//! The command line: `serve` runs the daemon; `keys`, `rotate` and `revoke`
+//! are clients of a running daemon's admin API; `check-config` works
+//! offline.
+//!
+//! Exit codes: 0 ok; 1 failed; 2 usage; 3 refused by the daemon (for
+//! example a rotation before `publish_ahead`); 4 daemon unreachable.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
+
+use crate::client::{Client, ClientError, Reply};
+use crate::config::{Config, ConfigSource, LogFormat};
+use crate::http::auth;
+use crate::time::{Clock, SystemClock};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "jwksd",
+    version,
+    about = "Key management and JWKS rotation daemon"
+)]
+pub struct Cli {
+    /// Configuration file [default: $JWKSD_CONFIG, else config/jwksd.yaml
+    /// when present, else the built-in defaults]
+    #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Admin API base URL for operator commands [default: from listen.admin]
+    #[arg(long, global = true, env = "JWKSD_ADMIN_URL", value_name = "URL")]
+    pub admin_url: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon.
+    Serve,
+    /// List every key with its state and timestamps, and what happens next.
+    Keys {
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rotate now: the next key becomes active.
+    Rotate {
+        /// Only this algorithm (ES256 or RS256) [default: every configured one]
+        #[arg(long)]
+        alg: Option<String>,
+        /// Rotate even if the next key has not been published for
+        /// publish_ahead (unsafe: verifiers with a cached JWKS reject new
+        /// tokens until their cache expires).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Revoke a key: out of the JWKS at once. Revoking the active key
+    /// promotes the next one immediately.
+    Revoke {
+        /// The key's kid.
+        kid: String,
+    },
+    /// Validate a configuration offline and print its timeline in words.
+    CheckConfig,
+}
+
+/// Failure with an exit code and a one-line reason.
+struct Fail(u8, String);
+
+impl From<ClientError> for Fail {
+    fn from(e: ClientError) -> Self {
+        Fail(4, e.to_string())
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::CheckConfig => check_config(&cli),
+        Command::Serve => serve(&cli),
+        _ => operator(&cli),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail(code, msg)) => {
+            let one_line = msg.lines().collect::<Vec<_>>().join("; ");
+            eprintln!("jwksd: {one_line}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<(Config, ConfigSource, Vec<String>), Fail> {
+    Config::load(cli.config.as_deref(), SystemClock.now()).map_err(|e| Fail(1, e.to_string()))
+}
+
+fn check_config(cli: &Cli) -> Result<(), Fail> {
+    let now = SystemClock.now();
+    let (config, source, warnings) = load_config(cli)?;
+    let text = config.describe(now).map_err(|e| Fail(1, e.to_string()))?;
+    println!("{source}: valid");
+    print!("{text}");
+    for w in warnings {
+        println!("warning: {w}");
+    }
+    Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Fail(1, format!("cannot start the async runtime: {e}")))
+}
+
+fn serve(cli: &Cli) -> Result<(), Fail> {
+    let (config, source, warnings) = load_config(cli)?;
+    init_logging(config.log.format);
+    let rt = runtime()?;
+    rt.block_on(crate::daemon::run(config, source, warnings))
+        .map_err(|e| {
+            tracing::error!(error = %e, "jwksd cannot start");
+            Fail(1, e.to_string())
+        })
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// The admin API base URL: `--admin-url`, or `listen.admin` (a wildcard
+/// address is reached on loopback).
+fn admin_base(cli: &Cli, config: &Config) -> String {
+    if let Some(u) = &cli.admin_url {
+        return u.trim_end_matches('/').to_owned();
+    }
+    let mut addr = config.listen.admin;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}")
+}
+
+fn operator(cli: &Cli) -> Result<(), Fail> {
+    let (config, _, _) = load_config(cli)?;
+    let token = match std::env::var("JWKSD_OPERATOR_TOKEN") {
+        Ok(t) if !t.is_empty() => zeroize::Zeroizing::new(t.trim().to_owned()),
+        _ => auth::read_token_file(&config.admin.operator_token_file).map_err(|e| {
+            Fail(
+                1,
+                format!("{e} (the operator token is needed; set JWKSD_OPERATOR_TOKEN or admin.operator_token_file)"),
+            )
+        })?,
+    };
+    let base = admin_base(cli, &config);
+    let rt = runtime()?;
+    rt.block_on(async {
+        let client = Client::default();
+        match &cli.command {
+            Command::Keys { json } => {
+                let r = client.get(&format!("{base}/v1/keys"), Some(&token)).await?;
+                let v = expect_ok(&r)?;
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                } else {
+                    print!("{}", keys_table(&v));
+                }
+                Ok(())
+            }
+            Command::Rotate { alg, force } => {
+                let body = json!({ "alg": alg, "force": force });
+                let r = client.post_json(&format!("{base}/v1/rotate"), Some(&token), &body).await?;
+                let v = expect_ok(&r)?;
+                for rot in v["rotated"].as_array().into_iter().flatten() {
+                    println!(
+                        "{}: {} is active (was {}){}",
+                        rot["alg"].as_str().unwrap_or("?"),
+                        rot["kid"].as_str().unwrap_or("?"),
+                        rot["previous_kid"].as_str().unwrap_or("?"),
+                        if rot["forced"].as_bool() == Some(true) {
+                            " [forced: unsafe]"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                Ok(())
+            }
+            Command::Revoke { kid } => {
+                let r = client
+                    .send(hyper::Method::POST, &format!("{base}/v1/keys/{kid}/revoke"), Some(&token), &[], None)
+                    .await?;
+                let v = expect_ok(&r)?;
+                println!(
+                    "{} revoked (was {}); it is out of the JWKS now, verifiers drop it when their cache expires",
+                    v["kid"].as_str().unwrap_or(kid),
+                    v["was"].as_str().unwrap_or("?")
+                );
+                if let Some(p) = v["promoted"].as_str() {
+                    println!("{p} is the new active key");
+                }
+                if let Some(w) = v["warning"].as_str() {
+                    println!("warning: {w}");
+                }
+                Ok(())
+            }
+            Command::Serve | Command::CheckConfig => Ok(()),
+        }
+    })
+}
+
+fn expect_ok(r: &Reply) -> Result<Value, Fail> {
+    if r.status.is_success() {
+        return r.json().ok_or_else(|| {
+            Fail(
+                1,
+                "the daemon answered with something that is not JSON".into(),
+            )
+        });
+    }
+    let code = if r.status.as_u16() == 409 || r.status.as_u16() == 404 || r.status.as_u16() == 400 {
+        3
+    } else {
+        1
+    };
+    Err(Fail(code, format!("{} ({})", r.error_message(), r.status)))
+}
+
+/// Renders `GET /v1/keys` as a table.
+pub fn keys_table(v: &Value) -> String {
+    let short = |t: &Value| -> String {
+        t.as_str()
+            .map(|s| s.get(..19).unwrap_or(s).replace('T', " "))
+            .unwrap_or_else(|| "-".into())
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<43}  {:<5}  {:<8}  {:<19}  {:<19}  {:<19}",
+        "KID", "ALG", "STATE", "CREATED", "ACTIVATED", "RETIRE-AT"
+    );
+    for k in v["keys"].as_array().into_iter().flatten() {
+        let retire = match k["state"].as_str() {
+            Some("retired") | Some("revoked") => k["ended_at"].clone(),
+            _ => k["retire_at"].clone(),
+        };
+        let mut state = k["state"].as_str().unwrap_or("?").to_owned();
+        if !k["early_activation"].is_null() {
+            state.push('*');
+        }
+        let _ = writeln!(
+            out,
+            "{:<43}  {:<5}  {:<8}  {:<19}  {:<19}  {:<19}",
+            k["kid"].as_str().unwrap_or("?"),
+            k["alg"].as_str().unwrap_or("?"),
+            state,
+            short(&k["created_at"]),
+            short(&k["activated_at"]),
+            short(&retire),
+        );
+    }
+    let upcoming: Vec<&Value> = v["upcoming"].as_array().into_iter().flatten().collect();
+    if upcoming.is_empty() {
+        let _ = writeln!(out, "\nnext transition: none scheduled");
+    } else {
+        let _ = writeln!(out, "\nnext transitions:");
+        for u in upcoming {
+            let what = match u["event"].as_str() {
+                Some("rotation") => "becomes active (scheduled rotation)",
+                Some("rotation_waiting_for_publish_ahead") => {
+                    "becomes active (rotation due, waiting for publish_ahead)"
+                }
+                Some("retire") => "leaves the JWKS (retired)",
+                _ => "?",
+            };
+            let _ = writeln!(
+                out,
+                "  {}  {:<5}  {}  {}",
+                short(&u["at"]),
+                u["alg"].as_str().unwrap_or("?"),
+                u["kid"].as_str().unwrap_or("?"),
+                what
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "(times in UTC; * = activated before publish_ahead: first key, forced or emergency)"
+    );
+    out
+}

@@ -1,0 +1,151 @@
+//! A small HTTP client for the admin API: what the operator commands (and
+//! the integration tests) use to talk to a running daemon.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid URL {0}")]
+    Url(String),
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{url} did not answer within {secs} s")]
+    Timeout { url: String, secs: u64 },
+}
+
+/// A response, fully read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    pub fn header(&self, name: impl header::AsHeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The `error` of a JSON error body, or the body as text.
+    pub fn error_message(&self) -> String {
+        self.json()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&self.body).trim().to_owned())
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    inner: HyperClient<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(150))
+    }
+}
+
+impl Client {
+    pub fn new(timeout: Duration) -> Client {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.set_nodelay(true);
+        Client {
+            inner: HyperClient::builder(TokioExecutor::new()).build(connector),
+            timeout,
+        }
+    }
+
+    /// Sends a request; `bearer` becomes `Authorization: Bearer ...`.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        bearer: Option<&str>,
+        extra: &[(header::HeaderName, &str)],
+        body: Option<Bytes>,
+    ) -> Result<Reply, ClientError> {
+        let mut req = Request::builder().method(method).uri(url);
+        if let Some(t) = bearer {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        for (name, value) in extra {
+            req = req.header(name, *value);
+        }
+        if body.is_some() {
+            req = req.header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        let req = req
+            .body(Full::new(body.unwrap_or_default()))
+            .map_err(|_| ClientError::Url(url.to_owned()))?;
+        let fut = async {
+            let resp = self
+                .inner
+                .request(req)
+                .await
+                .map_err(|e| ClientError::Unreachable {
+                    url: url.to_owned(),
+                    reason: describe(&e),
+                })?;
+            let (parts, body) = resp.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map_err(|e| ClientError::Unreachable {
+                    url: url.to_owned(),
+                    reason: e.to_string(),
+                })?
+                .to_bytes();
+            Ok(Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| ClientError::Timeout {
+                url: url.to_owned(),
+                secs: self.timeout.as_secs(),
+            })?
+    }
+
+    pub async fn get(&self, url: &str, bearer: Option<&str>) -> Result<Reply, ClientError> {
+        self.send(Method::GET, url, bearer, &[], None).await
+    }
+
+    pub async fn post_json(
+        &self,
+        url: &str,
+        bearer: Option<&str>,
+        body: &serde_json::Value,
+    ) -> Result<Reply, ClientError> {
+        let b = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+        self.send(Method::POST, url, bearer, &[], Some(b)).await
+    }
+}
+
+/// The innermost cause of a client error, which says the most.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}

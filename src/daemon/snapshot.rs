@@ -1,0 +1,199 @@
+//! What readers see: an immutable view of the key ring, rebuilt (off the
+//! request path) whenever the key ring changes and swapped in atomically.
+//! Handlers never render a JWKS or parse a key per request.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use josekit::jws::JwsSigner;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::keyring::Keyring;
+use crate::keys::{Alg, KeyError, Kid, PublishedJwk};
+use crate::lifecycle::{KeyState, KeyringState, Policy, Upcoming, UpcomingEvent, upcoming};
+use crate::time::Timestamp;
+
+/// The active key of one algorithm, ready to sign and to hand out.
+pub struct ActiveKey {
+    pub kid: Kid,
+    pub alg: Alg,
+    pub signer: Box<dyn JwsSigner>,
+    /// The `/v1/keys/active` response body: holds the private key.
+    pub response: Zeroizing<Vec<u8>>,
+    pub etag: String,
+}
+
+pub struct Snapshot {
+    pub jwks_body: Bytes,
+    /// Strong ETag of `jwks_body`, quoted.
+    pub jwks_etag: String,
+    pub jwks_etag_header: hyper::header::HeaderValue,
+    pub active: HashMap<Alg, Arc<ActiveKey>>,
+    pub state: Arc<KeyringState>,
+    pub upcoming: Vec<Upcoming>,
+    pub algorithms: Vec<Alg>,
+    pub built_at: Timestamp,
+}
+
+#[derive(Serialize)]
+struct Jwks<'a> {
+    keys: Vec<PublishedJwk<'a>>,
+}
+
+#[derive(Serialize)]
+struct NextInfo<'a> {
+    kid: &'a str,
+    earliest_activation: String,
+}
+
+#[derive(Serialize)]
+struct ActiveResponse<'a> {
+    kid: &'a str,
+    alg: &'static str,
+    jwk: &'a serde_json::value::RawValue,
+    pem: &'a str,
+    activated_at: String,
+    max_token_lifetime_seconds: u64,
+    next: Option<NextInfo<'a>>,
+}
+
+/// Renders the JWK Set: every next, active and retiring key, in a stable
+/// order (algorithm, then publication time), so the ETag changes exactly
+/// when the set does.
+pub fn render_jwks(state: &KeyringState) -> (Bytes, String) {
+    let mut keys: Vec<_> = state.published().collect();
+    keys.sort_by(|a, b| {
+        a.alg
+            .cmp(&b.alg)
+            .then(a.published_at.cmp(&b.published_at))
+            .then(a.kid.cmp(&b.kid))
+    });
+    let jwks = Jwks {
+        keys: keys
+            .iter()
+            .map(|k| PublishedJwk::new(&k.kid, k.alg, &k.public))
+            .collect(),
+    };
+    // Serialising plain strings cannot fail.
+    let body = serde_json::to_vec(&jwks).unwrap_or_default();
+    let etag = strong_etag(&body);
+    (Bytes::from(body), etag)
+}
+
+pub fn strong_etag(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    format!("\"{}\"", &URL_SAFE_NO_PAD.encode(digest)[..27])
+}
+
+impl Snapshot {
+    /// Builds the snapshot for the key ring as it is now. Parses the active
+    /// keys (RSA takes milliseconds): call it on a blocking thread.
+    pub fn build(ring: &Keyring, policy: &Policy, now: Timestamp) -> Result<Snapshot, KeyError> {
+        let state = ring.state();
+        let (jwks_body, jwks_etag) = render_jwks(state);
+        let up = upcoming(state, policy, now);
+        let mut active = HashMap::new();
+        for &alg in &policy.algorithms {
+            let Some(rec) = state.active(alg) else {
+                continue;
+            };
+            let Some(key) = ring.key(&rec.kid) else {
+                continue;
+            };
+            let next = state.next_key(alg);
+            let next_info = next.map(|n| {
+                let at = up
+                    .iter()
+                    .find(|u| {
+                        u.kid == n.kid
+                            && matches!(
+                                u.event,
+                                UpcomingEvent::Rotation
+                                    | UpcomingEvent::RotationWaitingForPublishAhead
+                            )
+                    })
+                    .map(|u| u.at)
+                    .unwrap_or_else(|| n.published_at.saturating_add(policy.publish_ahead));
+                NextInfo {
+                    kid: n.kid.as_str(),
+                    earliest_activation: at.to_rfc3339(),
+                }
+            });
+            let jwk = key.private_jwk_json()?;
+            let pem = key.pkcs8_pem()?;
+            // Borrowed, so the private JWK is not copied out of its
+            // zeroizing buffer.
+            let raw: &serde_json::value::RawValue =
+                serde_json::from_str(&jwk).map_err(|e| KeyError::Parse {
+                    alg,
+                    reason: e.to_string(),
+                })?;
+            let activated = rec.activated_at.unwrap_or(rec.published_at);
+            let response = ActiveResponse {
+                kid: rec.kid.as_str(),
+                alg: alg.as_str(),
+                jwk: raw,
+                pem: &pem,
+                activated_at: activated.to_rfc3339(),
+                max_token_lifetime_seconds: policy.max_token_lifetime.as_secs(),
+                next: next_info,
+            };
+            let body = Zeroizing::new(serde_json::to_vec(&response).unwrap_or_default());
+            // The ETag names the key pair and the next key, never a hash of
+            // the private key itself.
+            let etag = strong_etag(
+                format!(
+                    "{}|{}|{}",
+                    rec.kid,
+                    next.map(|n| n.kid.as_str()).unwrap_or(""),
+                    response
+                        .next
+                        .as_ref()
+                        .map(|n| n.earliest_activation.as_str())
+                        .unwrap_or("")
+                )
+                .as_bytes(),
+            );
+            active.insert(
+                alg,
+                Arc::new(ActiveKey {
+                    kid: rec.kid.clone(),
+                    alg,
+                    signer: key.signer()?,
+                    response: body,
+                    etag,
+                }),
+            );
+        }
+        let jwks_etag_header = hyper::header::HeaderValue::from_str(&jwks_etag)
+            .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("\"\""));
+        Ok(Snapshot {
+            jwks_body,
+            jwks_etag,
+            jwks_etag_header,
+            active,
+            state: Arc::new(state.clone()),
+            upcoming: up,
+            algorithms: policy.algorithms.clone(),
+            built_at: now,
+        })
+    }
+
+    /// Whether every configured algorithm has a key that can sign.
+    pub fn missing_active(&self) -> Vec<Alg> {
+        self.algorithms
+            .iter()
+            .copied()
+            .filter(|a| !self.active.contains_key(a))
+            .collect()
+    }
+
+    pub fn count(&self, alg: Alg, state: KeyState) -> usize {
+        self.state.in_state(alg, state).count()
+    }
+}

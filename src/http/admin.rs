@@ -1,0 +1,584 @@
+//! The admin listener: the signing key and signing for auth servers
+//! (signer role), key management for operators (operator role), and
+//! `/metrics` (no authentication: it holds no secrets).
+
+// Helpers return the finished error response as their `Err`: one per
+// request, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use josekit::jws::JwsHeader;
+use josekit::jwt::{self, JwtPayload};
+use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::daemon::scheduler::{Command, CommandError, Revoked, Rotated};
+use crate::daemon::{Shared, Snapshot};
+use crate::http::auth::{AuthError, Role, Tokens};
+use crate::http::{
+    Body, bytes_response, error, if_none_match, json, method_not_allowed, not_found, read_body,
+};
+use crate::keys::{Alg, Kid};
+use crate::lifecycle::{KeyRecord, RevokeError, RotateError, Upcoming};
+use crate::time::duration_millis;
+
+/// How long an operator request waits for the scheduler (RSA-4096
+/// generation can take seconds).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct AdminApi {
+    pub shared: Arc<Shared>,
+    pub tokens: Tokens,
+}
+
+enum Route {
+    Metrics,
+    ActiveKey,
+    Sign,
+    Keys,
+    Rotate,
+    Revoke(String),
+}
+
+fn route(path: &str) -> Option<(Route, &'static str)> {
+    Some(match path {
+        "/metrics" => (Route::Metrics, "GET"),
+        "/v1/keys/active" => (Route::ActiveKey, "GET, HEAD"),
+        "/v1/sign" => (Route::Sign, "POST"),
+        "/v1/keys" => (Route::Keys, "GET, HEAD"),
+        "/v1/rotate" => (Route::Rotate, "POST"),
+        _ => {
+            let kid = path.strip_prefix("/v1/keys/")?.strip_suffix("/revoke")?;
+            (Route::Revoke(kid.to_owned()), "POST")
+        }
+    })
+}
+
+fn method_ok(allow: &str, m: &Method) -> bool {
+    allow.split(", ").any(|a| a == m.as_str())
+}
+
+pub async fn handle(
+    api: Arc<AdminApi>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let Some((route, allow)) = route(req.uri().path()) else {
+        return not_found();
+    };
+    if !method_ok(allow, req.method()) {
+        return method_not_allowed(allow);
+    }
+    let needs = match route {
+        Route::Metrics => return metrics(&api.shared),
+        Route::ActiveKey | Route::Sign => Role::Signer,
+        Route::Keys | Route::Rotate | Route::Revoke(_) => Role::Operator,
+    };
+    let role = match api.tokens.check(req.headers().get(header::AUTHORIZATION)) {
+        Ok(r) => r,
+        Err(e) => {
+            api.shared
+                .metrics
+                .auth_failures
+                .get_or_create(&crate::metrics::StatusLabels {
+                    status: "401".into(),
+                })
+                .inc();
+            tracing::warn!(peer = %peer, path = req.uri().path(), "admin request without a valid token");
+            return unauthorized(e);
+        }
+    };
+    if needs == Role::Operator && role != Role::Operator {
+        api.shared
+            .metrics
+            .auth_failures
+            .get_or_create(&crate::metrics::StatusLabels {
+                status: "403".into(),
+            })
+            .inc();
+        tracing::warn!(peer = %peer, role = role.as_str(), path = req.uri().path(), "admin request refused for its role");
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this endpoint needs the operator token",
+        );
+    }
+    match route {
+        Route::ActiveKey => active_key(&api.shared, &req, role, peer),
+        Route::Sign => sign(&api.shared, req).await,
+        Route::Keys => keys(&api.shared),
+        Route::Rotate => rotate(&api.shared, req, peer).await,
+        Route::Revoke(kid) => revoke(&api.shared, req, &kid, peer).await,
+        Route::Metrics => not_found(),
+    }
+}
+
+fn unauthorized(e: AuthError) -> Response<Body> {
+    let (msg, challenge) = match e {
+        AuthError::Missing => (
+            "send Authorization: Bearer <token>",
+            "Bearer realm=\"jwksd\"",
+        ),
+        AuthError::Invalid => (
+            "the bearer token is not valid",
+            "Bearer realm=\"jwksd\", error=\"invalid_token\"",
+        ),
+    };
+    let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", msg);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    r
+}
+
+fn snapshot_or_503(shared: &Shared) -> Result<Arc<Snapshot>, Response<Body>> {
+    shared.snapshot.load_full().ok_or_else(|| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the key store is still loading",
+        )
+    })
+}
+
+/// The algorithm a request names, or the only configured one.
+fn pick_alg(shared: &Shared, given: Option<&str>) -> Result<Alg, Response<Body>> {
+    match given {
+        Some(s) => {
+            let alg: Alg = s
+                .parse()
+                .map_err(|e| error(StatusCode::BAD_REQUEST, "unknown_alg", e))?;
+            if !shared.policy.algorithms.contains(&alg) {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "alg_not_configured",
+                    format!("{alg} is not a configured algorithm"),
+                ));
+            }
+            Ok(alg)
+        }
+        None => match shared.policy.algorithms.as_slice() {
+            [only] => Ok(*only),
+            _ => Err(error(
+                StatusCode::BAD_REQUEST,
+                "alg_required",
+                "several algorithms are configured: name one with alg",
+            )),
+        },
+    }
+}
+
+fn query_param<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}
+
+fn active_key(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    role: Role,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let snap = match snapshot_or_503(shared) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let alg = match pick_alg(shared, query_param(req, "alg")) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let Some(active) = snap.active.get(&alg) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_active_key",
+            format!("{alg} has no active key yet"),
+        );
+    };
+    let mut r = if if_none_match(req.headers().get(header::IF_NONE_MATCH), &active.etag) {
+        let mut r = Response::new(Body::default());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        tracing::info!(role = role.as_str(), peer = %peer, alg = %alg, kid = %active.kid, "signing key pulled");
+        bytes_response(StatusCode::OK, Bytes::copy_from_slice(&active.response))
+    };
+    let h = r.headers_mut();
+    h.insert(
+        header::CACHE_CONTROL,
+        shared.signing_key_cache_control.clone(),
+    );
+    if let Ok(v) = HeaderValue::from_str(&active.etag) {
+        h.insert(header::ETAG, v);
+    }
+    r
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignRequest {
+    #[serde(default)]
+    alg: Option<String>,
+    claims: Value,
+}
+
+#[derive(Serialize)]
+struct SignResponse<'a> {
+    kid: &'a str,
+    token: String,
+}
+
+async fn sign(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let body = match read_body(req, &shared.limits).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let parsed: SignRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            shared.metrics.sign_result(None, "bad_request");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_json",
+                format!("invalid request body: {e}"),
+            );
+        }
+    };
+    let alg = match pick_alg(shared, parsed.alg.as_deref()) {
+        Ok(a) => a,
+        Err(r) => {
+            shared.metrics.sign_result(None, "bad_request");
+            return r;
+        }
+    };
+    let Value::Object(claims) = parsed.claims else {
+        shared.metrics.sign_result(Some(alg), "refused");
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "claims_not_object",
+            "claims must be a JSON object",
+        );
+    };
+    let claims = match complete_claims(shared, claims) {
+        Ok(c) => c,
+        Err((code, msg)) => {
+            shared.metrics.sign_result(Some(alg), "refused");
+            return error(StatusCode::UNPROCESSABLE_ENTITY, code, msg);
+        }
+    };
+    let payload = match JwtPayload::from_map(claims) {
+        Ok(p) => p,
+        Err(e) => {
+            shared.metrics.sign_result(Some(alg), "refused");
+            return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_claims", e);
+        }
+    };
+    let snap = match snapshot_or_503(shared) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Some(active) = snap.active.get(&alg) else {
+        shared.metrics.sign_result(Some(alg), "unavailable");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_active_key",
+            format!("{alg} has no active key yet"),
+        );
+    };
+    let mut header = JwsHeader::new();
+    header.set_token_type("JWT");
+    match jwt::encode_with_signer(&payload, &header, &*active.signer) {
+        Ok(token) => {
+            shared.metrics.sign_result(Some(alg), "ok");
+            let mut r = json(
+                StatusCode::OK,
+                &SignResponse {
+                    kid: active.kid.as_str(),
+                    token,
+                },
+            );
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(e) => {
+            shared.metrics.sign_result(Some(alg), "error");
+            tracing::error!(kid = %active.kid, error = %e, "signing failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "sign_failed",
+                "signing failed",
+            )
+        }
+    }
+}
+
+/// Fills in `iat`, `exp`, `jti`, `iss` and `aud`, and refuses tokens the
+/// retention window cannot cover.
+fn complete_claims(
+    shared: &Shared,
+    mut claims: Map<String, Value>,
+) -> Result<Map<String, Value>, (&'static str, String)> {
+    let now = shared.clock.now();
+    let now_s = now.unix_seconds();
+    let max = duration_millis(shared.policy.max_token_lifetime) / 1000;
+    let skew = duration_millis(shared.policy.clock_skew) / 1000;
+    let numeric = |name: &str, v: &Value| -> Result<i64, (&'static str, String)> {
+        v.as_i64().filter(|n| *n >= 0).ok_or((
+            "invalid_claims",
+            format!("{name} must be a non-negative integer (seconds since the epoch)"),
+        ))
+    };
+    let iat = match claims.get("iat") {
+        Some(v) => numeric("iat", v)?,
+        None => now_s,
+    };
+    if iat > now_s + skew {
+        return Err((
+            "iat_in_future",
+            format!("iat {iat} is in the future (now {now_s})"),
+        ));
+    }
+    let exp = match claims.get("exp") {
+        Some(v) => numeric("exp", v)?,
+        None => iat + max,
+    };
+    if exp <= now_s {
+        return Err((
+            "exp_in_past",
+            format!("exp {exp} is not in the future (now {now_s})"),
+        ));
+    }
+    if exp - iat > max || exp > now_s + max {
+        return Err((
+            "lifetime_too_long",
+            format!(
+                "the token would live past tokens.max_lifetime ({max} s): keys are only kept \
+                 published that long after they stop signing"
+            ),
+        ));
+    }
+    if let Some(v) = claims.get("nbf") {
+        numeric("nbf", v)?;
+    }
+    claims.insert("iat".into(), iat.into());
+    claims.insert("exp".into(), exp.into());
+    if !claims.contains_key("jti") {
+        let mut id = [0u8; 16];
+        OsRng.fill_bytes(&mut id);
+        claims.insert("jti".into(), URL_SAFE_NO_PAD.encode(id).into());
+    }
+    if let Some(iss) = &shared.issuer
+        && !claims.contains_key("iss")
+    {
+        claims.insert("iss".into(), iss.clone().into());
+    }
+    if let Some(aud) = &shared.audience
+        && !claims.contains_key("aud")
+    {
+        claims.insert("aud".into(), aud.clone().into());
+    }
+    Ok(claims)
+}
+
+#[derive(Serialize)]
+struct KeysResponse<'a> {
+    version: u64,
+    keys: Vec<&'a KeyRecord>,
+    upcoming: &'a [Upcoming],
+}
+
+fn keys(shared: &Shared) -> Response<Body> {
+    let snap = match snapshot_or_503(shared) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let mut r = json(
+        StatusCode::OK,
+        &KeysResponse {
+            version: snap.state.version,
+            keys: snap
+                .state
+                .keys
+                .iter()
+                .chain(snap.state.history.iter().rev())
+                .collect(),
+            upcoming: &snap.upcoming,
+        },
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateRequest {
+    #[serde(default)]
+    alg: Option<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+#[derive(Serialize)]
+struct RotateResponse {
+    rotated: Vec<Rotated>,
+}
+
+async fn send(shared: &Shared, cmd: Command) -> Result<(), Response<Body>> {
+    shared.commands.send(cmd).await.map_err(|_| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the scheduler is not running",
+        )
+    })
+}
+
+async fn rotate(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let body = match read_body(req, &shared.limits).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let parsed: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_json",
+                    format!("invalid request body: {e}"),
+                );
+            }
+        }
+    };
+    let alg = match parsed.alg.as_deref() {
+        None => None,
+        Some(s) => match pick_alg(shared, Some(s)) {
+            Ok(a) => Some(a),
+            Err(r) => return r,
+        },
+    };
+    tracing::info!(role = "operator", peer = %peer, alg = ?alg, force = parsed.force, "rotation requested");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if let Err(r) = send(
+        shared,
+        Command::Rotate {
+            alg,
+            force: parsed.force,
+            reply: tx,
+        },
+    )
+    .await
+    {
+        return r;
+    }
+    match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
+        Ok(Ok(Ok(rotated))) => json(StatusCode::OK, &RotateResponse { rotated }),
+        Ok(Ok(Err(e))) => command_error(e),
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the scheduler did not answer in time; see the log",
+        ),
+    }
+}
+
+#[derive(Serialize)]
+struct TooEarly {
+    error: String,
+    code: &'static str,
+    earliest_safe_rotation: String,
+    algs: Vec<Alg>,
+}
+
+fn command_error(e: CommandError) -> Response<Body> {
+    match e {
+        CommandError::Rotate(RotateError::TooEarly { earliest, algs }) => {
+            let msg = RotateError::TooEarly {
+                earliest,
+                algs: algs.clone(),
+            }
+            .to_string();
+            json(
+                StatusCode::CONFLICT,
+                &TooEarly {
+                    error: msg,
+                    code: "too_early",
+                    earliest_safe_rotation: earliest.to_rfc3339(),
+                    algs,
+                },
+            )
+        }
+        CommandError::Rotate(e @ RotateError::TooManyPublished { .. }) => {
+            error(StatusCode::CONFLICT, "too_many_published", e)
+        }
+        CommandError::Rotate(e @ RotateError::NotConfigured(_)) => {
+            error(StatusCode::BAD_REQUEST, "alg_not_configured", e)
+        }
+        CommandError::Rotate(e @ RotateError::NotReady(_)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e)
+        }
+        CommandError::Revoke(e @ RevokeError::Unknown(_)) => {
+            error(StatusCode::NOT_FOUND, "unknown_kid", e)
+        }
+        CommandError::Revoke(e @ RevokeError::AlreadyEnded { .. }) => {
+            error(StatusCode::CONFLICT, "already_ended", e)
+        }
+        CommandError::Failed(msg) => error(StatusCode::SERVICE_UNAVAILABLE, "store_failed", msg),
+    }
+}
+
+async fn revoke(
+    shared: &Shared,
+    req: Request<Incoming>,
+    kid: &str,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let kid: Kid = match kid.parse() {
+        Ok(k) => k,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_kid", e),
+    };
+    // The body is not used, but must stay within the limits.
+    if let Err(r) = read_body(req, &shared.limits).await {
+        return r;
+    }
+    tracing::warn!(role = "operator", peer = %peer, kid = %kid, "revocation requested");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if let Err(r) = send(shared, Command::Revoke { kid, reply: tx }).await {
+        return r;
+    }
+    match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
+        Ok(Ok(Ok(revoked))) => json::<Revoked>(StatusCode::OK, &revoked),
+        Ok(Ok(Err(e))) => command_error(e),
+        _ => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the scheduler did not answer in time; see the log",
+        ),
+    }
+}
+
+fn metrics(shared: &Shared) -> Response<Body> {
+    shared.refresh_gauges();
+    let mut r = Response::new(Body::new(Bytes::from(shared.metrics.encode())));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}

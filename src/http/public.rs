@@ -1,0 +1,96 @@
+//! The public listener: `/.well-known/jwks.json`, `/healthz`, `/readyz`.
+//! No authentication; nothing here is secret.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+
+use crate::daemon::Shared;
+use crate::http::{
+    Body, bytes_response, error, if_none_match, json, method_not_allowed, not_found,
+};
+
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+    let get_or_head = matches!(*req.method(), Method::GET | Method::HEAD);
+    match req.uri().path() {
+        JWKS_PATH if get_or_head => jwks(&shared, &req),
+        "/healthz" if get_or_head => json(StatusCode::OK, &Health { status: "alive" }),
+        "/readyz" if get_or_head => readiness(&shared),
+        JWKS_PATH | "/healthz" | "/readyz" => method_not_allowed("GET, HEAD"),
+        _ => not_found(),
+    }
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+}
+
+fn jwks(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
+    let guard = shared.snapshot.load();
+    let Some(snap) = guard.as_ref() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the key store is still loading",
+        );
+    };
+    let mut resp = if if_none_match(req.headers().get(header::IF_NONE_MATCH), &snap.jwks_etag) {
+        shared.metrics.jwks_304.inc();
+        let mut r = Response::new(Body::default());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        shared.metrics.jwks_200.inc();
+        bytes_response(StatusCode::OK, snap.jwks_body.clone())
+    };
+    let h = resp.headers_mut();
+    h.insert(header::ETAG, snap.jwks_etag_header.clone());
+    h.insert(header::CACHE_CONTROL, shared.jwks_cache_control.clone());
+    resp
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    ready: bool,
+    reasons: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lifecycle_error: Option<String>,
+}
+
+fn readiness(shared: &Shared) -> Response<Body> {
+    let mut reasons = Vec::new();
+    let guard = shared.snapshot.load();
+    match guard.as_ref() {
+        None => reasons.push("key store not loaded".to_owned()),
+        Some(s) => {
+            for alg in s.missing_active() {
+                reasons.push(format!("{alg} has no active key"));
+            }
+        }
+    }
+    if !shared.scheduler_running() {
+        reasons.push("scheduler not running".to_owned());
+    }
+    let body = Readiness {
+        ready: reasons.is_empty(),
+        reasons,
+        // A failing rotation does not make jwksd unready while the current
+        // keys still serve; it is reported here and in the metrics.
+        lifecycle_error: shared.lifecycle_error(),
+    };
+    let status = if body.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut r = json(status, &body);
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}

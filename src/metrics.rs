@@ -1,0 +1,231 @@
+//! Prometheus metrics. Counters are bumped where things happen; gauges that
+//! depend on the time (key age, time to the next rotation) are set from the
+//! current snapshot when `/metrics` is scraped.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::keys::Alg;
+use crate::lifecycle::{KeyState, Trigger};
+use crate::time::Timestamp;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum AlgLabel {
+    ES256,
+    RS256,
+}
+
+impl From<Alg> for AlgLabel {
+    fn from(a: Alg) -> Self {
+        match a {
+            Alg::ES256 => AlgLabel::ES256,
+            Alg::RS256 => AlgLabel::RS256,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlgLabels {
+    pub alg: AlgLabel,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyStateLabels {
+    pub alg: AlgLabel,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RotationLabels {
+    pub alg: AlgLabel,
+    pub trigger: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignLabels {
+    pub alg: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub published_keys: Family<KeyStateLabels, Gauge>,
+    pub active_key_age: Family<AlgLabels, FloatGauge>,
+    pub next_rotation: Family<AlgLabels, FloatGauge>,
+    pub rotations: Family<RotationLabels, Counter>,
+    pub last_rotation: Family<AlgLabels, FloatGauge>,
+    pub generation_failures: Family<AlgLabels, Counter>,
+    pub lifecycle_failures: Family<ActionLabels, Counter>,
+    pub lifecycle_failing: Gauge,
+    pub jwks_200: Counter,
+    pub jwks_304: Counter,
+    pub sign: Family<SignLabels, Counter>,
+    pub auth_failures: Family<StatusLabels, Counter>,
+    pub clock_jumps: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("jwksd");
+        let published_keys = Family::<KeyStateLabels, Gauge>::default();
+        registry.register(
+            "published_keys",
+            "Keys in the JWK Set, by algorithm and state",
+            published_keys.clone(),
+        );
+        let active_key_age = Family::<AlgLabels, FloatGauge>::default();
+        registry.register(
+            "active_key_age_seconds",
+            "Seconds since the active key of each algorithm was activated",
+            active_key_age.clone(),
+        );
+        let next_rotation = Family::<AlgLabels, FloatGauge>::default();
+        registry.register(
+            "next_rotation_seconds",
+            "Seconds until the next scheduled rotation (negative: overdue)",
+            next_rotation.clone(),
+        );
+        let rotations = Family::<RotationLabels, Counter>::default();
+        registry.register(
+            "rotations",
+            "Rotations by algorithm, trigger and result",
+            rotations.clone(),
+        );
+        let last_rotation = Family::<AlgLabels, FloatGauge>::default();
+        registry.register(
+            "last_successful_rotation_timestamp_seconds",
+            "Unix time of the last successful rotation",
+            last_rotation.clone(),
+        );
+        let generation_failures = Family::<AlgLabels, Counter>::default();
+        registry.register(
+            "key_generation_failures",
+            "Failed key generations",
+            generation_failures.clone(),
+        );
+        let lifecycle_failures = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "lifecycle_failures",
+            "Lifecycle steps (generate, commit) that failed and will be retried",
+            lifecycle_failures.clone(),
+        );
+        let lifecycle_failing = Gauge::default();
+        registry.register(
+            "lifecycle_failing",
+            "1 while the last lifecycle step failed and is being retried",
+            lifecycle_failing.clone(),
+        );
+        let jwks = Family::<StatusLabels, Counter>::default();
+        registry.register("jwks_requests", "JWKS requests by status", jwks.clone());
+        let jwks_200 = jwks
+            .get_or_create(&StatusLabels {
+                status: "200".into(),
+            })
+            .clone();
+        let jwks_304 = jwks
+            .get_or_create(&StatusLabels {
+                status: "304".into(),
+            })
+            .clone();
+        let sign = Family::<SignLabels, Counter>::default();
+        registry.register(
+            "sign_requests",
+            "POST /v1/sign requests by algorithm and result",
+            sign.clone(),
+        );
+        let auth_failures = Family::<StatusLabels, Counter>::default();
+        registry.register(
+            "admin_auth_failures",
+            "Admin requests refused for authentication (401), role (403) or rate (429)",
+            auth_failures.clone(),
+        );
+        let clock_jumps = Counter::default();
+        registry.register(
+            "clock_jumps",
+            "Wall-clock jumps detected against the monotonic clock",
+            clock_jumps.clone(),
+        );
+        Metrics {
+            registry,
+            published_keys,
+            active_key_age,
+            next_rotation,
+            rotations,
+            last_rotation,
+            generation_failures,
+            lifecycle_failures,
+            lifecycle_failing,
+            jwks_200,
+            jwks_304,
+            sign,
+            auth_failures,
+            clock_jumps,
+        }
+    }
+
+    pub fn rotation(&self, alg: Alg, trigger: Trigger, ok: bool, now: Timestamp) {
+        self.rotations
+            .get_or_create(&RotationLabels {
+                alg: alg.into(),
+                trigger: trigger.as_str().into(),
+                result: if ok { "ok" } else { "error" }.into(),
+            })
+            .inc();
+        if ok {
+            self.last_rotation
+                .get_or_create(&AlgLabels { alg: alg.into() })
+                .set(now.as_millis() as f64 / 1000.0);
+        }
+    }
+
+    pub fn sign_result(&self, alg: Option<Alg>, result: &str) {
+        self.sign
+            .get_or_create(&SignLabels {
+                alg: alg.map(|a| a.as_str()).unwrap_or("none").into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    pub fn set_published(&self, alg: Alg, state: KeyState, n: i64) {
+        self.published_keys
+            .get_or_create(&KeyStateLabels {
+                alg: alg.into(),
+                state: state.as_str().into(),
+            })
+            .set(n);
+    }
+
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
