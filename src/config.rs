@@ -36,6 +36,7 @@ pub struct Config {
     pub listen: Listen,
     pub admin: Admin,
     pub master_key_file: Option<PathBuf>,
+    pub http: Http,
     pub log: Log,
 }
 
@@ -55,6 +56,7 @@ impl Default for Config {
             listen: Listen::default(),
             admin: Admin::default(),
             master_key_file: None,
+            http: Http::default(),
             log: Log::default(),
         }
     }
@@ -102,6 +104,7 @@ impl Default for Admin {
         Admin {
             operator_token_file: PathBuf::from("keys/operator.token"),
             signer_token_file: PathBuf::from("keys/signer.token"),
+            allow: Vec::new(),
         }
     }
 }
@@ -156,6 +159,51 @@ pub struct Listen {
 pub struct Admin {
     pub operator_token_file: PathBuf,
     pub signer_token_file: PathBuf,
+    /// Client networks allowed on the admin listener; empty allows all.
+    pub allow: Vec<ipnet::IpNet>,
+}
+
+/// Limits both listeners apply to every connection.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Time to send a request's headers; also closes idle keep-alive
+    /// connections (slow clients cannot hold a connection).
+    pub header_read_timeout: HumanDuration,
+    pub body_read_timeout: HumanDuration,
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    /// Open connections per listener; more wait in the accept queue.
+    pub max_connections: usize,
+    /// Time in-flight requests get to finish at shutdown.
+    pub shutdown_grace: HumanDuration,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        let l = crate::http::Limits::default();
+        Http {
+            header_read_timeout: HumanDuration(l.header_read_timeout),
+            body_read_timeout: HumanDuration(l.body_read_timeout),
+            max_body_bytes: l.max_body_bytes,
+            max_header_bytes: l.max_header_bytes,
+            max_connections: l.max_connections,
+            shutdown_grace: HumanDuration(l.shutdown_grace),
+        }
+    }
+}
+
+impl Http {
+    pub fn limits(&self) -> crate::http::Limits {
+        crate::http::Limits {
+            header_read_timeout: self.header_read_timeout.0,
+            body_read_timeout: self.body_read_timeout.0,
+            max_body_bytes: self.max_body_bytes,
+            max_header_bytes: self.max_header_bytes,
+            max_connections: self.max_connections,
+            shutdown_grace: self.shutdown_grace.0,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]

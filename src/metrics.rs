@@ -81,6 +81,7 @@ pub struct Metrics {
     pub sign: Family<SignLabels, Counter>,
     pub auth_failures: Family<StatusLabels, Counter>,
     pub clock_jumps: Counter,
+    pub clock_offset: FloatGauge,
 }
 
 impl Default for Metrics {
@@ -170,8 +171,15 @@ impl Metrics {
             "Wall-clock jumps detected against the monotonic clock",
             clock_jumps.clone(),
         );
+        let clock_offset = FloatGauge::default();
+        registry.register(
+            "clock_offset_seconds",
+            "Wall clock minus jwksd's time after a jump it did not follow (0 when they agree)",
+            clock_offset.clone(),
+        );
         Metrics {
             registry,
+            clock_offset,
             published_keys,
             active_key_age,
             next_rotation,

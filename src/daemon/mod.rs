@@ -22,11 +22,12 @@ use crate::http::admin::AdminApi;
 use crate::http::auth::{TokenError, Tokens};
 use crate::http::{self, Limits};
 use crate::keyring::Keyring;
-use crate::lifecycle::{KeyState, Policy};
+use crate::lifecycle::Policy;
 use crate::metrics::{AlgLabels, Metrics};
+use crate::store::KeyStore;
 use crate::store::fs::FsStore;
 use crate::store::{MasterKey, SealError, StoreError};
-use crate::time::{Clock, SystemClock, Timestamp};
+use crate::time::{Clock, SteadyClock, SystemClock, os_monotonic};
 pub use snapshot::Snapshot;
 
 /// What the HTTP handlers share with the scheduler.
@@ -40,6 +41,8 @@ pub struct Shared {
     pub signing_key_cache_control: HeaderValue,
     pub commands: mpsc::Sender<scheduler::Command>,
     pub clock: Arc<dyn Clock>,
+    /// The daemon's clock, which reports wall-clock jumps.
+    pub steady: Arc<SteadyClock>,
     pub limits: Limits,
     scheduler_running: AtomicBool,
     lifecycle_error: Mutex<Option<String>>,
@@ -72,6 +75,14 @@ impl Shared {
     /// Sets the gauges that depend on the time from the current snapshot.
     pub fn refresh_gauges(&self) {
         let now = self.clock.now();
+        let s = &self.steady;
+        self.metrics
+            .clock_offset
+            .set(s.offset_millis() as f64 / 1000.0);
+        let seen = self.metrics.clock_jumps.get();
+        if s.jumps() > seen {
+            self.metrics.clock_jumps.inc_by(s.jumps() - seen);
+        }
         let guard = self.snapshot.load();
         let Some(snap) = guard.as_ref() else { return };
         for &alg in &self.policy.algorithms {
@@ -142,34 +153,110 @@ pub fn master_key(config: &Config) -> Result<Option<MasterKey>, DaemonError> {
     }
 }
 
+/// What a daemon runs on. The store and the wall clock may be injected
+/// (tests do); by default they come from the configuration and the system.
+/// Either way the daemon reads time through a [`SteadyClock`].
+pub struct Options {
+    pub config: Config,
+    pub source: ConfigSource,
+    pub warnings: Vec<String>,
+    pub wall: Option<Arc<dyn Clock>>,
+    pub store: Option<Box<dyn KeyStore>>,
+}
+
+impl Options {
+    pub fn new(config: Config, source: ConfigSource, warnings: Vec<String>) -> Options {
+        Options {
+            config,
+            source,
+            warnings,
+            wall: None,
+            store: None,
+        }
+    }
+}
+
+/// A started daemon: its bound addresses and the handle to stop it.
+pub struct Running {
+    pub public_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    servers: Vec<tokio::task::JoinHandle<()>>,
+    scheduler: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish, then stops the
+    /// scheduler once its current step is done (a commit is never cut
+    /// short).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for s in self.servers {
+            let _ = s.await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(60), self.scheduler).await;
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(
     config: Config,
     source: ConfigSource,
     warnings: Vec<String>,
 ) -> Result<(), DaemonError> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let running = start(Options::new(config, source, warnings)).await?;
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Loads the store, binds both listeners and starts serving.
+pub async fn start(opts: Options) -> Result<Running, DaemonError> {
+    let Options {
+        config,
+        source,
+        warnings,
+        wall,
+        store,
+    } = opts;
+    let steady = Arc::new(SteadyClock::new(
+        wall.unwrap_or_else(|| Arc::new(SystemClock)),
+        os_monotonic(),
+        SteadyClock::threshold_for(config.tokens.clock_skew.0),
+    ));
+    let clock: Arc<dyn Clock> = steady.clone();
     let policy = Arc::new(config.policy(clock.now())?);
     tracing::info!(config = %source, "starting jwksd {}", env!("CARGO_PKG_VERSION"));
     for w in &warnings {
         tracing::warn!(config = %source, "{w}");
     }
 
-    let master = master_key(&config)?;
-    match &master {
-        Some(m) => tracing::info!(master_key_id = m.id(), "private keys are sealed at rest"),
-        None => tracing::warn!(
-            "no master key configured: private keys are stored in the clear (mode 600); set \
-             JWKSD_MASTER_KEY or master_key_file to seal them"
-        ),
-    }
-    let dir = config.keys_dir.clone();
-    let (ring, notes) = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
-        let store = FsStore::open(dir, master)?;
-        Keyring::load(Box::new(store))
-    })
-    .await
-    .map_err(|e| DaemonError::Join(e.to_string()))??;
+    let store: Box<dyn KeyStore> = match store {
+        Some(s) => s,
+        None => {
+            let master = master_key(&config)?;
+            match &master {
+                Some(m) => {
+                    tracing::info!(master_key_id = m.id(), "private keys are sealed at rest")
+                }
+                None => tracing::warn!(
+                    "no master key configured: private keys are stored in the clear (mode 600); \
+                     set JWKSD_MASTER_KEY or master_key_file to seal them"
+                ),
+            }
+            let dir = config.keys_dir.clone();
+            tokio::task::spawn_blocking(move || FsStore::open(dir, master))
+                .await
+                .map_err(|e| DaemonError::Join(e.to_string()))?
+                .map(|s| Box::new(s) as Box<dyn KeyStore>)?
+        }
+    };
+    let (ring, notes) = tokio::task::spawn_blocking(move || Keyring::load(store))
+        .await
+        .map_err(|e| DaemonError::Join(e.to_string()))??;
     for n in &notes {
         tracing::warn!(store = %ring.store_location(), "{n}");
     }
@@ -186,34 +273,27 @@ pub async fn run(
     )?;
     tracing::info!(operator = %sources[0], signer = %sources[1], "admin tokens loaded");
 
-    let public = TcpListener::bind(config.listen.public)
-        .await
-        .map_err(|source| DaemonError::Bind {
-            which: "listen.public",
-            addr: config.listen.public,
+    let bind = |which: &'static str, addr: SocketAddr| async move {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Bind {
+                which,
+                addr,
+                source,
+            })?;
+        let local = l.local_addr().map_err(|source| DaemonError::Bind {
+            which,
+            addr,
             source,
         })?;
-    let admin = TcpListener::bind(config.listen.admin)
-        .await
-        .map_err(|source| DaemonError::Bind {
-            which: "listen.admin",
-            addr: config.listen.admin,
-            source,
-        })?;
-    let public_addr = public.local_addr().map_err(|source| DaemonError::Bind {
-        which: "listen.public",
-        addr: config.listen.public,
-        source,
-    })?;
-    let admin_addr = admin.local_addr().map_err(|source| DaemonError::Bind {
-        which: "listen.admin",
-        addr: config.listen.admin,
-        source,
-    })?;
+        Ok::<_, DaemonError>((l, local))
+    };
+    let (public, public_addr) = bind("listen.public", config.listen.public).await?;
+    let (admin, admin_addr) = bind("listen.admin", config.listen.admin).await?;
 
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let limits = Limits::default();
+    let limits = config.http.limits();
     let shared = Arc::new(Shared {
         snapshot: ArcSwapOption::empty(),
         metrics: Metrics::new(),
@@ -224,6 +304,7 @@ pub async fn run(
         signing_key_cache_control: cache_control("private", policy.signing_key_cache_max_age),
         commands: cmd_tx,
         clock: clock.clone(),
+        steady,
         limits,
         scheduler_running: AtomicBool::new(false),
         lifecycle_error: Mutex::new(None),
@@ -246,27 +327,23 @@ pub async fn run(
         shutdown_rx.clone(),
         move |req, _peer| http::public::handle(public_shared.clone(), req),
     ));
-    let api = Arc::new(AdminApi {
-        shared: shared.clone(),
+    let api = Arc::new(AdminApi::new(
+        shared.clone(),
         tokens,
-    });
-    let admin_task = tokio::spawn(http::serve(
-        admin,
-        limits,
-        shutdown_rx.clone(),
-        move |req, peer| http::admin::handle(api.clone(), req, peer),
+        config.admin.allow.clone(),
     ));
+    let admin_task = tokio::spawn(http::serve(admin, limits, shutdown_rx, move |req, peer| {
+        http::admin::handle(api.clone(), req, peer)
+    }));
     tracing::info!(public = %public_addr, admin = %admin_addr, "listening");
-
-    wait_for_signal().await;
-    tracing::info!("shutting down: finishing in-flight requests");
-    let _ = shutdown_tx.send(true);
-    let _ = tokio::join!(public_task, admin_task);
-    // The scheduler finishes the step it is in (a commit is never cut short).
-    let _ = tokio::time::timeout(Duration::from_secs(60), scheduler).await;
-    let _ = shared.metrics.encode();
-    tracing::info!(at = %Timestamp::from_millis(clock.now().as_millis()), "stopped");
-    Ok(())
+    Ok(Running {
+        public_addr,
+        admin_addr,
+        shared,
+        shutdown: shutdown_tx,
+        servers: vec![public_task, admin_task],
+        scheduler,
+    })
 }
 
 fn cache_control(scope: &str, max_age: Duration) -> HeaderValue {
@@ -290,9 +367,4 @@ async fn wait_for_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-}
-
-/// Keys of a state, by state, for logs.
-pub fn count(state: &crate::lifecycle::KeyringState, s: KeyState) -> usize {
-    state.keys.iter().filter(|k| k.state == s).count()
 }

@@ -24,21 +24,49 @@ use serde_json::{Map, Value};
 
 use crate::daemon::scheduler::{Command, CommandError, Revoked, Rotated};
 use crate::daemon::{Shared, Snapshot};
-use crate::http::auth::{AuthError, Role, Tokens};
+use crate::http::auth::{AuthError, FailureLimiter, Role, Tokens};
 use crate::http::{
     Body, bytes_response, error, if_none_match, json, method_not_allowed, not_found, read_body,
 };
 use crate::keys::{Alg, Kid};
 use crate::lifecycle::{KeyRecord, RevokeError, RotateError, Upcoming};
 use crate::time::duration_millis;
+use ipnet::IpNet;
 
 /// How long an operator request waits for the scheduler (RSA-4096
 /// generation can take seconds).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Failed authentications a client may make per minute before it gets
+/// 429: generous for typos, ruinous for guessing 256-bit tokens.
+pub const AUTH_FAILURES_PER_MINUTE: usize = 30;
+
 pub struct AdminApi {
     pub shared: Arc<Shared>,
     pub tokens: Tokens,
+    allow: Vec<IpNet>,
+    failures: FailureLimiter,
+}
+
+impl AdminApi {
+    pub fn new(shared: Arc<Shared>, tokens: Tokens, allow: Vec<IpNet>) -> AdminApi {
+        AdminApi {
+            shared,
+            tokens,
+            allow,
+            failures: FailureLimiter::new(AUTH_FAILURES_PER_MINUTE, Duration::from_secs(60)),
+        }
+    }
+
+    fn count(&self, status: &str) {
+        self.shared
+            .metrics
+            .auth_failures
+            .get_or_create(&crate::metrics::StatusLabels {
+                status: status.into(),
+            })
+            .inc();
+    }
 }
 
 enum Route {
@@ -76,6 +104,15 @@ pub async fn handle(
     let Some((route, allow)) = route(req.uri().path()) else {
         return not_found();
     };
+    if !api.allow.is_empty() && !api.allow.iter().any(|n| n.contains(&peer.ip())) {
+        api.count("403");
+        tracing::warn!(peer = %peer, "admin request from a network not in admin.allow");
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden_network",
+            "this client's address is not allowed on the admin listener",
+        );
+    }
     if !method_ok(allow, req.method()) {
         return method_not_allowed(allow);
     }
@@ -84,28 +121,32 @@ pub async fn handle(
         Route::ActiveKey | Route::Sign => Role::Signer,
         Route::Keys | Route::Rotate | Route::Revoke(_) => Role::Operator,
     };
+    if api.failures.is_limited(peer.ip()) {
+        api.count("429");
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failures",
+            "too many failed authentications from this address; try again in a minute",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return r;
+    }
     let role = match api.tokens.check(req.headers().get(header::AUTHORIZATION)) {
         Ok(r) => r,
         Err(e) => {
-            api.shared
-                .metrics
-                .auth_failures
-                .get_or_create(&crate::metrics::StatusLabels {
-                    status: "401".into(),
-                })
-                .inc();
-            tracing::warn!(peer = %peer, path = req.uri().path(), "admin request without a valid token");
+            api.count("401");
+            let n = api.failures.record_failure(peer.ip());
+            if n > AUTH_FAILURES_PER_MINUTE {
+                tracing::warn!(peer = %peer, failures = n, "rate limiting a client after repeated failed authentications");
+            } else {
+                tracing::warn!(peer = %peer, path = req.uri().path(), "admin request without a valid token");
+            }
             return unauthorized(e);
         }
     };
     if needs == Role::Operator && role != Role::Operator {
-        api.shared
-            .metrics
-            .auth_failures
-            .get_or_create(&crate::metrics::StatusLabels {
-                status: "403".into(),
-            })
-            .inc();
+        api.count("403");
         tracing::warn!(peer = %peer, role = role.as_str(), path = req.uri().path(), "admin request refused for its role");
         return error(
             StatusCode::FORBIDDEN,

@@ -5,10 +5,14 @@
 //! the token files, which are created at first start (256 random bits,
 //! base64url, mode 600) and refused when group or others can read them.
 
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
+use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -217,6 +221,86 @@ fn create_token_file(path: &Path) -> Result<Zeroizing<String>, TokenError> {
     Ok(token)
 }
 
+/// Counts failed authentications per client over a sliding window, so that
+/// guessing tokens is slow while an honest typo never locks anyone out.
+pub struct FailureLimiter {
+    max: usize,
+    window: Duration,
+    peers: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+}
+
+/// Peers tracked at most; beyond this, stale entries are dropped first.
+const MAX_TRACKED_PEERS: usize = 65_536;
+
+impl FailureLimiter {
+    /// More than `max` failures within `window` and the peer is refused
+    /// until older failures leave the window.
+    pub fn new(max: usize, window: Duration) -> FailureLimiter {
+        FailureLimiter {
+            max,
+            window,
+            peers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// IPv6 clients are counted by /64: one host usually has the whole prefix.
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => {
+                    let s = v6.segments();
+                    IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+                }
+            },
+            v4 => v4,
+        }
+    }
+
+    fn prune(q: &mut VecDeque<Instant>, now: Instant, window: Duration) {
+        while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
+            q.pop_front();
+        }
+    }
+
+    /// Whether `ip` has failed more than `max` times within the window.
+    pub fn is_limited(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        match peers.get_mut(&Self::key(ip)) {
+            Some(q) => {
+                Self::prune(q, now, self.window);
+                q.len() > self.max
+            }
+            None => false,
+        }
+    }
+
+    /// Records a failure; returns the failures within the window.
+    pub fn record_failure(&self, ip: IpAddr) -> usize {
+        let now = Instant::now();
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        if peers.len() >= MAX_TRACKED_PEERS {
+            let window = self.window;
+            peers.retain(|_, q| {
+                Self::prune(q, now, window);
+                !q.is_empty()
+            });
+            if peers.len() >= MAX_TRACKED_PEERS {
+                peers.clear();
+            }
+        }
+        let q = peers.entry(Self::key(ip)).or_default();
+        Self::prune(q, now, self.window);
+        q.push_back(now);
+        // Only whether the limit is passed matters: keep the queue bounded.
+        while q.len() > self.max + 1 {
+            q.pop_front();
+        }
+        q.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +334,31 @@ mod tests {
             Err(AuthError::Invalid)
         );
         assert!(matches!(Tokens::new(&op, &op), Err(TokenError::SameTokens)));
+    }
+
+    #[test]
+    fn failures_are_limited_per_peer_and_prefix() {
+        let l = FailureLimiter::new(3, Duration::from_secs(60));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..3 {
+            l.record_failure(a);
+        }
+        assert!(!l.is_limited(a));
+        l.record_failure(a);
+        assert!(l.is_limited(a));
+        assert!(!l.is_limited(b));
+        let v6a: IpAddr = "2001:db8::1".parse().unwrap();
+        let v6b: IpAddr = "2001:db8::ffff:2".parse().unwrap();
+        for _ in 0..4 {
+            l.record_failure(v6a);
+        }
+        assert!(l.is_limited(v6b), "same /64");
+        let short = FailureLimiter::new(0, Duration::from_millis(20));
+        short.record_failure(a);
+        assert!(short.is_limited(a));
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!short.is_limited(a));
     }
 
     #[test]
