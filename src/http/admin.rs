@@ -20,7 +20,7 @@ use josekit::jws::JwsHeader;
 use josekit::jwt::{self, JwtPayload};
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::daemon::scheduler::{Command, CommandError, Revoked, Rotated};
 use crate::daemon::{Shared, Snapshot};
@@ -30,7 +30,7 @@ use crate::http::{
 };
 use crate::keys::{Alg, Kid};
 use crate::lifecycle::{KeyRecord, RevokeError, RotateError, Upcoming};
-use crate::time::duration_millis;
+use crate::time::{Timestamp, duration_millis};
 use ipnet::IpNet;
 
 /// How long an operator request waits for the scheduler (RSA-4096
@@ -193,31 +193,8 @@ fn snapshot_or_503(shared: &Shared) -> Result<Arc<Snapshot>, Response<Body>> {
     })
 }
 
-/// The algorithm a request names, or the only configured one.
 fn pick_alg(shared: &Shared, given: Option<&str>) -> Result<Alg, Response<Body>> {
-    match given {
-        Some(s) => {
-            let alg: Alg = s
-                .parse()
-                .map_err(|e| error(StatusCode::BAD_REQUEST, "unknown_alg", e))?;
-            if !shared.policy.algorithms.contains(&alg) {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    "alg_not_configured",
-                    format!("{alg} is not a configured algorithm"),
-                ));
-            }
-            Ok(alg)
-        }
-        None => match shared.policy.algorithms.as_slice() {
-            [only] => Ok(*only),
-            _ => Err(error(
-                StatusCode::BAD_REQUEST,
-                "alg_required",
-                "several algorithms are configured: name one with alg",
-            )),
-        },
-    }
+    choose_alg(&shared.policy.algorithms, given).map_err(Refusal::response)
 }
 
 fn query_param<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
@@ -267,6 +244,37 @@ fn active_key(
     r
 }
 
+/// Why a request was refused: status, machine-readable code, message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl std::fmt::Display) -> Refusal {
+        Refusal {
+            status,
+            code,
+            message: message.to_string(),
+        }
+    }
+
+    fn response(self) -> Response<Body> {
+        error(self.status, self.code, self.message)
+    }
+}
+
+/// What a signing request is checked against.
+pub struct SignRules<'a> {
+    pub algorithms: &'a [Alg],
+    pub max_lifetime: Duration,
+    pub clock_skew: Duration,
+    pub issuer: Option<&'a str>,
+    pub audience: Option<&'a str>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SignRequest {
@@ -281,49 +289,144 @@ struct SignResponse<'a> {
     token: String,
 }
 
+/// The algorithm a request names, or the only configured one.
+pub fn choose_alg(algorithms: &[Alg], given: Option<&str>) -> Result<Alg, Refusal> {
+    match given {
+        Some(s) => {
+            let alg: Alg = s
+                .parse()
+                .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "unknown_alg", e))?;
+            if !algorithms.contains(&alg) {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "alg_not_configured",
+                    format!("{alg} is not a configured algorithm"),
+                ));
+            }
+            Ok(alg)
+        }
+        None => match algorithms {
+            [only] => Ok(*only),
+            _ => Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "alg_required",
+                "several algorithms are configured: name one with alg",
+            )),
+        },
+    }
+}
+
+/// Parses and checks a `/v1/sign` body: the algorithm, and the claims with
+/// `iat`, `exp`, `jti`, `iss` and `aud` filled in. Refuses tokens the
+/// retention window cannot cover. Pure, so it can be tested on any input.
+pub fn parse_sign_request(
+    body: &[u8],
+    rules: &SignRules<'_>,
+    now: Timestamp,
+) -> Result<(Alg, JwtPayload), Refusal> {
+    let parsed: SignRequest = serde_json::from_slice(body).map_err(|e| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            format!("invalid request body: {e}"),
+        )
+    })?;
+    let alg = choose_alg(rules.algorithms, parsed.alg.as_deref())?;
+    let Value::Object(mut claims) = parsed.claims else {
+        return Err(Refusal::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "claims_not_object",
+            "claims must be a JSON object",
+        ));
+    };
+    let refuse = |code, msg: String| Refusal::new(StatusCode::UNPROCESSABLE_ENTITY, code, msg);
+    let now_s = now.unix_seconds();
+    let max = duration_millis(rules.max_lifetime) / 1000;
+    let skew = duration_millis(rules.clock_skew) / 1000;
+    let numeric = |name: &str, v: &Value| -> Result<i64, Refusal> {
+        v.as_i64().filter(|n| *n >= 0).ok_or_else(|| {
+            refuse(
+                "invalid_claims",
+                format!("{name} must be a non-negative integer (seconds since the epoch)"),
+            )
+        })
+    };
+    let iat = match claims.get("iat") {
+        Some(v) => numeric("iat", v)?,
+        None => now_s,
+    };
+    if iat > now_s.saturating_add(skew) {
+        return Err(refuse(
+            "iat_in_future",
+            format!("iat {iat} is in the future (now {now_s})"),
+        ));
+    }
+    let exp = match claims.get("exp") {
+        Some(v) => numeric("exp", v)?,
+        None => iat.saturating_add(max),
+    };
+    if exp <= now_s {
+        return Err(refuse(
+            "exp_in_past",
+            format!("exp {exp} is not in the future (now {now_s})"),
+        ));
+    }
+    if exp.saturating_sub(iat) > max || exp > now_s.saturating_add(max) {
+        return Err(refuse(
+            "lifetime_too_long",
+            format!(
+                "the token would live past tokens.max_lifetime ({max} s): keys are only kept \
+                 published that long after they stop signing"
+            ),
+        ));
+    }
+    if let Some(v) = claims.get("nbf") {
+        numeric("nbf", v)?;
+    }
+    claims.insert("iat".into(), iat.into());
+    claims.insert("exp".into(), exp.into());
+    if !claims.contains_key("jti") {
+        let mut id = [0u8; 16];
+        OsRng.fill_bytes(&mut id);
+        claims.insert("jti".into(), URL_SAFE_NO_PAD.encode(id).into());
+    }
+    if let Some(iss) = rules.issuer
+        && !claims.contains_key("iss")
+    {
+        claims.insert("iss".into(), iss.into());
+    }
+    if let Some(aud) = rules.audience
+        && !claims.contains_key("aud")
+    {
+        claims.insert("aud".into(), aud.into());
+    }
+    let payload =
+        JwtPayload::from_map(claims).map_err(|e| refuse("invalid_claims", e.to_string()))?;
+    Ok((alg, payload))
+}
+
 async fn sign(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     let body = match read_body(req, &shared.limits).await {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let parsed: SignRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            shared.metrics.sign_result(None, "bad_request");
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_json",
-                format!("invalid request body: {e}"),
-            );
-        }
+    let rules = SignRules {
+        algorithms: &shared.policy.algorithms,
+        max_lifetime: shared.policy.max_token_lifetime,
+        clock_skew: shared.policy.clock_skew,
+        issuer: shared.issuer.as_deref(),
+        audience: shared.audience.as_deref(),
     };
-    let alg = match pick_alg(shared, parsed.alg.as_deref()) {
-        Ok(a) => a,
-        Err(r) => {
-            shared.metrics.sign_result(None, "bad_request");
-            return r;
-        }
-    };
-    let Value::Object(claims) = parsed.claims else {
-        shared.metrics.sign_result(Some(alg), "refused");
-        return error(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "claims_not_object",
-            "claims must be a JSON object",
-        );
-    };
-    let claims = match complete_claims(shared, claims) {
-        Ok(c) => c,
-        Err((code, msg)) => {
-            shared.metrics.sign_result(Some(alg), "refused");
-            return error(StatusCode::UNPROCESSABLE_ENTITY, code, msg);
-        }
-    };
-    let payload = match JwtPayload::from_map(claims) {
+    let (alg, payload) = match parse_sign_request(&body, &rules, shared.clock.now()) {
         Ok(p) => p,
-        Err(e) => {
-            shared.metrics.sign_result(Some(alg), "refused");
-            return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_claims", e);
+        Err(refusal) => {
+            let result = if refusal.status == StatusCode::BAD_REQUEST {
+                "bad_request"
+            } else {
+                "refused"
+            };
+            shared.metrics.sign_result(None, result);
+            return refusal.response();
         }
     };
     let snap = match snapshot_or_503(shared) {
@@ -364,74 +467,6 @@ async fn sign(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             )
         }
     }
-}
-
-/// Fills in `iat`, `exp`, `jti`, `iss` and `aud`, and refuses tokens the
-/// retention window cannot cover.
-fn complete_claims(
-    shared: &Shared,
-    mut claims: Map<String, Value>,
-) -> Result<Map<String, Value>, (&'static str, String)> {
-    let now = shared.clock.now();
-    let now_s = now.unix_seconds();
-    let max = duration_millis(shared.policy.max_token_lifetime) / 1000;
-    let skew = duration_millis(shared.policy.clock_skew) / 1000;
-    let numeric = |name: &str, v: &Value| -> Result<i64, (&'static str, String)> {
-        v.as_i64().filter(|n| *n >= 0).ok_or((
-            "invalid_claims",
-            format!("{name} must be a non-negative integer (seconds since the epoch)"),
-        ))
-    };
-    let iat = match claims.get("iat") {
-        Some(v) => numeric("iat", v)?,
-        None => now_s,
-    };
-    if iat > now_s + skew {
-        return Err((
-            "iat_in_future",
-            format!("iat {iat} is in the future (now {now_s})"),
-        ));
-    }
-    let exp = match claims.get("exp") {
-        Some(v) => numeric("exp", v)?,
-        None => iat + max,
-    };
-    if exp <= now_s {
-        return Err((
-            "exp_in_past",
-            format!("exp {exp} is not in the future (now {now_s})"),
-        ));
-    }
-    if exp - iat > max || exp > now_s + max {
-        return Err((
-            "lifetime_too_long",
-            format!(
-                "the token would live past tokens.max_lifetime ({max} s): keys are only kept \
-                 published that long after they stop signing"
-            ),
-        ));
-    }
-    if let Some(v) = claims.get("nbf") {
-        numeric("nbf", v)?;
-    }
-    claims.insert("iat".into(), iat.into());
-    claims.insert("exp".into(), exp.into());
-    if !claims.contains_key("jti") {
-        let mut id = [0u8; 16];
-        OsRng.fill_bytes(&mut id);
-        claims.insert("jti".into(), URL_SAFE_NO_PAD.encode(id).into());
-    }
-    if let Some(iss) = &shared.issuer
-        && !claims.contains_key("iss")
-    {
-        claims.insert("iss".into(), iss.clone().into());
-    }
-    if let Some(aud) = &shared.audience
-        && !claims.contains_key("aud")
-    {
-        claims.insert("aud".into(), aud.clone().into());
-    }
-    Ok(claims)
 }
 
 #[derive(Serialize)]
@@ -478,6 +513,29 @@ struct RotateResponse {
     rotated: Vec<Rotated>,
 }
 
+/// Parses a `/v1/rotate` body (empty means every algorithm, not forced).
+pub fn parse_rotate_request(
+    body: &[u8],
+    algorithms: &[Alg],
+) -> Result<(Option<Alg>, bool), Refusal> {
+    let parsed: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateRequest::default()
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "bad_json",
+                format!("invalid request body: {e}"),
+            )
+        })?
+    };
+    let alg = match parsed.alg.as_deref() {
+        None => None,
+        Some(s) => Some(choose_alg(algorithms, Some(s))?),
+    };
+    Ok((alg, parsed.force))
+}
+
 async fn send(shared: &Shared, cmd: Command) -> Result<(), Response<Body>> {
     shared.commands.send(cmd).await.map_err(|_| {
         error(
@@ -493,34 +551,17 @@ async fn rotate(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Re
         Ok(b) => b,
         Err(r) => return r,
     };
-    let parsed: RotateRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateRequest::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "bad_json",
-                    format!("invalid request body: {e}"),
-                );
-            }
-        }
+    let (alg, force) = match parse_rotate_request(&body, &shared.policy.algorithms) {
+        Ok(p) => p,
+        Err(r) => return r.response(),
     };
-    let alg = match parsed.alg.as_deref() {
-        None => None,
-        Some(s) => match pick_alg(shared, Some(s)) {
-            Ok(a) => Some(a),
-            Err(r) => return r,
-        },
-    };
-    tracing::info!(role = "operator", peer = %peer, alg = ?alg, force = parsed.force, "rotation requested");
+    tracing::info!(role = "operator", peer = %peer, alg = ?alg, force, "rotation requested");
     let (tx, rx) = tokio::sync::oneshot::channel();
     if let Err(r) = send(
         shared,
         Command::Rotate {
             alg,
-            force: parsed.force,
+            force,
             reply: tx,
         },
     )

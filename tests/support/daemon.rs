@@ -31,10 +31,15 @@ pub struct Daemon {
 
 /// Writes a config for `dir` with `body` appended (ports are ephemeral).
 pub fn write_config(dir: &Path, body: &str) -> PathBuf {
+    write_config_with(dir, "", body)
+}
+
+/// Like [`write_config`], with extra lines for the `admin` section.
+pub fn write_config_with(dir: &Path, admin_extra: &str, body: &str) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let config = dir.join("jwksd.yaml");
     let text = format!(
-        "keys_dir: {keys}\nlisten:\n  public: 127.0.0.1:0\n  admin: 127.0.0.1:0\nadmin:\n  operator_token_file: {keys}/operator.token\n  signer_token_file: {keys}/signer.token\nlog:\n  format: json\n{body}",
+        "keys_dir: {keys}\nlisten:\n  public: 127.0.0.1:0\n  admin: 127.0.0.1:0\nadmin:\n  operator_token_file: {keys}/operator.token\n  signer_token_file: {keys}/signer.token\n{admin_extra}log:\n  format: json\n{body}",
         keys = dir.join("keys").display()
     );
     std::fs::write(&config, text).unwrap();

@@ -1,0 +1,191 @@
+//! Hostile input against the real binary: oversized and slow requests, idle
+//! connections past the limit, token guessing, and clients outside the
+//! admin allow-list. Each gets a clear answer and the daemon keeps serving.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use support::daemon::{Daemon, FAST, write_config_with};
+
+const LIMITS: &str = "http:\n  header_read_timeout: 1s\n  max_connections: 4\n";
+
+fn addr(url: &str) -> SocketAddr {
+    url.trim_start_matches("http://").parse().unwrap()
+}
+
+/// Sends raw bytes, returns what the server answered before closing.
+fn raw(to: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(to).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn request_from(from: &str, to: SocketAddr, request: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut s = sock.connect(to).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status(resp: &str) -> u16 {
+    resp.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_slow_and_idle_clients_do_not_stop_the_daemon() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start(tmp.path(), &format!("{FAST}{LIMITS}")).await;
+    let public = addr(&d.public);
+
+    // Headers far over the limit: 431, connection closed.
+    let big = format!(
+        "GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let r = tokio::task::spawn_blocking(move || raw(public, big.as_bytes()))
+        .await
+        .unwrap();
+    assert_eq!(status(&r), 431, "{r}");
+
+    // Not HTTP at all: 400.
+    let r = tokio::task::spawn_blocking(move || raw(public, b"\x16\x03\x01garbage\r\n\r\n"))
+        .await
+        .unwrap();
+    assert_eq!(status(&r), 400, "{r}");
+
+    // Slowloris: half a request, then silence. Closed after the header
+    // read timeout.
+    let t = Instant::now();
+    let r = tokio::task::spawn_blocking(move || {
+        raw(
+            public,
+            b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "slow client held the connection {:?}",
+        t.elapsed()
+    );
+    assert!(!r.contains("200 OK"), "{r}");
+
+    // Four idle connections fill the limit; a fifth client is still served
+    // once the idle ones are closed by the header read timeout.
+    let idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(public).unwrap())
+        .collect();
+    let r = d.get_public("/.well-known/jwks.json").await;
+    assert_eq!(r.status, 200);
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = Vec::new();
+        let n = s.read_to_end(&mut buf).unwrap_or(0);
+        assert!(
+            n == 0 || String::from_utf8_lossy(&buf).contains("408"),
+            "idle connection got {buf:?}"
+        );
+    }
+
+    // A body that never finishes: refused, not waited for forever.
+    let admin = addr(&d.admin);
+    let signer = d.signer.clone();
+    let t = Instant::now();
+    let r = tokio::task::spawn_blocking(move || {
+        raw(
+            admin,
+            format!("POST /v1/sign HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {signer}\r\nContent-Length: 1000\r\n\r\n{{").as_bytes(),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(20));
+    assert!(
+        r.is_empty() || status(&r) == 408 || status(&r) == 400,
+        "{r}"
+    );
+
+    // Still healthy and serving.
+    assert_eq!(d.get_public("/readyz").await.status, 200);
+    assert_eq!(d.sign("ES256", serde_json::json!({})).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_tokens_is_rate_limited_per_client() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start(tmp.path(), FAST).await;
+    let admin = addr(&d.admin);
+    let req = |token: &str| {
+        format!(
+            "GET /v1/keys/active?alg=ES256 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    // 30 failures a minute are tolerated...
+    for i in 0..30 {
+        let r = request_from("127.0.0.1", admin, req(&format!("guess-{i:040}"))).await;
+        assert_eq!(status(&r), 401, "attempt {i}: {r}");
+    }
+    // ...the 31st failure too, but from then on the client is refused, even
+    // with the right token.
+    assert_eq!(
+        status(
+            &request_from(
+                "127.0.0.1",
+                admin,
+                req("guess-last-one-guess-last-one-guess")
+            )
+            .await
+        ),
+        401
+    );
+    let r = request_from("127.0.0.1", admin, req(&d.signer)).await;
+    assert_eq!(status(&r), 429, "{r}");
+    assert!(r.to_ascii_lowercase().contains("retry-after: 60"), "{r}");
+    // Another client is not affected.
+    let r = request_from("127.0.0.2", admin, req(&d.signer)).await;
+    assert_eq!(status(&r), 200, "{r}");
+    let warned = d.events("rate limiting a client after repeated failed authentications");
+    assert!(!warned.is_empty());
+    let m = d
+        .client
+        .get(&format!("{}/metrics", d.admin), None)
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&m.body)
+            .contains("jwksd_admin_auth_failures_total{status=\"429\"} 1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_allow_list_refuses_other_networks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config_with(tmp.path(), "  allow: [127.0.0.2/32]\n", FAST);
+    let d = Daemon::start_with(tmp.path(), &config, &[]).await;
+    let admin = addr(&d.admin);
+    let req = format!(
+        "GET /v1/keys/active?alg=ES256 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        d.signer
+    );
+    let r = request_from("127.0.0.1", admin, req.clone()).await;
+    assert_eq!(status(&r), 403, "{r}");
+    assert!(r.contains("forbidden_network"), "{r}");
+    let r = request_from("127.0.0.2", admin, req).await;
+    assert_eq!(status(&r), 200, "{r}");
+    // The public listener is not restricted.
+    assert_eq!(d.get_public("/.well-known/jwks.json").await.status, 200);
+}
