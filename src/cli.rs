@@ -66,6 +66,14 @@ pub enum Command {
     },
     /// Validate a configuration offline and print its timeline in words.
     CheckConfig,
+    /// Re-seal every private key under a new master key (or seal keys kept
+    /// in the clear). Run it with the daemon stopped; if interrupted, run it
+    /// again. The current key comes from JWKSD_MASTER_KEY or master_key_file.
+    Rekey {
+        /// File holding the new master key [default: $JWKSD_NEW_MASTER_KEY]
+        #[arg(long, value_name = "FILE")]
+        new_master_key_file: Option<PathBuf>,
+    },
 }
 
 /// Failure with an exit code and a one-line reason.
@@ -82,6 +90,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::CheckConfig => check_config(&cli),
         Command::Serve => serve(&cli),
+        Command::Rekey {
+            ref new_master_key_file,
+        } => rekey(&cli, new_master_key_file.as_deref()),
         _ => operator(&cli),
     };
     match result {
@@ -107,6 +118,50 @@ fn check_config(cli: &Cli) -> Result<(), Fail> {
     for w in warnings {
         println!("warning: {w}");
     }
+    Ok(())
+}
+
+fn rekey(cli: &Cli, new_file: Option<&std::path::Path>) -> Result<(), Fail> {
+    use crate::store::MasterKey;
+    use crate::store::fs::FsStore;
+    let (config, _, _) = load_config(cli)?;
+    let current = crate::daemon::master_key(&config).map_err(|e| Fail(1, e.to_string()))?;
+    let text = match new_file {
+        Some(p) => zeroize::Zeroizing::new(std::fs::read_to_string(p).map_err(|e| {
+            Fail(
+                1,
+                format!("cannot read the new master key {}: {e}", p.display()),
+            )
+        })?),
+        None => match std::env::var("JWKSD_NEW_MASTER_KEY") {
+            Ok(v) if !v.is_empty() => zeroize::Zeroizing::new(v),
+            _ => {
+                return Err(Fail(
+                    2,
+                    "give the new master key with --new-master-key-file or JWKSD_NEW_MASTER_KEY"
+                        .into(),
+                ));
+            }
+        },
+    };
+    let new =
+        MasterKey::from_encoded(&text).map_err(|e| Fail(1, format!("new master key: {e}")))?;
+    let new_id = new.id().to_owned();
+    let store = FsStore::open(&config.keys_dir, Some(new))
+        .map_err(|e| Fail(1, e.to_string()))?
+        .with_previous_master(current);
+    let done = store
+        .rekey(&mut |_| true)
+        .map_err(|e| Fail(1, e.to_string()))?;
+    println!(
+        "{}: {} keys re-sealed, {} already sealed with the new master key {new_id}",
+        config.keys_dir.display(),
+        done.rewritten,
+        done.already
+    );
+    println!(
+        "now configure the new master key (JWKSD_MASTER_KEY or master_key_file) and start jwksd"
+    );
     Ok(())
 }
 
@@ -219,7 +274,7 @@ fn operator(cli: &Cli) -> Result<(), Fail> {
                 }
                 Ok(())
             }
-            Command::Serve | Command::CheckConfig => Ok(()),
+            Command::Serve | Command::CheckConfig | Command::Rekey { .. } => Ok(()),
         }
     })
 }

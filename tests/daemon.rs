@@ -784,3 +784,40 @@ async fn sealed_keys_with_a_master_key_and_a_wrong_one() {
         assert!(tmp.path().join("keys").join(format!("{k}.key")).exists());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rekey_moves_a_stopped_store_to_a_new_master_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = write_config(tmp.path(), FAST);
+    let old = "q1XJtQ8e3k5m9r2Yb7vL0pZcW4sN6aHdF1gU8iT3oKE=";
+    let new = "5a".repeat(32);
+    let mut d = Daemon::start_with(tmp.path(), &config, &[("JWKSD_MASTER_KEY", old)]).await;
+    let kids = d.kids().await;
+    // Not while the daemon holds the store.
+    let run = |envs: &[(&str, &str)]| {
+        let mut c = std::process::Command::new(BIN);
+        c.arg("rekey").arg("-c").arg(&config);
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    };
+    let out = run(&[("JWKSD_MASTER_KEY", old), ("JWKSD_NEW_MASTER_KEY", &new)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("pid {}", d.pid())));
+    d.stop();
+    let out = run(&[("JWKSD_MASTER_KEY", old), ("JWKSD_NEW_MASTER_KEY", &new)]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("{} keys re-sealed", kids.len()))
+    );
+    // Again: nothing left to do.
+    let out = run(&[("JWKSD_MASTER_KEY", old), ("JWKSD_NEW_MASTER_KEY", &new)]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 keys re-sealed"));
+    let d = Daemon::start_with(tmp.path(), &config, &[("JWKSD_MASTER_KEY", &new)]).await;
+    assert_eq!(d.kids().await, kids);
+}

@@ -378,3 +378,101 @@ fn group_readable_key_file_is_refused() {
     let msg = problems(Keyring::load(Box::new(open(tmp.path()))).err().unwrap());
     assert!(msg.contains("chmod 600"), "{msg}");
 }
+
+#[test]
+fn rekey_interrupted_half_way_leaves_every_key_openable_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = || MasterKey::from_encoded(MASTER).unwrap();
+    let new = || MasterKey::from_encoded(&"5a".repeat(32)).unwrap();
+    // Three live keys: active, next and one retiring.
+    let mut ring = bootstrap(tmp.path(), Some(old()));
+    for s in [10, 20] {
+        let p = plan(ring.state(), &policy(), t(s));
+        ring.execute(&p.actions, &Fixed(t(s)))
+            .into_result()
+            .unwrap();
+    }
+    let kids: Vec<_> = ring.state().keys.iter().map(|k| k.kid.clone()).collect();
+    assert_eq!(kids.len(), 3);
+    drop(ring);
+
+    // Interrupted after two files.
+    let store = FsStore::open(tmp.path(), Some(new()))
+        .unwrap()
+        .with_previous_master(Some(old()));
+    let mut n = 0;
+    let r = store
+        .rekey(&mut |_| {
+            n += 1;
+            n <= 2
+        })
+        .unwrap();
+    assert_eq!((r.rewritten, r.complete), (2, false));
+    drop(store);
+    // Every key opens with the old or the new master key.
+    let by_new = kids.iter().filter(|k| {
+        let bytes = fs::read(tmp.path().join(format!("{k}.key"))).unwrap();
+        let env: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let key = if env["master_key_id"] == new().id() {
+            new()
+        } else {
+            old()
+        };
+        let alg = if env["alg"] == "ES256" {
+            Alg::ES256
+        } else {
+            Alg::RS256
+        };
+        key.open(k, alg, &bytes).unwrap();
+        env["master_key_id"] == new().id()
+    });
+    assert_eq!(by_new.count(), 2);
+    // Neither key alone opens the store now; both together do.
+    assert!(Keyring::load(Box::new(FsStore::open(tmp.path(), Some(new())).unwrap())).is_err());
+    let (_, notes) = Keyring::load(Box::new(
+        FsStore::open(tmp.path(), Some(new()))
+            .unwrap()
+            .with_previous_master(Some(old())),
+    ))
+    .unwrap();
+    assert!(
+        notes.iter().any(|n| n.contains("previous master key")),
+        "{notes:?}"
+    );
+
+    // A second run completes; then the new key alone opens everything.
+    let store = FsStore::open(tmp.path(), Some(new()))
+        .unwrap()
+        .with_previous_master(Some(old()));
+    let r = store.rekey(&mut |_| true).unwrap();
+    assert_eq!((r.rewritten, r.already, r.complete), (1, 2, true));
+    drop(store);
+    let (ring, notes) =
+        Keyring::load(Box::new(FsStore::open(tmp.path(), Some(new())).unwrap())).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(ring.state().keys.len(), 3);
+    drop(ring);
+    assert!(Keyring::load(Box::new(FsStore::open(tmp.path(), Some(old())).unwrap())).is_err());
+}
+
+#[test]
+fn rekey_seals_keys_kept_in_the_clear() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(bootstrap(tmp.path(), None));
+    let mk = || MasterKey::from_encoded(MASTER).unwrap();
+    let store = FsStore::open(tmp.path(), Some(mk())).unwrap();
+    let r = store.rekey(&mut |_| true).unwrap();
+    assert_eq!((r.rewritten, r.complete), (2, true));
+    drop(store);
+    for e in fs::read_dir(tmp.path()).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "key") {
+            let text = fs::read_to_string(&p).unwrap();
+            assert!(text.contains("jwksd-sealed-v1") && !text.contains("PRIVATE KEY"));
+            assert_eq!(mode(&p), 0o600);
+        }
+    }
+    let (_, notes) =
+        Keyring::load(Box::new(FsStore::open(tmp.path(), Some(mk())).unwrap())).unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+}

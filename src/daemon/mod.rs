@@ -131,6 +131,15 @@ pub enum DaemonError {
     Join(String),
 }
 
+/// The master key an interrupted `jwksd rekey` moved from, when given in
+/// `JWKSD_PREVIOUS_MASTER_KEY`: keys sealed with it still open.
+pub fn previous_master_key() -> Result<Option<MasterKey>, DaemonError> {
+    match std::env::var("JWKSD_PREVIOUS_MASTER_KEY") {
+        Ok(v) if !v.is_empty() => Ok(Some(MasterKey::from_encoded(&v)?)),
+        _ => Ok(None),
+    }
+}
+
 /// Reads the master key from `JWKSD_MASTER_KEY` or the configured file.
 pub fn master_key(config: &Config) -> Result<Option<MasterKey>, DaemonError> {
     if let Ok(v) = std::env::var("JWKSD_MASTER_KEY")
@@ -247,11 +256,14 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
                      set JWKSD_MASTER_KEY or master_key_file to seal them"
                 ),
             }
+            let previous = previous_master_key()?;
             let dir = config.keys_dir.clone();
-            tokio::task::spawn_blocking(move || FsStore::open(dir, master))
-                .await
-                .map_err(|e| DaemonError::Join(e.to_string()))?
-                .map(|s| Box::new(s) as Box<dyn KeyStore>)?
+            tokio::task::spawn_blocking(move || {
+                FsStore::open(dir, master).map(|s| s.with_previous_master(previous))
+            })
+            .await
+            .map_err(|e| DaemonError::Join(e.to_string()))?
+            .map(|s| Box::new(s) as Box<dyn KeyStore>)?
         }
     };
     let (ring, notes) = tokio::task::spawn_blocking(move || Keyring::load(store))

@@ -40,15 +40,37 @@ const MAX_KEY_BYTES: u64 = 64 << 10;
 
 pub struct FsStore {
     dir: PathBuf,
+    /// Seals new keys; opens keys sealed with it.
     master: Option<MasterKey>,
+    /// Opens keys sealed with it, never seals: the key a rekey moves from.
+    previous: Option<MasterKey>,
     /// Held for the life of the store: the flock is released on close.
     _lock: File,
     inner: Mutex<Inner>,
 }
 
+/// What a key file is sealed with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sealing {
+    Clear,
+    Current,
+    Previous,
+}
+
+/// What a rekey did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rekeyed {
+    pub rewritten: usize,
+    pub already: usize,
+    /// False when stopped before the end; run it again to finish.
+    pub complete: bool,
+}
+
 struct Inner {
     /// Version of the state last loaded or committed.
     version: u64,
+    /// How each loaded key file is sealed.
+    sealing: HashMap<Kid, Sealing>,
     /// Kids with a committed `.key` file.
     on_disk: HashSet<Kid>,
     /// Things done at open time, reported with the next load.
@@ -126,9 +148,11 @@ impl FsStore {
         Ok(FsStore {
             dir,
             master,
+            previous: None,
             _lock: lock,
             inner: Mutex::new(Inner {
                 version: 0,
+                sealing: HashMap::new(),
                 on_disk: HashSet::new(),
                 notes,
             }),
@@ -137,6 +161,57 @@ impl FsStore {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Also opens keys sealed with `previous` (as left by an interrupted
+    /// `jwksd rekey`); new keys are still sealed with the current master key.
+    pub fn with_previous_master(mut self, previous: Option<MasterKey>) -> FsStore {
+        self.previous = previous;
+        self
+    }
+
+    /// Seals every private key with the current master key: keys in the clear
+    /// or sealed with the previous master key are rewritten, one atomic file
+    /// at a time, so an interruption leaves each key openable with the old or
+    /// the new master key and a second run completes the work. `proceed` is
+    /// asked before each file; returning false stops there.
+    pub fn rekey(&self, proceed: &mut dyn FnMut(&Kid) -> bool) -> Result<Rekeyed, StoreError> {
+        let Some(master) = &self.master else {
+            return Err(StoreError::Other(
+                "rekey needs the new master key (JWKSD_NEW_MASTER_KEY or --new-master-key-file)"
+                    .into(),
+            ));
+        };
+        let loaded = self.load()?;
+        let sealing = self.inner().sealing.clone();
+        let mut report = Rekeyed {
+            rewritten: 0,
+            already: 0,
+            complete: true,
+        };
+        for k in &loaded.state.keys {
+            let Some(key) = loaded.keys.get(&k.kid) else {
+                continue;
+            };
+            if sealing.get(&k.kid) == Some(&Sealing::Current) {
+                report.already += 1;
+                continue;
+            }
+            if !proceed(&k.kid) {
+                report.complete = false;
+                return Ok(report);
+            }
+            let sealed = master
+                .seal(&key.kid, key.alg, &key.pkcs8)
+                .map_err(|source| StoreError::Seal {
+                    kid: key.kid.clone(),
+                    source,
+                })?;
+            self.write_atomic(&format!("{}{KEY_EXT}", key.kid), &sealed)?;
+            self.inner().sealing.insert(k.kid.clone(), Sealing::Current);
+            report.rewritten += 1;
+        }
+        Ok(report)
     }
 
     fn key_path(&self, kid: &Kid) -> PathBuf {
@@ -192,7 +267,7 @@ impl FsStore {
         kid: &Kid,
         alg: crate::keys::Alg,
         path: &Path,
-    ) -> Result<KeyMaterial, Problem> {
+    ) -> Result<(KeyMaterial, Sealing), Problem> {
         let problem = |what: String, fix: &str| Problem {
             path: path.to_owned(),
             what,
@@ -204,13 +279,20 @@ impl FsStore {
                 "check the file's owner and mode (600)",
             )
         })?;
+        let mut sealing = Sealing::Clear;
         let der: Zeroizing<Vec<u8>> = if seal::is_sealed(&bytes) {
-            let Some(master) = &self.master else {
-                return Err(problem(
-                    "the key is sealed and no master key is configured".into(),
-                    "set JWKSD_MASTER_KEY (or master_key_file) to the master key the store was sealed with",
-                ));
+            let by = seal::sealed_by(&bytes);
+            let (master, how) = match (&self.master, &self.previous) {
+                (_, Some(p)) if by.as_deref() == Some(p.id()) => (p, Sealing::Previous),
+                (Some(m), _) => (m, Sealing::Current),
+                (None, _) => {
+                    return Err(problem(
+                        "the key is sealed and no master key is configured".into(),
+                        "set JWKSD_MASTER_KEY (or master_key_file) to the master key the store was sealed with",
+                    ));
+                }
             };
+            sealing = how;
             master.open(kid, alg, &bytes).map_err(|e| {
                 problem(
                     format!("cannot open sealed key: {e}"),
@@ -243,7 +325,7 @@ impl FsStore {
                 "the file was swapped or damaged: restore it from a backup",
             ));
         }
-        Ok(key)
+        Ok((key, sealing))
     }
 }
 
@@ -351,6 +433,7 @@ impl KeyStore for FsStore {
         };
 
         let mut keys = HashMap::new();
+        let mut sealing = HashMap::new();
         let live: HashSet<&Kid> = state.keys.iter().map(|k| &k.kid).collect();
         for k in &state.keys {
             let path = self.key_path(&k.kid);
@@ -383,16 +466,21 @@ impl KeyStore for FsStore {
                 }
             }
             match self.read_key(&k.kid, k.alg, &path) {
-                Ok(key) => {
-                    if self.master.is_some()
-                        && !seal::is_sealed(&fs::read(&path).unwrap_or_default())
-                    {
-                        notes.push(format!(
+                Ok((key, how)) => {
+                    match how {
+                        Sealing::Clear if self.master.is_some() => notes.push(format!(
                             "{} is stored in the clear although a master key is configured: run \
                              `jwksd rekey` to seal it",
                             path.display()
-                        ));
+                        )),
+                        Sealing::Previous => notes.push(format!(
+                            "{} is sealed with the previous master key: run `jwksd rekey` to \
+                             finish moving to the new one",
+                            path.display()
+                        )),
+                        _ => {}
                     }
+                    sealing.insert(k.kid.clone(), how);
                     keys.insert(k.kid.clone(), key);
                 }
                 Err(p) => problems.push(p),
@@ -432,6 +520,7 @@ impl KeyStore for FsStore {
         }
         inner.version = state.version;
         inner.on_disk = keys.keys().cloned().collect();
+        inner.sealing = sealing;
         Ok(Loaded { state, keys, notes })
     }
 
