@@ -33,6 +33,30 @@ pub struct Cli {
     #[arg(long, global = true, env = "JWKSD_ADMIN_URL", value_name = "URL")]
     pub admin_url: Option<String>,
 
+    /// CA certificate (PEM) to verify an https admin URL with
+    #[arg(long, global = true, env = "JWKSD_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for an admin listener that requires one
+    #[arg(
+        long,
+        global = true,
+        env = "JWKSD_TLS_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "tls_client_key"
+    )]
+    pub tls_client_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of the client certificate
+    #[arg(
+        long,
+        global = true,
+        env = "JWKSD_TLS_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "tls_client_cert"
+    )]
+    pub tls_client_key: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -208,7 +232,12 @@ fn admin_base(cli: &Cli, config: &Config) -> String {
             std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
-    format!("http://{addr}")
+    let scheme = if config.tls.admin.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{addr}")
 }
 
 fn operator(cli: &Cli) -> Result<(), Fail> {
@@ -224,8 +253,19 @@ fn operator(cli: &Cli) -> Result<(), Fail> {
     };
     let base = admin_base(cli, &config);
     let rt = runtime()?;
+    let client = if cli.tls_ca.is_some() || cli.tls_client_cert.is_some() {
+        let tls = crate::tls::client_config(
+            cli.tls_ca.as_deref(),
+            cli.tls_client_cert
+                .as_deref()
+                .zip(cli.tls_client_key.as_deref()),
+        )
+        .map_err(|e| Fail(1, e.to_string()))?;
+        Client::with_tls(tls, std::time::Duration::from_secs(150))
+    } else {
+        Client::default()
+    };
     rt.block_on(async {
-        let client = Client::default();
         match &cli.command {
             Command::Keys { json } => {
                 let r = client.get(&format!("{base}/v1/keys"), Some(&token)).await?;

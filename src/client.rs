@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, StatusCode};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -48,7 +49,7 @@ impl Reply {
 
 #[derive(Clone)]
 pub struct Client {
-    inner: HyperClient<HttpConnector, Full<Bytes>>,
+    inner: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
 }
 
@@ -59,10 +60,26 @@ impl Default for Client {
 }
 
 impl Client {
+    /// A client for `http://` URLs (and `https://` ones signed by nothing it
+    /// trusts: use [`Client::with_tls`] for those).
     pub fn new(timeout: Duration) -> Client {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        connector.set_nodelay(true);
+        // Without files to read this cannot fail: ring supports TLS 1.2 and 1.3.
+        let tls = crate::tls::client_config(None, None)
+            .expect("a TLS client configuration without files");
+        Self::with_tls(tls, timeout)
+    }
+
+    /// A client that speaks TLS with `config` to `https://` URLs.
+    pub fn with_tls(config: rustls::ClientConfig, timeout: Duration) -> Client {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(Duration::from_secs(5)));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
         Client {
             inner: HyperClient::builder(TokioExecutor::new()).build(connector),
             timeout,

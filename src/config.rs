@@ -37,7 +37,16 @@ pub struct Config {
     pub admin: Admin,
     pub master_key_file: Option<PathBuf>,
     pub http: Http,
+    pub tls: Tls,
     pub log: Log,
+}
+
+/// TLS per listener; a listener without it speaks plain HTTP.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    pub public: Option<crate::tls::TlsFiles>,
+    pub admin: Option<crate::tls::TlsFiles>,
 }
 
 /// The rotation schedule when the configuration sets none.
@@ -57,6 +66,7 @@ impl Default for Config {
             admin: Admin::default(),
             master_key_file: None,
             http: Http::default(),
+            tls: Tls::default(),
             log: Log::default(),
         }
     }

@@ -144,6 +144,8 @@ impl Keyring {
             self.keys
                 .retain(|kid, _| next.keys.iter().any(|k| &k.kid == kid));
             self.state = next;
+            // Committed: reported even if the generation below fails.
+            events.append(&mut pending);
         }
 
         if !gens.is_empty() {

@@ -35,3 +35,4 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod store;
 pub mod time;
+pub mod tls;

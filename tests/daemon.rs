@@ -821,3 +821,71 @@ async fn rekey_moves_a_stopped_store_to_a_new_master_key() {
     let d = Daemon::start_with(tmp.path(), &config, &[("JWKSD_MASTER_KEY", &new)]).await;
     assert_eq!(d.kids().await, kids);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_out_keys_stay_published_for_retention_then_leave() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start(tmp.path(), FAST).await;
+    let first = d.active_key("ES256").await.json().unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Wait for the rotation that makes it retiring.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let retire_at = loop {
+        let keys = d.keys().await;
+        let k = keys["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == first.as_str())
+            .cloned()
+            .unwrap();
+        if k["state"] == "retiring" {
+            break chrono::DateTime::parse_from_rfc3339(k["retire_at"].as_str().unwrap())
+                .unwrap()
+                .timestamp_millis() as f64
+                / 1000.0;
+        }
+        assert!(Instant::now() < deadline, "never rotated out");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Published until its retire time, gone right after.
+    while unix_now() < retire_at - 0.3 {
+        assert!(
+            d.kids().await.contains(&first),
+            "left the JWKS {:.2} s early",
+            retire_at - unix_now()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = retire_at + 1.5;
+    while d.kids().await.contains(&first) {
+        assert!(
+            unix_now() < deadline,
+            "still published 1.5 s after its retire time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let t = d.events("key transition");
+    assert!(
+        t.iter().any(|e| e["kid"] == first.as_str()
+            && e["to"] == "retired"
+            && e["trigger"] == "retention"),
+        "{t:?}"
+    );
+
+    // Revoking a retiring key takes it out at once.
+    let keys = d.keys().await;
+    let retiring = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["state"] == "retiring")
+        .unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(d.revoke(&retiring).await.status, 200);
+    assert!(!d.kids().await.contains(&retiring));
+}

@@ -476,3 +476,38 @@ fn rekey_seals_keys_kept_in_the_clear() {
         Keyring::load(Box::new(FsStore::open(tmp.path(), Some(mk())).unwrap())).unwrap();
     assert!(notes.is_empty(), "{notes:?}");
 }
+
+#[test]
+fn a_retire_only_step_reports_its_transition() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut ring = bootstrap(tmp.path(), None);
+    let p = plan(ring.state(), &policy(), t(10));
+    ring.execute(&p.actions, &Fixed(t(10)))
+        .into_result()
+        .unwrap();
+    let retiring = ring
+        .state()
+        .in_state(Alg::ES256, KeyState::Retiring)
+        .next()
+        .unwrap()
+        .kid
+        .clone();
+    // At t=16 the only action is the retirement: no key is generated.
+    let p = plan(ring.state(), &policy(), t(16));
+    assert!(
+        p.actions.iter().all(|a| !a.is_generate()),
+        "{:?}",
+        p.actions
+    );
+    let version = ring.state().version;
+    let events = ring
+        .execute(&p.actions, &Fixed(t(16)))
+        .into_result()
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (&events[0].kid, events[0].to),
+        (&retiring, KeyState::Retired)
+    );
+    assert_eq!(ring.state().version, version + 1);
+}

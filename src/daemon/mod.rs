@@ -28,6 +28,7 @@ use crate::store::KeyStore;
 use crate::store::fs::FsStore;
 use crate::store::{MasterKey, SealError, StoreError};
 use crate::time::{Clock, SteadyClock, SystemClock, os_monotonic};
+use crate::tls::ReloadingTls;
 pub use snapshot::Snapshot;
 
 /// What the HTTP handlers share with the scheduler.
@@ -129,6 +130,8 @@ pub enum DaemonError {
     Config(#[from] crate::config::ConfigError),
     #[error("start-up task failed: {0}")]
     Join(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The master key an interrupted `jwksd rekey` moved from, when given in
@@ -300,6 +303,18 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         })?;
         Ok::<_, DaemonError>((l, local))
     };
+    let public_tls = config
+        .tls
+        .public
+        .clone()
+        .map(|f| ReloadingTls::load("public", f))
+        .transpose()?;
+    let admin_tls = config
+        .tls
+        .admin
+        .clone()
+        .map(|f| ReloadingTls::load("admin", f))
+        .transpose()?;
     let (public, public_addr) = bind("listen.public", config.listen.public).await?;
     let (admin, admin_addr) = bind("listen.admin", config.listen.admin).await?;
 
@@ -332,10 +347,16 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
     };
     let scheduler = tokio::spawn(scheduler.run());
 
+    let reloadable: Vec<Arc<ReloadingTls>> =
+        public_tls.iter().chain(admin_tls.iter()).cloned().collect();
+    if !reloadable.is_empty() {
+        tokio::spawn(reload_tls(reloadable, shutdown_rx.clone()));
+    }
     let public_shared = shared.clone();
     let public_task = tokio::spawn(http::serve(
         public,
         limits,
+        public_tls.clone(),
         shutdown_rx.clone(),
         move |req, _peer| http::public::handle(public_shared.clone(), req),
     ));
@@ -344,10 +365,21 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         tokens,
         config.admin.allow.clone(),
     ));
-    let admin_task = tokio::spawn(http::serve(admin, limits, shutdown_rx, move |req, peer| {
-        http::admin::handle(api.clone(), req, peer)
-    }));
-    tracing::info!(public = %public_addr, admin = %admin_addr, "listening");
+    let admin_task = tokio::spawn(http::serve(
+        admin,
+        limits,
+        admin_tls.clone(),
+        shutdown_rx,
+        move |req, peer| http::admin::handle(api.clone(), req, peer),
+    ));
+    tracing::info!(
+        public = %public_addr,
+        admin = %admin_addr,
+        public_tls = public_tls.is_some(),
+        admin_tls = admin_tls.is_some(),
+        admin_client_certificates = admin_tls.as_ref().is_some_and(|t| t.requires_client_certificates()),
+        "listening"
+    );
     Ok(Running {
         public_addr,
         admin_addr,
@@ -356,6 +388,37 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         servers: vec![public_task, admin_task],
         scheduler,
     })
+}
+
+/// How often certificate files are checked for changes.
+const TLS_WATCH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Reloads TLS certificates on SIGHUP and when their files change.
+async fn reload_tls(listeners: Vec<Arc<ReloadingTls>>, mut shutdown: watch::Receiver<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP; certificates reload on file change only");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(TLS_WATCH_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => {
+                for l in &listeners {
+                    l.reload_logged("SIGHUP");
+                }
+            }
+            _ = tick.tick() => {
+                for l in &listeners {
+                    l.reload_if_changed();
+                }
+            }
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
+        }
+    }
 }
 
 fn cache_control(scope: &str, max_age: Duration) -> HeaderValue {

@@ -87,7 +87,12 @@ fn lock(ring: &Mutex<Keyring>) -> std::sync::MutexGuard<'_, Keyring> {
 impl Scheduler {
     pub async fn run(mut self) {
         self.shared.set_scheduler_running(true);
-        self.publish().await;
+        // An empty store publishes nothing until its first keys exist: an
+        // empty JWK Set must not be cached by verifiers while the first
+        // key (which signs at once) is being generated.
+        if !lock(&self.ring).state().keys.is_empty() {
+            self.publish().await;
+        }
         let mut backoff = BACKOFF_START;
         let mut retry_at: Option<Timestamp> = None;
         loop {
@@ -134,6 +139,7 @@ impl Scheduler {
         let ring = self.ring.clone();
         let clock = self.clock.clone();
         let acts = actions.clone();
+        let before = lock(&self.ring).state().version;
         let executed =
             tokio::task::spawn_blocking(move || lock(&ring).execute(&acts, &*clock)).await;
         let executed = match executed {
@@ -147,7 +153,8 @@ impl Scheduler {
             }
         };
         self.record(&actions, &executed.events, executed.error.as_ref(), now);
-        if !executed.events.is_empty() {
+        // Whatever was committed is served, even when a later step failed.
+        if lock(&self.ring).state().version != before {
             self.publish().await;
         }
         match executed.error {

@@ -57,18 +57,19 @@ impl Default for Limits {
     }
 }
 
-/// Serves `handler` on `listener` until `shutdown` turns true, then lets
-/// in-flight requests finish (up to the grace period).
+/// Serves `handler` on `listener` (over TLS when `tls` is set) until
+/// `shutdown` turns true, then lets in-flight requests finish (up to the
+/// grace period).
 pub async fn serve<H, F>(
     listener: TcpListener,
     limits: Limits,
+    tls: Option<Arc<crate::tls::ReloadingTls>>,
     mut shutdown: watch::Receiver<bool>,
     handler: H,
 ) where
     H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
         let permit = tokio::select! {
@@ -92,24 +93,67 @@ pub async fn serve<H, F>(
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let service = service_fn(move |req| {
-            let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler(req, peer).await) }
-        });
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
-            .max_buf_size(limits.max_header_bytes.max(8192));
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let shutdown = shutdown.clone();
+        let tls = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
-            let _ = conn.await;
+            match tls {
+                None => {
+                    serve_connection(TokioIo::new(stream), peer, limits, shutdown, handler).await
+                }
+                Some(acceptor) => {
+                    // The handshake gets the same time as request headers.
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(s)) => {
+                            serve_connection(TokioIo::new(s), peer, limits, shutdown, handler).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+                    }
+                }
+            }
             drop(permit);
         });
     }
     drop(listener);
-    let _ = tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await;
+    // Every connection holds a slot: all slots back means all done.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(limits.shutdown_grace, slots.acquire_many(all)).await;
+}
+
+async fn serve_connection<I, H, F>(
+    io: I,
+    peer: SocketAddr,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+    handler: H,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let handler = handler.clone();
+        async move { Ok::<_, Infallible>(handler(req, peer).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
+            // Finish the request in flight, then close.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 /// Reads a request body, refusing bodies over the limit or too slow.

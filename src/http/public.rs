@@ -37,7 +37,7 @@ fn jwks(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
-            "the key store is still loading",
+            "no keys yet: the store is loading or the first keys are being generated",
         );
     };
     let mut resp = if if_none_match(req.headers().get(header::IF_NONE_MATCH), &snap.jwks_etag) {
@@ -67,7 +67,7 @@ fn readiness(shared: &Shared) -> Response<Body> {
     let mut reasons = Vec::new();
     let guard = shared.snapshot.load();
     match guard.as_ref() {
-        None => reasons.push("key store not loaded".to_owned()),
+        None => reasons.push("no keys yet: store loading or first keys being generated".to_owned()),
         Some(s) => {
             for alg in s.missing_active() {
                 reasons.push(format!("{alg} has no active key"));

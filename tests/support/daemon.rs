@@ -54,6 +54,16 @@ impl Daemon {
     }
 
     pub async fn start_with(dir: &Path, config: &Path, env: &[(&str, &str)]) -> Daemon {
+        Self::start_with_client(dir, config, env, Client::new(Duration::from_secs(30))).await
+    }
+
+    /// Starts jwksd and talks to it with `client` (for TLS).
+    pub async fn start_with_client(
+        dir: &Path,
+        config: &Path,
+        env: &[(&str, &str)],
+        client: Client,
+    ) -> Daemon {
         let mut d = Daemon {
             dir: dir.to_owned(),
             config: config.to_owned(),
@@ -63,7 +73,7 @@ impl Daemon {
             operator: String::new(),
             signer: String::new(),
             log: Arc::new(Mutex::new(Vec::new())),
-            client: Client::new(Duration::from_secs(30)),
+            client,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -92,6 +102,13 @@ impl Daemon {
         let stderr = child.stderr.take().unwrap();
         let log = self.log.clone();
         let (tx, rx) = std::sync::mpsc::channel::<(String, String)>();
+        let scheme = |tls: &Value| {
+            if tls == &Value::Bool(true) {
+                "https"
+            } else {
+                "http"
+            }
+        };
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
@@ -99,8 +116,16 @@ impl Daemon {
                     && v["message"] == "listening"
                 {
                     let _ = tx.send((
-                        v["public"].as_str().unwrap_or_default().to_owned(),
-                        v["admin"].as_str().unwrap_or_default().to_owned(),
+                        format!(
+                            "{}://{}",
+                            scheme(&v["public_tls"]),
+                            v["public"].as_str().unwrap_or_default()
+                        ),
+                        format!(
+                            "{}://{}",
+                            scheme(&v["admin_tls"]),
+                            v["admin"].as_str().unwrap_or_default()
+                        ),
                     ));
                 }
                 log.lock().unwrap().push(line);
@@ -111,8 +136,8 @@ impl Daemon {
             Ok(a) => a,
             Err(_) => panic!("jwksd did not start listening:\n{}", self.log_text()),
         };
-        self.public = format!("http://{public}");
-        self.admin = format!("http://{admin}");
+        self.public = public;
+        self.admin = admin;
         let keys = self.dir.join("keys");
         self.operator = std::fs::read_to_string(keys.join("operator.token"))
             .map(|s| s.trim().to_owned())
