@@ -171,9 +171,16 @@ fn rekey(cli: &Cli, new_file: Option<&std::path::Path>) -> Result<(), Fail> {
     let new =
         MasterKey::from_encoded(&text).map_err(|e| Fail(1, format!("new master key: {e}")))?;
     let new_id = new.id().to_owned();
+    // Keys not yet moved are sealed with the current master key, or, when
+    // the configuration already names the new one, with the key given in
+    // JWKSD_PREVIOUS_MASTER_KEY.
+    let previous = match current {
+        Some(c) if c.id() != new_id => Some(c),
+        _ => crate::daemon::previous_master_key().map_err(|e| Fail(1, e.to_string()))?,
+    };
     let store = FsStore::open(&config.keys_dir, Some(new))
         .map_err(|e| Fail(1, e.to_string()))?
-        .with_previous_master(current);
+        .with_previous_master(previous);
     let done = store
         .rekey(&mut |_| true)
         .map_err(|e| Fail(1, e.to_string()))?;
@@ -244,7 +251,7 @@ fn operator(cli: &Cli) -> Result<(), Fail> {
     let (config, _, _) = load_config(cli)?;
     let token = match std::env::var("JWKSD_OPERATOR_TOKEN") {
         Ok(t) if !t.is_empty() => zeroize::Zeroizing::new(t.trim().to_owned()),
-        _ => auth::read_token_file(&config.admin.operator_token_file).map_err(|e| {
+        _ => auth::read_token_file(&config.operator_token_file()).map_err(|e| {
             Fail(
                 1,
                 format!("{e} (the operator token is needed; set JWKSD_OPERATOR_TOKEN or admin.operator_token_file)"),
@@ -346,7 +353,7 @@ pub fn keys_table(v: &Value) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<43}  {:<5}  {:<8}  {:<19}  {:<19}  {:<19}",
+        "{:<43}  {:<5}  {:<9}  {:<19}  {:<19}  {:<19}",
         "KID", "ALG", "STATE", "CREATED", "ACTIVATED", "RETIRE-AT"
     );
     for k in v["keys"].as_array().into_iter().flatten() {
@@ -360,7 +367,7 @@ pub fn keys_table(v: &Value) -> String {
         }
         let _ = writeln!(
             out,
-            "{:<43}  {:<5}  {:<8}  {:<19}  {:<19}  {:<19}",
+            "{:<43}  {:<5}  {:<9}  {:<19}  {:<19}  {:<19}",
             k["kid"].as_str().unwrap_or("?"),
             k["alg"].as_str().unwrap_or("?"),
             state,

@@ -109,15 +109,6 @@ impl Default for Listen {
     }
 }
 
-impl Default for Admin {
-    fn default() -> Self {
-        Admin {
-            operator_token_file: PathBuf::from("keys/operator.token"),
-            signer_token_file: PathBuf::from("keys/signer.token"),
-            allow: Vec::new(),
-        }
-    }
-}
 
 impl Default for Log {
     fn default() -> Self {
@@ -164,11 +155,13 @@ pub struct Listen {
     pub admin: SocketAddr,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
-    pub operator_token_file: PathBuf,
-    pub signer_token_file: PathBuf,
+    /// Default: `<keys_dir>/operator.token`.
+    pub operator_token_file: Option<PathBuf>,
+    /// Default: `<keys_dir>/signer.token`.
+    pub signer_token_file: Option<PathBuf>,
     /// Client networks allowed on the admin listener; empty allows all.
     pub allow: Vec<ipnet::IpNet>,
 }
@@ -450,7 +443,7 @@ impl Config {
                 "the admin listener must not share the public listener's address",
             ));
         }
-        if self.admin.operator_token_file == self.admin.signer_token_file {
+        if self.operator_token_file() == self.signer_token_file() {
             return Err(text.error(
                 &["admin", "signer_token_file"],
                 "the signer and operator tokens need two different files",
@@ -494,6 +487,22 @@ impl Config {
             };
             text.error(path, &e)
         })
+    }
+
+    /// Where the operator token lives (unless `JWKSD_OPERATOR_TOKEN` is set).
+    pub fn operator_token_file(&self) -> PathBuf {
+        self.admin
+            .operator_token_file
+            .clone()
+            .unwrap_or_else(|| self.keys_dir.join("operator.token"))
+    }
+
+    /// Where the signer token lives (unless `JWKSD_SIGNER_TOKEN` is set).
+    pub fn signer_token_file(&self) -> PathBuf {
+        self.admin
+            .signer_token_file
+            .clone()
+            .unwrap_or_else(|| self.keys_dir.join("signer.token"))
     }
 
     /// The timeline policy this configuration sets.
@@ -564,10 +573,16 @@ impl Config {
                 None => break,
             }
         }
-        out.push_str(&format!(
-            "the next scheduled rotations, counted from now: {}\n",
-            fires.join(", ")
-        ));
+        match &p.schedule {
+            Schedule::Every(_) => out.push_str(&format!(
+                "if a key were activated now, it would rotate out at {}\n",
+                fires.first().map(String::as_str).unwrap_or("never")
+            )),
+            Schedule::Cron(_) => out.push_str(&format!(
+                "the next scheduled rotations: {}\n",
+                fires.join(", ")
+            )),
+        }
         out.push_str(&format!(
             "keys are published at least {} before they sign (jwks.publish_ahead)\n",
             format_duration(p.publish_ahead)
@@ -650,7 +665,16 @@ mod tests {
         assert_eq!(format!("{p:?}"), format!("{dp:?}"));
         assert_eq!(c.listen.public, d.listen.public);
         assert_eq!(c.listen.admin, d.listen.admin);
-        assert_eq!(c.admin.operator_token_file, d.admin.operator_token_file);
+        assert_eq!(c.operator_token_file(), d.operator_token_file());
+        assert_eq!(
+            d.operator_token_file(),
+            PathBuf::from("keys/operator.token")
+        );
+        let moved = parse("keys_dir: /var/lib/jwksd\n").unwrap();
+        assert_eq!(
+            moved.signer_token_file(),
+            PathBuf::from("/var/lib/jwksd/signer.token")
+        );
         assert_eq!(c.keys_dir, d.keys_dir);
         assert_eq!(c.log.format, d.log.format);
         // An empty file is the default.

@@ -12,7 +12,6 @@ use prometheus_client::registry::Registry;
 
 use crate::keys::Alg;
 use crate::lifecycle::{KeyState, Trigger};
-use crate::time::Timestamp;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(clippy::upper_case_acronyms)]
@@ -120,7 +119,7 @@ impl Metrics {
         let last_rotation = Family::<AlgLabels, FloatGauge>::default();
         registry.register(
             "last_successful_rotation_timestamp_seconds",
-            "Unix time of the last successful rotation",
+            "Unix time the active key of each algorithm was activated",
             last_rotation.clone(),
         );
         let generation_failures = Family::<AlgLabels, Counter>::default();
@@ -196,7 +195,7 @@ impl Metrics {
         }
     }
 
-    pub fn rotation(&self, alg: Alg, trigger: Trigger, ok: bool, now: Timestamp) {
+    pub fn rotation(&self, alg: Alg, trigger: Trigger, ok: bool) {
         self.rotations
             .get_or_create(&RotationLabels {
                 alg: alg.into(),
@@ -204,11 +203,6 @@ impl Metrics {
                 result: if ok { "ok" } else { "error" }.into(),
             })
             .inc();
-        if ok {
-            self.last_rotation
-                .get_or_create(&AlgLabels { alg: alg.into() })
-                .set(now.as_millis() as f64 / 1000.0);
-        }
     }
 
     pub fn sign_result(&self, alg: Option<Alg>, result: &str) {
@@ -229,7 +223,11 @@ impl Metrics {
             .set(n);
     }
 
-    /// The text exposition of every metric.
+    /// The content type of [`Metrics::encode`]'s output.
+    pub const CONTENT_TYPE: &'static str =
+        "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+    /// The text exposition (OpenMetrics) of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.

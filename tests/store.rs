@@ -511,3 +511,31 @@ fn a_retire_only_step_reports_its_transition() {
     );
     assert_eq!(ring.state().version, version + 1);
 }
+
+#[test]
+fn a_refused_store_is_left_as_it_was_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ring = bootstrap(tmp.path(), None);
+    let active = ring.state().active(Alg::ES256).unwrap().kid.clone();
+    drop(ring);
+    fs::remove_file(tmp.path().join(format!("{active}.key"))).unwrap();
+    let tmpfile = tmp.path().join("state.json.tmp");
+    fs::write(&tmpfile, b"partial").unwrap();
+    let before: Vec<_> = {
+        let mut v: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    let msg = problems(Keyring::load(Box::new(open(tmp.path()))).err().unwrap());
+    assert!(msg.contains("missing"), "{msg}");
+    let mut after: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    after.sort();
+    assert_eq!(before, after);
+    assert!(tmpfile.exists());
+}

@@ -115,6 +115,11 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "master key file {path} has mode {mode:o}, readable by group or others; fix with \
+         `chmod 600 {path}`, and treat the master key as exposed (runbook.md)"
+    )]
+    MasterKeyPermissions { path: std::path::PathBuf, mode: u32 },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -153,13 +158,19 @@ pub fn master_key(config: &Config) -> Result<Option<MasterKey>, DaemonError> {
     match &config.master_key_file {
         None => Ok(None),
         Some(path) => {
-            let text =
-                zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-                    DaemonError::MasterKeyFile {
-                        path: path.clone(),
-                        source,
-                    }
-                })?);
+            use std::os::unix::fs::PermissionsExt;
+            let io = |source| DaemonError::MasterKeyFile {
+                path: path.clone(),
+                source,
+            };
+            let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(DaemonError::MasterKeyPermissions {
+                    path: path.clone(),
+                    mode,
+                });
+            }
+            let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
             Ok(Some(MasterKey::from_encoded(&text)?))
         }
     }
@@ -282,10 +293,8 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         "key store loaded"
     );
 
-    let (tokens, sources) = Tokens::load_or_create(
-        &config.admin.operator_token_file,
-        &config.admin.signer_token_file,
-    )?;
+    let (tokens, sources) =
+        Tokens::load_or_create(&config.operator_token_file(), &config.signer_token_file())?;
     tracing::info!(operator = %sources[0], signer = %sources[1], "admin tokens loaded");
 
     let bind = |which: &'static str, addr: SocketAddr| async move {

@@ -102,7 +102,7 @@ impl Scheduler {
             let mut wake = plan.wake_at;
             if !plan.actions.is_empty() {
                 if retry_at.is_none_or(|r| r <= now) {
-                    match self.execute(plan.actions, now).await {
+                    match self.execute(plan.actions).await {
                         Ok(()) => {
                             backoff = BACKOFF_START;
                             retry_at = None;
@@ -135,7 +135,7 @@ impl Scheduler {
     }
 
     /// Carries out actions on a blocking thread, records metrics, publishes.
-    async fn execute(&self, actions: Vec<Action>, now: Timestamp) -> Result<(), ExecuteError> {
+    async fn execute(&self, actions: Vec<Action>) -> Result<(), ExecuteError> {
         let ring = self.ring.clone();
         let clock = self.clock.clone();
         let acts = actions.clone();
@@ -152,7 +152,7 @@ impl Scheduler {
                 )));
             }
         };
-        self.record(&actions, &executed.events, executed.error.as_ref(), now);
+        self.record(&actions, &executed.events, executed.error.as_ref());
         // Whatever was committed is served, even when a later step failed.
         if lock(&self.ring).state().version != before {
             self.publish().await;
@@ -169,17 +169,11 @@ impl Scheduler {
         }
     }
 
-    fn record(
-        &self,
-        actions: &[Action],
-        events: &[Event],
-        error: Option<&ExecuteError>,
-        now: Timestamp,
-    ) {
+    fn record(&self, actions: &[Action], events: &[Event], error: Option<&ExecuteError>) {
         let m = &self.shared.metrics;
         for e in events {
             if e.to == KeyState::Active && e.from == Some(KeyState::Next) {
-                m.rotation(e.alg, e.trigger, true, now);
+                m.rotation(e.alg, e.trigger, true);
             }
         }
         let Some(err) = error else {
@@ -206,7 +200,7 @@ impl Scheduler {
                 }
                 Action::Activate { kid, trigger, .. } if !events.iter().any(|e| &e.kid == kid) => {
                     if let Some(alg) = lock(&self.ring).state().find(kid).map(|k| k.alg) {
-                        m.rotation(alg, *trigger, false, now);
+                        m.rotation(alg, *trigger, false);
                     }
                 }
                 _ => {}
@@ -224,6 +218,15 @@ impl Scheduler {
         match built {
             Ok(Ok(snap)) => {
                 for alg in Alg::ALL {
+                    // The last rotation is the active key's activation,
+                    // which also holds across restarts.
+                    if let Some(at) = snap.state.active(alg).and_then(|k| k.activated_at) {
+                        self.shared
+                            .metrics
+                            .last_rotation
+                            .get_or_create(&crate::metrics::AlgLabels { alg: alg.into() })
+                            .set(at.as_millis() as f64 / 1000.0);
+                    }
                     for st in [KeyState::Next, KeyState::Active, KeyState::Retiring] {
                         self.shared
                             .metrics
@@ -260,7 +263,7 @@ impl Scheduler {
                         _ => None,
                     })
                     .collect();
-                let result = self.execute(actions, now).await;
+                let result = self.execute(actions).await;
                 let after = lock(&self.ring).state().clone();
                 let done: Vec<Rotated> = pairs
                     .into_iter()
@@ -298,7 +301,7 @@ impl Scheduler {
                     let _ = reply.send(Err(CommandError::Revoke(RevokeError::Unknown(kid))));
                     return;
                 };
-                let result = self.execute(actions, now).await;
+                let result = self.execute(actions).await;
                 let after = lock(&self.ring).state().clone();
                 let revoked = after
                     .find(&kid)
@@ -313,7 +316,7 @@ impl Scheduler {
                 let promoted = (before.state == KeyState::Active)
                     .then(|| after.active(before.alg).map(|k| k.kid.clone()))
                     .flatten();
-                tracing::warn!(kid = %kid, alg = %before.alg, was = %before.state, promoted = ?promoted.as_ref().map(|k| k.to_string()), "key revoked");
+                tracing::warn!(kid = %kid, alg = %before.alg, was = %before.state, promoted = promoted.as_ref().map(|k| k.as_str()).unwrap_or("none"), "key revoked");
                 let _ = reply.send(Ok(Revoked {
                     kid,
                     alg: before.alg,

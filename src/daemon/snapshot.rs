@@ -48,7 +48,10 @@ struct Jwks<'a> {
 #[derive(Serialize)]
 struct NextInfo<'a> {
     kid: &'a str,
+    /// From when a (safe) rotation may make it active.
     earliest_activation: String,
+    /// When the schedule will make it active.
+    scheduled_activation: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -107,7 +110,7 @@ impl Snapshot {
             };
             let next = state.next_key(alg);
             let next_info = next.map(|n| {
-                let at = up
+                let scheduled = up
                     .iter()
                     .find(|u| {
                         u.kid == n.kid
@@ -117,11 +120,14 @@ impl Snapshot {
                                     | UpcomingEvent::RotationWaitingForPublishAhead
                             )
                     })
-                    .map(|u| u.at)
-                    .unwrap_or_else(|| n.published_at.saturating_add(policy.publish_ahead));
+                    .map(|u| u.at.to_rfc3339());
                 NextInfo {
                     kid: n.kid.as_str(),
-                    earliest_activation: at.to_rfc3339(),
+                    earliest_activation: n
+                        .published_at
+                        .saturating_add(policy.publish_ahead)
+                        .to_rfc3339(),
+                    scheduled_activation: scheduled,
                 }
             });
             let jwk = key.private_jwk_json()?;
@@ -148,13 +154,18 @@ impl Snapshot {
             // the private key itself.
             let etag = strong_etag(
                 format!(
-                    "{}|{}|{}",
+                    "{}|{}|{}|{}",
                     rec.kid,
                     next.map(|n| n.kid.as_str()).unwrap_or(""),
                     response
                         .next
                         .as_ref()
                         .map(|n| n.earliest_activation.as_str())
+                        .unwrap_or(""),
+                    response
+                        .next
+                        .as_ref()
+                        .and_then(|n| n.scheduled_activation.as_deref())
                         .unwrap_or("")
                 )
                 .as_bytes(),

@@ -596,7 +596,7 @@ fn command_error(e: CommandError) -> Response<Body> {
                 algs: algs.clone(),
             }
             .to_string();
-            json(
+            let mut r = json(
                 StatusCode::CONFLICT,
                 &TooEarly {
                     error: msg,
@@ -604,7 +604,10 @@ fn command_error(e: CommandError) -> Response<Body> {
                     earliest_safe_rotation: earliest.to_rfc3339(),
                     algs,
                 },
-            )
+            );
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
         }
         CommandError::Rotate(e @ RotateError::TooManyPublished { .. }) => {
             error(StatusCode::CONFLICT, "too_many_published", e)
@@ -660,7 +663,7 @@ fn metrics(shared: &Shared) -> Response<Body> {
     let mut r = Response::new(Body::new(Bytes::from(shared.metrics.encode())));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        HeaderValue::from_static(crate::metrics::Metrics::CONTENT_TYPE),
     );
     r
 }

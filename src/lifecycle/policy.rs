@@ -240,6 +240,14 @@ impl Policy {
                 format_duration(default_ahead)
             ));
         }
+        if self.jwks_cache_max_age.subsec_millis() != 0 {
+            warnings.push(format!(
+                "jwks.cache_max_age ({} ms) is not whole seconds: Cache-Control max-age is \
+                 rounded down to {} s",
+                self.jwks_cache_max_age.as_millis(),
+                self.jwks_cache_max_age.as_secs()
+            ));
+        }
         if self.clock_skew.is_zero() {
             warnings.push(
                 "tokens.clock_skew is 0: verifiers and jwksd never agree to the millisecond".into(),

@@ -351,6 +351,12 @@ fn read_limited(path: &Path, limit: u64) -> std::io::Result<Zeroizing<Vec<u8>>> 
     Ok(buf)
 }
 
+/// A repair of an interrupted write, carried out once the store checks out.
+enum Repair {
+    Remove(PathBuf),
+    Rename(PathBuf, PathBuf),
+}
+
 /// A file name in the key directory, classified.
 enum Entry {
     Key(Kid),
@@ -375,7 +381,11 @@ impl KeyStore for FsStore {
     fn load(&self) -> Result<Loaded, StoreError> {
         let mut inner = self.inner();
         let mut notes = std::mem::take(&mut inner.notes);
+        // Everything is checked first; repairs of interrupted writes are
+        // only carried out when nothing is wrong, so a refused store is
+        // left exactly as it was found.
         let mut problems = Vec::new();
+        let mut repairs: Vec<(Repair, String)> = Vec::new();
         let mut key_files = HashSet::new();
         let mut pending_files = HashSet::new();
 
@@ -384,13 +394,13 @@ impl KeyStore for FsStore {
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
             match classify(&name) {
-                Entry::Temp => {
-                    fs::remove_file(&path).map_err(io("remove leftover temp file", &path))?;
-                    notes.push(format!(
+                Entry::Temp => repairs.push((
+                    Repair::Remove(path.clone()),
+                    format!(
                         "removed {}, left by an interrupted write (never committed)",
                         path.display()
-                    ));
-                }
+                    ),
+                )),
                 Entry::Key(kid) => {
                     let mode = entry
                         .metadata()
@@ -437,12 +447,15 @@ impl KeyStore for FsStore {
         let live: HashSet<&Kid> = state.keys.iter().map(|k| &k.kid).collect();
         for k in &state.keys {
             let path = self.key_path(&k.kid);
+            let mut read_from = path.clone();
             if !key_files.contains(&k.kid) {
                 if pending_files.contains(&k.kid) {
                     // Committed, but the rename after the commit did not happen.
-                    fs::rename(self.pending_path(&k.kid), &path).map_err(io("rename", &path))?;
-                    self.sync_dir()?;
-                    notes.push(format!("completed the commit of {}", path.display()));
+                    read_from = self.pending_path(&k.kid);
+                    repairs.push((
+                        Repair::Rename(read_from.clone(), path.clone()),
+                        format!("completed the commit of {}", path.display()),
+                    ));
                 } else if k.state == KeyState::Retiring {
                     notes.push(format!(
                         "private key of retiring key {} is missing ({}): it still verifies and \
@@ -465,7 +478,7 @@ impl KeyStore for FsStore {
                     continue;
                 }
             }
-            match self.read_key(&k.kid, k.alg, &path) {
+            match self.read_key(&k.kid, k.alg, &read_from) {
                 Ok((key, how)) => {
                     match how {
                         Sealing::Clear if self.master.is_some() => notes.push(format!(
@@ -488,20 +501,21 @@ impl KeyStore for FsStore {
         }
         for kid in pending_files.iter().filter(|k| !live.contains(k)) {
             let path = self.pending_path(kid);
-            fs::remove_file(&path).map_err(io("remove", &path))?;
-            notes.push(format!(
-                "removed {}: a key generated but never committed (it was never published)",
-                path.display()
+            repairs.push((
+                Repair::Remove(path.clone()),
+                format!(
+                    "removed {}: a key generated but never committed (it was never published)",
+                    path.display()
+                ),
             ));
         }
         let ended: HashSet<&Kid> = state.history.iter().map(|k| &k.kid).collect();
         for kid in key_files.iter().filter(|k| !live.contains(k)) {
             let path = self.key_path(kid);
             if ended.contains(kid) {
-                fs::remove_file(&path).map_err(io("remove", &path))?;
-                notes.push(format!(
-                    "destroyed {} of a retired or revoked key",
-                    path.display()
+                repairs.push((
+                    Repair::Remove(path.clone()),
+                    format!("destroyed {} of a retired or revoked key", path.display()),
                 ));
             } else {
                 problems.push(Problem {
@@ -514,9 +528,18 @@ impl KeyStore for FsStore {
                 });
             }
         }
-        self.sync_dir()?;
         if !problems.is_empty() {
             return Err(StoreError::Inconsistent(problems));
+        }
+        if !repairs.is_empty() {
+            for (repair, note) in repairs {
+                match &repair {
+                    Repair::Remove(p) => fs::remove_file(p).map_err(io("remove", p))?,
+                    Repair::Rename(from, to) => fs::rename(from, to).map_err(io("rename", to))?,
+                }
+                notes.push(note);
+            }
+            self.sync_dir()?;
         }
         inner.version = state.version;
         inner.on_disk = keys.keys().cloned().collect();

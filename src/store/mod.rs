@@ -88,7 +88,7 @@ pub enum StoreError {
         "{path} has mode {mode:o}, readable by group or others; fix with `chmod {want:o} {path}`"
     )]
     Permissions { path: PathBuf, mode: u32, want: u32 },
-    #[error("the key store is inconsistent; nothing was changed:\n{}", list(.0))]
+    #[error("the key store is inconsistent; nothing in it was changed:\n{}", list(.0))]
     Inconsistent(Vec<Problem>),
     #[error(
         "state changed underneath: expected version {expected}, found {found} (another \
