@@ -109,7 +109,6 @@ impl Default for Listen {
     }
 }
 
-
 impl Default for Log {
     fn default() -> Self {
         Log {
@@ -437,6 +436,40 @@ impl Config {
                 "set either schedule (cron) or every (a duration), not both",
             ));
         }
+        let h = &self.http;
+        for (field, zero) in [
+            ("header_read_timeout", h.header_read_timeout.0.is_zero()),
+            ("body_read_timeout", h.body_read_timeout.0.is_zero()),
+            ("max_connections", h.max_connections == 0),
+        ] {
+            if zero {
+                return Err(text.error(&["http", field], "must be greater than zero"));
+            }
+        }
+        if !(1024..=16 << 20).contains(&h.max_body_bytes) {
+            return Err(text.error(
+                &["http", "max_body_bytes"],
+                "expected 1024 to 16777216 bytes",
+            ));
+        }
+        if !(8192..=1 << 20).contains(&h.max_header_bytes) {
+            return Err(text.error(
+                &["http", "max_header_bytes"],
+                "expected 8192 to 1048576 bytes",
+            ));
+        }
+        if self
+            .tls
+            .public
+            .as_ref()
+            .is_some_and(|t| t.client_ca_file.is_some())
+        {
+            return Err(text.error(
+                &["tls", "public", "client_ca_file"],
+                "the public listener serves every verifier: client certificates belong on the \
+                 admin listener",
+            ));
+        }
         if self.listen.public == self.listen.admin && self.listen.public.port() != 0 {
             return Err(text.error(
                 &["listen", "admin"],
@@ -744,6 +777,26 @@ mod tests {
     fn publish_ahead_below_cache_max_age_is_refused_with_line() {
         let e = parse("jwks:\n  cache_max_age: 5m\n  publish_ahead: 1m\n").unwrap_err();
         assert!(e.contains("jwks.publish_ahead (line 3)"), "{e}");
+    }
+
+    #[test]
+    fn http_limits_and_tls_placement_are_checked() {
+        for (yaml, field) in [
+            ("http:\n  max_connections: 0\n", "http.max_connections"),
+            (
+                "http:\n  header_read_timeout: 0s\n",
+                "http.header_read_timeout",
+            ),
+            ("http:\n  max_body_bytes: 10\n", "http.max_body_bytes"),
+            ("http:\n  max_header_bytes: 100\n", "http.max_header_bytes"),
+            (
+                "tls:\n  public:\n    cert_file: a\n    key_file: b\n    client_ca_file: c\n",
+                "tls.public.client_ca_file",
+            ),
+        ] {
+            let e = parse(yaml).unwrap_err();
+            assert!(e.contains(field), "{yaml:?}: {e}");
+        }
     }
 
     #[test]

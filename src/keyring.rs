@@ -154,7 +154,7 @@ impl Keyring {
                 let Action::Generate { alg, rsa_bits, .. } = a else {
                     continue;
                 };
-                let key = keys::generate(*alg, *rsa_bits)?;
+                let key = keys::generate_in_background(*alg, *rsa_bits)?;
                 if let Err(e) = self.store.stage(&key) {
                     for key in &generated {
                         self.store.discard(&key.kid);

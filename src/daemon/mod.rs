@@ -5,6 +5,7 @@
 //! - `snapshot`: the immutable view the HTTP handlers read.
 
 pub mod scheduler;
+pub mod signing;
 pub mod snapshot;
 
 use std::net::SocketAddr;
@@ -41,6 +42,7 @@ pub struct Shared {
     pub jwks_cache_control: HeaderValue,
     pub signing_key_cache_control: HeaderValue,
     pub commands: mpsc::Sender<scheduler::Command>,
+    pub sign_jobs: mpsc::Sender<signing::SignJob>,
     pub clock: Arc<dyn Clock>,
     /// The daemon's clock, which reports wall-clock jumps.
     pub steady: Arc<SteadyClock>,
@@ -93,13 +95,19 @@ impl Shared {
                     .get_or_create(&AlgLabels { alg: alg.into() })
                     .set(now.since(a).as_secs_f64());
             }
-            if let Some(u) = snap.upcoming.iter().find(|u| {
+            let label = AlgLabels { alg: alg.into() };
+            match snap.upcoming.iter().find(|u| {
                 u.alg == alg && !matches!(u.event, crate::lifecycle::UpcomingEvent::Retire)
             }) {
-                self.metrics
-                    .next_rotation
-                    .get_or_create(&AlgLabels { alg: alg.into() })
-                    .set((u.at.as_millis() - now.as_millis()) as f64 / 1000.0);
+                Some(u) => {
+                    self.metrics
+                        .next_rotation
+                        .get_or_create(&label)
+                        .set((u.at.as_millis() - now.as_millis()) as f64 / 1000.0);
+                }
+                None => {
+                    self.metrics.next_rotation.remove(&label);
+                }
             }
         }
     }
@@ -293,6 +301,19 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         "key store loaded"
     );
 
+    // Every file is checked before anything new is created.
+    let public_tls = config
+        .tls
+        .public
+        .clone()
+        .map(|f| ReloadingTls::load("public", f))
+        .transpose()?;
+    let admin_tls = config
+        .tls
+        .admin
+        .clone()
+        .map(|f| ReloadingTls::load("admin", f))
+        .transpose()?;
     let (tokens, sources) =
         Tokens::load_or_create(&config.operator_token_file(), &config.signer_token_file())?;
     tracing::info!(operator = %sources[0], signer = %sources[1], "admin tokens loaded");
@@ -312,22 +333,11 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         })?;
         Ok::<_, DaemonError>((l, local))
     };
-    let public_tls = config
-        .tls
-        .public
-        .clone()
-        .map(|f| ReloadingTls::load("public", f))
-        .transpose()?;
-    let admin_tls = config
-        .tls
-        .admin
-        .clone()
-        .map(|f| ReloadingTls::load("admin", f))
-        .transpose()?;
     let (public, public_addr) = bind("listen.public", config.listen.public).await?;
     let (admin, admin_addr) = bind("listen.admin", config.listen.admin).await?;
 
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
+    let (sign_tx, sign_rx) = mpsc::channel(1024);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let limits = config.http.limits();
     let shared = Arc::new(Shared {
@@ -339,6 +349,7 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         jwks_cache_control: cache_control("public", policy.jwks_cache_max_age),
         signing_key_cache_control: cache_control("private", policy.signing_key_cache_max_age),
         commands: cmd_tx,
+        sign_jobs: sign_tx,
         clock: clock.clone(),
         steady,
         limits,
@@ -355,12 +366,12 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         shutdown: shutdown_rx.clone(),
     };
     let scheduler = tokio::spawn(scheduler.run());
+    tokio::spawn(signing::run(shared.clone(), sign_rx));
 
     let reloadable: Vec<Arc<ReloadingTls>> =
         public_tls.iter().chain(admin_tls.iter()).cloned().collect();
-    if !reloadable.is_empty() {
-        tokio::spawn(reload_tls(reloadable, shutdown_rx.clone()));
-    }
+    // Always: without a handler, SIGHUP would end the process.
+    tokio::spawn(reload_tls(reloadable, shutdown_rx.clone()));
     let public_shared = shared.clone();
     let public_task = tokio::spawn(http::serve(
         public,
@@ -402,7 +413,8 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
 /// How often certificate files are checked for changes.
 const TLS_WATCH_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Reloads TLS certificates on SIGHUP and when their files change.
+/// Reloads TLS certificates on SIGHUP and when their files change. Without
+/// TLS, SIGHUP is logged and otherwise ignored.
 async fn reload_tls(listeners: Vec<Arc<ReloadingTls>>, mut shutdown: watch::Receiver<bool>) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hup = match signal(SignalKind::hangup()) {
@@ -416,6 +428,9 @@ async fn reload_tls(listeners: Vec<Arc<ReloadingTls>>, mut shutdown: watch::Rece
     loop {
         tokio::select! {
             _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => {
+                if listeners.is_empty() {
+                    tracing::info!("SIGHUP: no TLS certificate to reload; the configuration is read at start only");
+                }
                 for l in &listeners {
                     l.reload_logged("SIGHUP");
                 }

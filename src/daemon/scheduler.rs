@@ -191,13 +191,13 @@ impl Scheduler {
                 action: action.into(),
             })
             .inc();
+        if let ExecuteError::Key(crate::keys::KeyError::Generate { alg, .. }) = err {
+            m.generation_failures
+                .get_or_create(&crate::metrics::AlgLabels { alg: (*alg).into() })
+                .inc();
+        }
         for a in actions {
             match a {
-                Action::Generate { alg, .. } if err.is_generation() => {
-                    m.generation_failures
-                        .get_or_create(&crate::metrics::AlgLabels { alg: (*alg).into() })
-                        .inc();
-                }
                 Action::Activate { kid, trigger, .. } if !events.iter().any(|e| &e.kid == kid) => {
                     if let Some(alg) = lock(&self.ring).state().find(kid).map(|k| k.alg) {
                         m.rotation(alg, *trigger, false);

@@ -16,13 +16,12 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use josekit::jws::JwsHeader;
-use josekit::jwt::{self, JwtPayload};
-use rand_core::{OsRng, RngCore};
+use josekit::jwt::JwtPayload;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::daemon::scheduler::{Command, CommandError, Revoked, Rotated};
+use crate::daemon::signing::{SignError, SignJob};
 use crate::daemon::{Shared, Snapshot};
 use crate::http::auth::{AuthError, FailureLimiter, Role, Tokens};
 use crate::http::{
@@ -188,7 +187,7 @@ fn snapshot_or_503(shared: &Shared) -> Result<Arc<Snapshot>, Response<Body>> {
         error(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
-            "the key store is still loading",
+            "no keys yet: the store is loading or the first keys are being generated",
         )
     })
 }
@@ -386,8 +385,10 @@ pub fn parse_sign_request(
     claims.insert("iat".into(), iat.into());
     claims.insert("exp".into(), exp.into());
     if !claims.contains_key("jti") {
+        // Unique, not secret: the thread-local CSPRNG (seeded from the OS)
+        // saves a system call per token.
         let mut id = [0u8; 16];
-        OsRng.fill_bytes(&mut id);
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut id);
         claims.insert("jti".into(), URL_SAFE_NO_PAD.encode(id).into());
     }
     if let Some(iss) = rules.issuer
@@ -429,27 +430,23 @@ async fn sign(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             return refusal.response();
         }
     };
-    let snap = match snapshot_or_503(shared) {
-        Ok(s) => s,
-        Err(r) => return r,
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job = SignJob {
+        alg,
+        payload,
+        reply: tx,
     };
-    let Some(active) = snap.active.get(&alg) else {
-        shared.metrics.sign_result(Some(alg), "unavailable");
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_active_key",
-            format!("{alg} has no active key yet"),
-        );
+    let result = match shared.sign_jobs.send(job).await {
+        Ok(()) => rx.await.ok(),
+        Err(_) => None,
     };
-    let mut header = JwsHeader::new();
-    header.set_token_type("JWT");
-    match jwt::encode_with_signer(&payload, &header, &*active.signer) {
-        Ok(token) => {
+    match result {
+        Some(Ok((kid, token))) => {
             shared.metrics.sign_result(Some(alg), "ok");
             let mut r = json(
                 StatusCode::OK,
                 &SignResponse {
-                    kid: active.kid.as_str(),
+                    kid: kid.as_str(),
                     token,
                 },
             );
@@ -457,15 +454,28 @@ async fn sign(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
-        Err(e) => {
+        Some(Err(SignError::NoActiveKey)) => {
+            shared.metrics.sign_result(Some(alg), "unavailable");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_active_key",
+                format!("{alg} has no active key yet"),
+            )
+        }
+        Some(Err(SignError::Failed(kid, e))) => {
             shared.metrics.sign_result(Some(alg), "error");
-            tracing::error!(kid = %active.kid, error = %e, "signing failed");
+            tracing::error!(kid = %kid, error = %e, "signing failed");
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "sign_failed",
                 "signing failed",
             )
         }
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the signer is not running",
+        ),
     }
 }
 

@@ -59,8 +59,9 @@ fn jwks(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
 struct Readiness {
     ready: bool,
     reasons: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    lifecycle_error: Option<String>,
+    /// Whether the last lifecycle step failed (details only in the log and
+    /// the metrics: this listener is public).
+    lifecycle_failing: bool,
 }
 
 fn readiness(shared: &Shared) -> Response<Body> {
@@ -82,7 +83,7 @@ fn readiness(shared: &Shared) -> Response<Body> {
         reasons,
         // A failing rotation does not make jwksd unready while the current
         // keys still serve; it is reported here and in the metrics.
-        lifecycle_error: shared.lifecycle_error(),
+        lifecycle_failing: shared.lifecycle_error().is_some(),
     };
     let status = if body.ready {
         StatusCode::OK
