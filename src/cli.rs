@@ -98,6 +98,26 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         new_master_key_file: Option<PathBuf>,
     },
+    /// Work on key stores offline.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StoreCommand {
+    /// Copy every key and its state from one store to an empty one (a key
+    /// directory or a postgres:// URL), e.g. to move a single host to
+    /// replicas without a new key. Stop the daemons using either first.
+    Copy {
+        /// Source: a key directory or a PostgreSQL URL.
+        #[arg(long)]
+        from: String,
+        /// Destination (must hold no keys): a key directory or a PostgreSQL URL.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 /// Failure with an exit code and a one-line reason.
@@ -117,6 +137,9 @@ pub fn main() -> ExitCode {
         Command::Rekey {
             ref new_master_key_file,
         } => rekey(&cli, new_master_key_file.as_deref()),
+        Command::Store {
+            command: StoreCommand::Copy { ref from, ref to },
+        } => store_copy(&cli, from, to),
         _ => operator(&cli),
     };
     match result {
@@ -192,6 +215,90 @@ fn rekey(cli: &Cli, new_file: Option<&std::path::Path>) -> Result<(), Fail> {
     );
     println!(
         "now configure the new master key (JWKSD_MASTER_KEY or master_key_file) and start jwksd"
+    );
+    Ok(())
+}
+
+fn is_postgres(location: &str) -> bool {
+    location.starts_with("postgres://")
+        || location.starts_with("postgresql://")
+        || location.contains("host=")
+        || location.contains("dbname=")
+}
+
+fn open_store(location: &str, config: &Config) -> Result<Box<dyn crate::store::KeyStore>, Fail> {
+    use crate::store::fs::FsStore;
+    use crate::store::postgres::PgStore;
+    let fail = |e: String| Fail(1, format!("{}: {e}", redact(location)));
+    let master = crate::daemon::master_key(config).map_err(|e| fail(e.to_string()))?;
+    let previous = crate::daemon::previous_master_key().map_err(|e| fail(e.to_string()))?;
+    if is_postgres(location) {
+        Ok(Box::new(
+            PgStore::connect(location, master, previous).map_err(|e| fail(e.to_string()))?,
+        ))
+    } else {
+        Ok(Box::new(
+            FsStore::open(location, master)
+                .map_err(|e| fail(e.to_string()))?
+                .with_previous_master(previous),
+        ))
+    }
+}
+
+/// A store location fit for messages: no password.
+fn redact(location: &str) -> String {
+    match (location.find("://"), location.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            format!("{}://...@{}", &location[..s], &location[at + 1..])
+        }
+        _ if location.contains("password") => "the PostgreSQL store".into(),
+        _ => location.to_owned(),
+    }
+}
+
+fn store_copy(cli: &Cli, from: &str, to: &str) -> Result<(), Fail> {
+    let (config, _, _) = load_config(cli)?;
+    let src = open_store(from, &config)?;
+    let loaded = src
+        .load()
+        .map_err(|e| Fail(1, format!("{}: {e}", redact(from))))?;
+    if loaded.state.is_empty() {
+        return Err(Fail(
+            1,
+            format!("{} holds no keys: nothing to copy", redact(from)),
+        ));
+    }
+    let dst = open_store(to, &config)?;
+    let existing = dst
+        .load()
+        .map_err(|e| Fail(1, format!("{}: {e}", redact(to))))?;
+    if !existing.state.is_empty() {
+        return Err(Fail(
+            1,
+            format!(
+                "{} already holds keys: copy only into an empty store (nothing was changed)",
+                redact(to)
+            ),
+        ));
+    }
+    let mut copied = 0;
+    for k in &loaded.state.keys {
+        if let Some(key) = loaded.keys.get(&k.kid) {
+            dst.stage(key)
+                .map_err(|e| Fail(1, format!("{}: {e}", redact(to))))?;
+            copied += 1;
+        }
+    }
+    let mut state = loaded.state.clone();
+    state.version = existing.state.version + 1;
+    dst.commit(&state)
+        .map_err(|e| Fail(1, format!("{}: {e}", redact(to))))?;
+    println!(
+        "copied {} keys ({copied} private) and {} history entries from {} to {}",
+        state.keys.len(),
+        state.history.len(),
+        redact(from),
+        redact(to)
     );
     Ok(())
 }
@@ -323,7 +430,10 @@ fn operator(cli: &Cli) -> Result<(), Fail> {
                 }
                 Ok(())
             }
-            Command::Serve | Command::CheckConfig | Command::Rekey { .. } => Ok(()),
+            Command::Serve
+            | Command::CheckConfig
+            | Command::Rekey { .. }
+            | Command::Store { .. } => Ok(()),
         }
     })
 }

@@ -38,7 +38,53 @@ pub struct Config {
     pub master_key_file: Option<PathBuf>,
     pub http: Http,
     pub tls: Tls,
+    pub store: Store,
     pub log: Log,
+}
+
+/// Where keys live when several replicas share them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Store {
+    /// PostgreSQL connection string (URL or key=value); `JWKSD_STORE_URL`
+    /// overrides it. Absent: the directory store in `keys_dir`.
+    pub postgres: Option<ConnectionString>,
+    /// How long a leader's lease lasts: the bound on failover.
+    pub leader_lease: HumanDuration,
+    /// How often replicas check the store for changes when no notification
+    /// arrives.
+    pub poll_interval: HumanDuration,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            postgres: None,
+            leader_lease: HumanDuration(Duration::from_secs(10)),
+            poll_interval: HumanDuration(Duration::from_secs(2)),
+        }
+    }
+}
+
+/// A connection string, which may hold a password: never printed.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct ConnectionString(pub String);
+
+impl fmt::Debug for ConnectionString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ConnectionString(..)")
+    }
+}
+
+impl Config {
+    /// The PostgreSQL store's connection string, if one is configured.
+    pub fn store_url(&self) -> Option<String> {
+        std::env::var("JWKSD_STORE_URL")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| self.store.postgres.as_ref().map(|c| c.0.clone()))
+    }
 }
 
 /// TLS per listener; a listener without it speaks plain HTTP.
@@ -67,6 +113,7 @@ impl Default for Config {
             master_key_file: None,
             http: Http::default(),
             tls: Tls::default(),
+            store: Store::default(),
             log: Log::default(),
         }
     }
@@ -469,6 +516,12 @@ impl Config {
                 "the public listener serves every verifier: client certificates belong on the \
                  admin listener",
             ));
+        }
+        if self.store.leader_lease.0 < Duration::from_secs(1) {
+            return Err(text.error(&["store", "leader_lease"], "must be at least 1s"));
+        }
+        if self.store.poll_interval.0.is_zero() {
+            return Err(text.error(&["store", "poll_interval"], "must be greater than zero"));
         }
         if self.listen.public == self.listen.admin && self.listen.public.port() != 0 {
             return Err(text.error(

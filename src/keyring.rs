@@ -5,6 +5,7 @@
 //! blocking thread. It is synchronous so that tests can drive it directly.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::keys::{self, KeyMaterial, Kid};
 use crate::lifecycle::state::ApplyError;
@@ -56,7 +57,7 @@ impl Executed {
 }
 
 pub struct Keyring {
-    store: Box<dyn KeyStore>,
+    store: Arc<dyn KeyStore>,
     state: KeyringState,
     keys: HashMap<Kid, KeyMaterial>,
 }
@@ -64,6 +65,7 @@ pub struct Keyring {
 impl Keyring {
     /// Loads the store; returns the notes the store made while loading.
     pub fn load(store: Box<dyn KeyStore>) -> Result<(Keyring, Vec<String>), StoreError> {
+        let store: Arc<dyn KeyStore> = Arc::from(store);
         let loaded = store.load()?;
         Ok((
             Keyring {
@@ -85,6 +87,27 @@ impl Keyring {
 
     pub fn store_location(&self) -> String {
         self.store.location()
+    }
+
+    /// The store, for what needs no key ring (leases, version polling).
+    pub fn store(&self) -> Arc<dyn KeyStore> {
+        self.store.clone()
+    }
+
+    /// Reloads from the store when another replica changed it. Returns
+    /// whether anything changed.
+    pub fn reload(&mut self) -> Result<bool, StoreError> {
+        if self.store.version()? == self.state.version {
+            return Ok(false);
+        }
+        let loaded = self.store.load()?;
+        for n in &loaded.notes {
+            tracing::warn!(store = %self.store.location(), "{n}");
+        }
+        let changed = loaded.state != self.state;
+        self.state = loaded.state;
+        self.keys = loaded.keys;
+        Ok(changed)
     }
 
     /// Carries out a plan: the transitions in one commit, then the generated
@@ -200,6 +223,127 @@ impl Keyring {
             events.append(&mut pending);
         }
         Ok(())
+    }
+}
+
+/// Generates the keys `actions` ask for (at a low CPU priority) and
+/// stages them durably, without the key ring: the scheduler keeps its
+/// timeline while this runs. Staged keys are discarded again on failure.
+pub fn generate_staged(
+    store: &dyn KeyStore,
+    actions: &[Action],
+) -> Result<Vec<(Action, KeyMaterial)>, ExecuteError> {
+    let mut out: Vec<(Action, KeyMaterial)> = Vec::with_capacity(actions.len());
+    for a in actions {
+        let Action::Generate { alg, rsa_bits, .. } = a else {
+            continue;
+        };
+        let made = keys::generate_in_background(*alg, *rsa_bits)
+            .map_err(ExecuteError::from)
+            .and_then(|key| {
+                store.stage(&key)?;
+                Ok(key)
+            });
+        match made {
+            Ok(key) => out.push((a.clone(), key)),
+            Err(e) => {
+                for (_, key) in &out {
+                    store.discard(&key.kid);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Keyring {
+    /// Commits keys made by [`generate_staged`] for the actions that still
+    /// apply (no active, or no next, key of that algorithm yet); the others
+    /// are discarded. One commit.
+    pub fn commit_generated(
+        &mut self,
+        made: Vec<(Action, KeyMaterial)>,
+        clock: &dyn Clock,
+    ) -> Executed {
+        let now = clock.now();
+        let mut next = self.state.clone();
+        let mut events = Vec::new();
+        let mut keep = Vec::new();
+        for (a, key) in made {
+            let Action::Generate {
+                alg, role, trigger, ..
+            } = &a
+            else {
+                continue;
+            };
+            let free = match role {
+                KeyState::Active => next.active(*alg).is_none(),
+                _ => next.next_key(*alg).is_none(),
+            };
+            if !free || key.alg != *alg {
+                self.store.discard(&key.kid);
+                continue;
+            }
+            let new = NewKey {
+                kid: key.kid.clone(),
+                alg: key.alg,
+                public: key.public.clone(),
+            };
+            if let Err(e) = next.apply(&a, now, Some(new)) {
+                self.store.discard(&key.kid);
+                for (_, k) in &keep {
+                    let k: &KeyMaterial = k;
+                    self.store.discard(&k.kid);
+                }
+                return Executed {
+                    events: Vec::new(),
+                    error: Some(e.into()),
+                };
+            }
+            events.push(Event {
+                kid: key.kid.clone(),
+                alg: key.alg,
+                from: None,
+                to: *role,
+                trigger: *trigger,
+            });
+            keep.push((a.clone(), key));
+        }
+        if keep.is_empty() {
+            return Executed {
+                events,
+                error: None,
+            };
+        }
+        next.version += 1;
+        if let Err(e) = self.store.commit(&next) {
+            for (_, key) in &keep {
+                self.store.discard(&key.kid);
+            }
+            return Executed {
+                events: Vec::new(),
+                error: Some(e.into()),
+            };
+        }
+        self.state = next;
+        for (_, key) in keep {
+            self.keys.insert(key.kid.clone(), key);
+        }
+        for e in &events {
+            tracing::info!(
+                kid = %e.kid,
+                alg = %e.alg,
+                from = "none",
+                to = %e.to,
+                trigger = %e.trigger,
+                "key transition"
+            );
+        }
+        Executed {
+            events,
+            error: None,
+        }
     }
 }
 

@@ -285,15 +285,17 @@ pub fn generate(alg: Alg, rsa_bits: u32) -> Result<KeyMaterial, KeyError> {
     KeyMaterial::from_pkcs8(alg, pkcs8)
 }
 
-/// [`generate`] on a thread of its own at the lowest CPU priority, so that
-/// a multi-second RSA generation never competes with request handling for
-/// the CPU. Blocks until the key is ready.
+/// [`generate`] on a thread of its own at a low CPU priority (nice 10), so
+/// that a multi-second RSA generation yields the CPU to request handling.
+/// Not the lowest priority: on a saturated host that would starve the
+/// generation, and a rotation needs its next key. Blocks until the key is
+/// ready.
 pub fn generate_in_background(alg: Alg, rsa_bits: u32) -> Result<KeyMaterial, KeyError> {
     let fail = |reason: String| KeyError::Generate { alg, reason };
     std::thread::Builder::new()
         .name("jwksd-keygen".into())
         .spawn(move || {
-            lowest_priority();
+            lower_priority();
             generate(alg, rsa_bits)
         })
         .map_err(|e| fail(format!("cannot start the generation thread: {e}")))?
@@ -301,13 +303,17 @@ pub fn generate_in_background(alg: Alg, rsa_bits: u32) -> Result<KeyMaterial, Ke
         .map_err(|_| fail("the generation thread panicked".into()))?
 }
 
-/// Sets the calling thread's nice value to 19 (Linux: per thread). Lowering
-/// one's own priority needs no privilege; failure only costs latency.
-fn lowest_priority() {
+/// The nice value key generation runs at.
+const GENERATION_NICE: libc::c_int = 10;
+
+/// Sets the calling thread's nice value to [`GENERATION_NICE`] (Linux: per
+/// thread). Lowering one's own priority needs no privilege; failure only
+/// costs latency.
+fn lower_priority() {
     // SAFETY: setpriority and gettid have no memory-safety preconditions.
     unsafe {
         let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19);
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, GENERATION_NICE);
     }
 }
 
@@ -527,17 +533,17 @@ mod tests {
     }
 
     #[test]
-    fn background_generation_runs_at_the_lowest_priority() {
+    fn background_generation_runs_at_a_low_priority() {
         let k = generate_in_background(Alg::ES256, 2048).unwrap();
         assert_eq!(k.kid.as_str().len(), 43);
         let nice = std::thread::spawn(|| {
-            lowest_priority();
+            lower_priority();
             // SAFETY: getpriority has no memory-safety preconditions.
             unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
         })
         .join()
         .unwrap();
-        assert_eq!(nice, 19);
+        assert_eq!(nice, GENERATION_NICE);
     }
 
     #[test]

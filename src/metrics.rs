@@ -82,6 +82,8 @@ pub struct Metrics {
     pub auth_failures: Family<StatusLabels, Counter>,
     pub clock_jumps: Counter,
     pub clock_offset: FloatGauge,
+    pub leader: Gauge,
+    pub store_up: Gauge,
 }
 
 impl Default for Metrics {
@@ -184,9 +186,24 @@ impl Metrics {
             "Wall clock minus jwksd's time after a jump it did not follow (0 when they agree)",
             clock_offset.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the lease to run rotations",
+            leader.clone(),
+        );
+        let store_up = Gauge::default();
+        registry.register(
+            "store_up",
+            "1 while the key store answers (0: serving the last known keys)",
+            store_up.clone(),
+        );
+        store_up.set(1);
         Metrics {
             registry,
             clock_offset,
+            leader,
+            store_up,
             published_keys,
             active_key_age,
             next_rotation,

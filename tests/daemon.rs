@@ -268,8 +268,17 @@ async fn jwks_http_caching_etag_304_and_head() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let r = d.rotate(json!({})).await;
     assert_eq!(r.status, 200, "{}", r.error_message());
-    let after = d.client.get(&url, None).await.unwrap();
-    assert_ne!(after.header(header::ETAG), Some(etag.as_str()));
+    // The new next keys are generated beside the rotation: the set (and
+    // its tag) changes when they are published.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let after = d.client.get(&url, None).await.unwrap();
+        if after.header(header::ETAG) != Some(etag.as_str()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the ETag did not change");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(inm_get(&d, &url, &etag).await.status, 200);
 }
 
@@ -541,6 +550,17 @@ async fn manual_rotation_waits_for_publish_ahead_and_revocation_is_immediate() {
         ),
         (200, &json!(false))
     );
+    // Once the new next key exists, rotating again so soon is refused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.keys().await["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k["alg"] == "RS256" && k["state"] == "next")
+    {
+        assert!(Instant::now() < deadline, "no new RS256 next key");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(d.rotate(json!({"alg": "RS256"})).await.status, 409);
     let r = d.rotate(json!({"alg": "RS256", "force": true})).await;
     assert_eq!(r.status, 200);

@@ -54,6 +54,9 @@ impl KeyStore for FaultyStore {
     fn location(&self) -> String {
         self.inner.location()
     }
+    fn version(&self) -> Result<u64, StoreError> {
+        self.inner.version()
+    }
 }
 
 /// The system clock plus an offset the test can jump.

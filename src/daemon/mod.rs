@@ -27,6 +27,7 @@ use crate::lifecycle::Policy;
 use crate::metrics::{AlgLabels, Metrics};
 use crate::store::KeyStore;
 use crate::store::fs::FsStore;
+use crate::store::postgres::PgStore;
 use crate::store::{MasterKey, SealError, StoreError};
 use crate::time::{Clock, SteadyClock, SystemClock, os_monotonic};
 use crate::tls::ReloadingTls;
@@ -49,9 +50,43 @@ pub struct Shared {
     pub limits: Limits,
     scheduler_running: AtomicBool,
     lifecycle_error: Mutex<Option<String>>,
+    /// Whether other replicas share the store (then only the lease holder
+    /// rotates).
+    pub store_shared: bool,
+    leader_until: Mutex<Option<std::time::Instant>>,
+    store_reachable: AtomicBool,
 }
 
 impl Shared {
+    /// Whether this replica may run the planner now.
+    pub fn is_leader(&self) -> bool {
+        !self.store_shared
+            || self
+                .leader_until
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|t| t > std::time::Instant::now())
+    }
+
+    fn set_leader_until(&self, until: Option<std::time::Instant>) {
+        *self.leader_until.lock().unwrap_or_else(|e| e.into_inner()) = until;
+    }
+
+    pub fn store_reachable(&self) -> bool {
+        self.store_reachable.load(Ordering::Acquire)
+    }
+
+    /// Records whether the store answered; returns true when it just
+    /// stopped answering.
+    pub fn set_store_reachable(&self, ok: bool) -> bool {
+        self.metrics.store_up.set(ok as i64);
+        let was = self.store_reachable.swap(ok, Ordering::AcqRel);
+        if ok && !was {
+            tracing::info!("store reachable again");
+        }
+        was && !ok
+    }
+
     pub fn scheduler_running(&self) -> bool {
         self.scheduler_running.load(Ordering::Acquire)
     }
@@ -78,6 +113,7 @@ impl Shared {
     /// Sets the gauges that depend on the time from the current snapshot.
     pub fn refresh_gauges(&self) {
         let now = self.clock.now();
+        self.metrics.leader.set(self.is_leader() as i64);
         let s = &self.steady;
         self.metrics
             .clock_offset
@@ -265,8 +301,21 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         tracing::warn!(config = %source, "{w}");
     }
 
+    let store_url = config.store_url();
     let store: Box<dyn KeyStore> = match store {
         Some(s) => s,
+        None if store_url.is_some() => {
+            let url = store_url.clone().unwrap_or_default();
+            let master = master_key(&config)?;
+            let previous = previous_master_key()?;
+            tokio::task::spawn_blocking(move || PgStore::connect(&url, master, previous))
+                .await
+                .map_err(|e| DaemonError::Join(e.to_string()))?
+                .map(|s| {
+                    tracing::info!(store = %s.location(), replica = s.holder(), "shared PostgreSQL store");
+                    Box::new(s) as Box<dyn KeyStore>
+                })?
+        }
         None => {
             let master = master_key(&config)?;
             match &master {
@@ -294,6 +343,8 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
     for n in &notes {
         tracing::warn!(store = %ring.store_location(), "{n}");
     }
+    let store_handle = ring.store();
+    let store_shared = store_handle.shared();
     tracing::info!(
         store = %ring.store_location(),
         keys = ring.state().published().count(),
@@ -355,8 +406,30 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         limits,
         scheduler_running: AtomicBool::new(false),
         lifecycle_error: Mutex::new(None),
+        store_shared,
+        leader_until: Mutex::new(None),
+        store_reachable: AtomicBool::new(true),
     });
 
+    let replication = store_shared.then(|| scheduler::Replication {
+        changes: Arc::new(tokio::sync::Notify::new()),
+        poll: config.store.poll_interval.0,
+    });
+    if let Some(r) = &replication {
+        tokio::spawn(lead(
+            store_handle.clone(),
+            shared.clone(),
+            config.store.leader_lease.0,
+            r.changes.clone(),
+            shutdown_rx.clone(),
+        ));
+        if let Some(url) = &store_url {
+            tokio::spawn(crate::store::postgres::listen(
+                url.clone(),
+                r.changes.clone(),
+            ));
+        }
+    }
     let scheduler = scheduler::Scheduler {
         ring: Arc::new(Mutex::new(ring)),
         policy: policy.clone(),
@@ -364,6 +437,7 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         shared: shared.clone(),
         commands: cmd_rx,
         shutdown: shutdown_rx.clone(),
+        replication,
     };
     let scheduler = tokio::spawn(scheduler.run());
     tokio::spawn(signing::run(shared.clone(), sign_rx));
@@ -408,6 +482,56 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         servers: vec![public_task, admin_task],
         scheduler,
     })
+}
+
+/// Holds (or waits for) the lease that lets this replica rotate keys:
+/// renewed every third of the lease, given up at shutdown.
+async fn lead(
+    store: Arc<dyn KeyStore>,
+    shared: Arc<Shared>,
+    lease: Duration,
+    changes: Arc<tokio::sync::Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let s = store.clone();
+        let was = shared.is_leader();
+        match tokio::task::spawn_blocking(move || s.lead(lease)).await {
+            Ok(Ok(Some(until))) => {
+                shared.set_leader_until(Some(until));
+                shared.set_store_reachable(true);
+                if !was {
+                    tracing::info!(lease = %crate::time::format_duration(lease), "this replica now leads rotations");
+                    changes.notify_one();
+                }
+            }
+            Ok(Ok(None)) => {
+                shared.set_leader_until(None);
+                shared.set_store_reachable(true);
+                if was {
+                    tracing::warn!("another replica holds the rotation lease now");
+                }
+            }
+            // Unreachable: the lease runs out on its own.
+            Ok(Err(e)) => {
+                if shared.set_store_reachable(false) {
+                    tracing::warn!(error = %e, "cannot renew the rotation lease");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "lease task failed"),
+        }
+        shared.metrics.leader.set(shared.is_leader() as i64);
+        tokio::select! {
+            _ = tokio::time::sleep(lease / 3) => {}
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                if shared.is_leader() {
+                    let s = store.clone();
+                    let _ = tokio::task::spawn_blocking(move || s.resign()).await;
+                }
+                return;
+            }
+        }
+    }
 }
 
 /// How often certificate files are checked for changes.

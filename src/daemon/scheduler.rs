@@ -6,15 +6,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::daemon::Shared;
 use crate::daemon::snapshot::Snapshot;
-use crate::keyring::{Event, ExecuteError, Keyring};
+use crate::keyring::{Event, ExecuteError, Keyring, generate_staged};
+use crate::keys::KeyMaterial;
 use crate::keys::{Alg, Kid};
 use crate::lifecycle::{
     Action, KeyState, Policy, RevokeError, RotateError, Trigger, plan, revoke, rotate,
 };
+use crate::store::StoreError;
 use crate::time::{Clock, Timestamp};
 
 /// The longest the scheduler sleeps: bounds how late it notices a wall
@@ -63,10 +65,13 @@ pub struct Revoked {
     /// The next key promoted in its place, when the active key was revoked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub promoted: Option<Kid>,
-    /// Set when the replacement key could not be generated yet (it is
-    /// retried); the revocation itself is done.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub warning: Option<String>,
+}
+
+/// Keys being generated on a blocking thread, and the actions they serve.
+struct Generation {
+    #[allow(dead_code)]
+    actions: Vec<Action>,
+    task: tokio::task::JoinHandle<Result<Vec<(Action, KeyMaterial)>, ExecuteError>>,
 }
 
 pub struct Scheduler {
@@ -76,6 +81,16 @@ pub struct Scheduler {
     pub shared: Arc<Shared>,
     pub commands: mpsc::Receiver<Command>,
     pub shutdown: watch::Receiver<bool>,
+    /// Set when other replicas share the store.
+    pub replication: Option<Replication>,
+}
+
+/// How a replica learns what others changed.
+pub struct Replication {
+    /// Woken by change notifications (and by a newly won lease).
+    pub changes: Arc<Notify>,
+    /// How often the store's version is checked anyway.
+    pub poll: Duration,
 }
 
 fn lock(ring: &Mutex<Keyring>) -> std::sync::MutexGuard<'_, Keyring> {
@@ -95,17 +110,54 @@ impl Scheduler {
         }
         let mut backoff = BACKOFF_START;
         let mut retry_at: Option<Timestamp> = None;
+        // Key generation runs beside the timeline: retirements and rotations
+        // never wait for an RSA key to be found.
+        let mut generating: Option<Generation> = None;
         loop {
+            if self.replication.is_some() {
+                self.sync().await;
+            }
+            // Only the leader runs the planner; every replica serves.
+            let leading = self.shared.is_leader();
             let now = self.clock.now();
             let state = lock(&self.ring).state().clone();
             let plan = plan(&state, &self.policy, now);
             let mut wake = plan.wake_at;
-            if !plan.actions.is_empty() {
+            let (gens, transitions): (Vec<Action>, Vec<Action>) =
+                plan.actions.into_iter().partition(Action::is_generate);
+            if leading && !gens.is_empty() && transitions.is_empty() {
+                if generating.is_none() && retry_at.is_none_or(|r| r <= now) {
+                    generating = Some(self.start_generation(gens.clone()));
+                }
+                // Woken by the generation finishing, the retry time, or the
+                // next transition on the timeline, whichever comes first.
+                wake = crate::lifecycle::upcoming(&state, &self.policy, now)
+                    .first()
+                    .map(|u| u.at)
+                    .into_iter()
+                    .chain(retry_at)
+                    .min();
+            }
+            if leading && !transitions.is_empty() {
                 if retry_at.is_none_or(|r| r <= now) {
-                    match self.execute(plan.actions).await {
+                    match self.execute(transitions).await {
                         Ok(()) => {
                             backoff = BACKOFF_START;
                             retry_at = None;
+                            // The keys this step needs, under its trigger.
+                            if generating.is_none() && !gens.is_empty() {
+                                generating = Some(self.start_generation(gens));
+                            }
+                            continue;
+                        }
+                        Err(ExecuteError::Store(StoreError::Conflict { expected, found })) => {
+                            // Another replica committed first: that counts
+                            // as done. Reload and plan again.
+                            tracing::info!(
+                                expected,
+                                found,
+                                "state changed by another replica; reloading"
+                            );
                             continue;
                         }
                         Err(e) => {
@@ -118,20 +170,124 @@ impl Scheduler {
                 }
                 wake = retry_at;
             }
-            let sleep = wake
+            let mut sleep = wake
                 .map(|w| w.since(now))
                 .unwrap_or(MAX_SLEEP)
                 .min(MAX_SLEEP);
+            if !leading {
+                sleep = MAX_SLEEP;
+            }
+            let changes = self.replication.as_ref().map(|r| {
+                sleep = sleep.min(r.poll);
+                r.changes.clone()
+            });
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
+                _ = async { match &changes { Some(c) => c.notified().await, None => std::future::pending().await } } => {}
+                done = async { match generating.as_mut() { Some(g) => (&mut g.task).await, None => std::future::pending().await } } => {
+                    generating = None;
+                    match self.finish_generation(done).await {
+                        Ok(()) => {
+                            backoff = BACKOFF_START;
+                            retry_at = None;
+                        }
+                        Err(e) => {
+                            let at = self.clock.now().saturating_add(backoff);
+                            tracing::error!(error = %e, retry_at = %at, "key generation failed; current keys keep serving");
+                            retry_at = Some(at);
+                            backoff = (backoff * 2).min(BACKOFF_MAX);
+                        }
+                    }
+                }
                 cmd = self.commands.recv() => match cmd {
-                    Some(cmd) => self.command(cmd).await,
+                    Some(cmd) => {
+                        let gens = self.command(cmd).await;
+                        if generating.is_none() && !gens.is_empty() {
+                            generating = Some(self.start_generation(gens));
+                        }
+                    }
                     None => break,
                 },
                 _ = self.shutdown.changed() => break,
             }
         }
         self.shared.set_scheduler_running(false);
+    }
+
+    /// Starts generating (and staging) keys on a blocking thread.
+    fn start_generation(&self, actions: Vec<Action>) -> Generation {
+        let store = lock(&self.ring).store();
+        let acts = actions.clone();
+        Generation {
+            actions,
+            task: tokio::task::spawn_blocking(move || generate_staged(&*store, &acts)),
+        }
+    }
+
+    /// Commits finished keys, records metrics and publishes.
+    async fn finish_generation(
+        &self,
+        done: Result<Result<Vec<(Action, KeyMaterial)>, ExecuteError>, tokio::task::JoinError>,
+    ) -> Result<(), ExecuteError> {
+        let made = match done {
+            Ok(Ok(made)) => made,
+            Ok(Err(e)) => {
+                self.record(&[], &[], Some(&e));
+                self.shared.set_lifecycle_error(Some(e.to_string()));
+                return Err(e);
+            }
+            Err(join) => {
+                let e = ExecuteError::Store(StoreError::Other(format!(
+                    "generation task failed: {join}"
+                )));
+                self.shared.set_lifecycle_error(Some(e.to_string()));
+                return Err(e);
+            }
+        };
+        let ring = self.ring.clone();
+        let clock = self.clock.clone();
+        let before = lock(&self.ring).state().version;
+        let executed =
+            tokio::task::spawn_blocking(move || lock(&ring).commit_generated(made, &*clock))
+                .await
+                .map_err(|e| {
+                    ExecuteError::Store(StoreError::Other(format!("commit task failed: {e}")))
+                })?;
+        self.record(&[], &executed.events, executed.error.as_ref());
+        if lock(&self.ring).state().version != before {
+            self.publish().await;
+        }
+        match executed.error {
+            None => {
+                self.shared.set_lifecycle_error(None);
+                Ok(())
+            }
+            Some(ExecuteError::Store(StoreError::Conflict { .. })) => Ok(()),
+            Some(e) => {
+                self.shared.set_lifecycle_error(Some(e.to_string()));
+                Err(e)
+            }
+        }
+    }
+
+    /// Reloads the key ring when another replica changed the store, and
+    /// publishes it; tracks whether the store answers.
+    async fn sync(&self) {
+        let ring = self.ring.clone();
+        match tokio::task::spawn_blocking(move || lock(&ring).reload()).await {
+            Ok(Ok(changed)) => {
+                self.shared.set_store_reachable(true);
+                if changed {
+                    self.publish().await;
+                }
+            }
+            Ok(Err(e)) => {
+                if self.shared.set_store_reachable(false) {
+                    tracing::warn!(error = %e, "store unreachable; serving the last known keys");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "sync task failed"),
+        }
     }
 
     /// Carries out actions on a blocking thread, records metrics, publishes.
@@ -240,7 +396,14 @@ impl Scheduler {
         }
     }
 
-    async fn command(&self, cmd: Command) {
+    /// Carries an operator's command out: its transitions at once; the keys
+    /// it needs are returned, for the caller to generate beside the timeline.
+    async fn command(&self, cmd: Command) -> Vec<Action> {
+        // Any replica carries operator commands out: the store's
+        // compare-and-set keeps replicas from undoing each other.
+        if self.replication.is_some() {
+            self.sync().await;
+        }
         let now = self.clock.now();
         let state = lock(&self.ring).state().clone();
         match cmd {
@@ -250,10 +413,12 @@ impl Scheduler {
                     Err(e) => {
                         tracing::info!(error = %e, "rotation refused");
                         let _ = reply.send(Err(CommandError::Rotate(e)));
-                        return;
+                        return Vec::new();
                     }
                 };
-                let pairs: Vec<(Alg, Kid, Kid)> = actions
+                let (gens, transitions): (Vec<Action>, Vec<Action>) =
+                    actions.into_iter().partition(Action::is_generate);
+                let pairs: Vec<(Alg, Kid, Kid)> = transitions
                     .iter()
                     .filter_map(|a| match a {
                         Action::Activate { kid, .. } => {
@@ -263,7 +428,7 @@ impl Scheduler {
                         _ => None,
                     })
                     .collect();
-                let result = self.execute(actions).await;
+                let result = self.execute(transitions).await;
                 let after = lock(&self.ring).state().clone();
                 let done: Vec<Rotated> = pairs
                     .into_iter()
@@ -284,24 +449,28 @@ impl Scheduler {
                         }
                     })
                     .collect();
-                let _ = reply.send(match (result, done.is_empty()) {
-                    (Err(e), true) => Err(CommandError::Failed(e.to_string())),
+                let ok = !done.is_empty();
+                let _ = reply.send(match (result, ok) {
+                    (Err(e), false) => Err(CommandError::Failed(e.to_string())),
                     _ => Ok(done),
                 });
+                if ok { gens } else { Vec::new() }
             }
             Command::Revoke { kid, reply } => {
                 let actions = match revoke(&state, &self.policy, now, &kid) {
                     Ok(a) => a,
                     Err(e) => {
                         let _ = reply.send(Err(CommandError::Revoke(e)));
-                        return;
+                        return Vec::new();
                     }
                 };
                 let Some(before) = state.find(&kid).cloned() else {
                     let _ = reply.send(Err(CommandError::Revoke(RevokeError::Unknown(kid))));
-                    return;
+                    return Vec::new();
                 };
-                let result = self.execute(actions).await;
+                let (gens, transitions): (Vec<Action>, Vec<Action>) =
+                    actions.into_iter().partition(Action::is_generate);
+                let result = self.execute(transitions).await;
                 let after = lock(&self.ring).state().clone();
                 let revoked = after
                     .find(&kid)
@@ -311,7 +480,7 @@ impl Scheduler {
                     let _ = reply.send(Err(CommandError::Failed(format!(
                         "revocation of {kid} was not committed: {msg}"
                     ))));
-                    return;
+                    return Vec::new();
                 }
                 let promoted = (before.state == KeyState::Active)
                     .then(|| after.active(before.alg).map(|k| k.kid.clone()))
@@ -322,10 +491,8 @@ impl Scheduler {
                     alg: before.alg,
                     was: before.state,
                     promoted,
-                    warning: result
-                        .err()
-                        .map(|e| format!("replacement key not generated yet (retrying): {e}")),
                 }));
+                gens
             }
         }
     }

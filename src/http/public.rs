@@ -62,6 +62,9 @@ struct Readiness {
     /// Whether the last lifecycle step failed (details only in the log and
     /// the metrics: this listener is public).
     lifecycle_failing: bool,
+    /// Whether the key store answers; while it does not, the last known
+    /// keys are served.
+    store_reachable: bool,
 }
 
 fn readiness(shared: &Shared) -> Response<Body> {
@@ -72,6 +75,19 @@ fn readiness(shared: &Shared) -> Response<Body> {
         Some(s) => {
             for alg in s.missing_active() {
                 reasons.push(format!("{alg} has no active key"));
+            }
+            // The last known keys are served while they are still the
+            // right ones: until a scheduled rotation is overdue.
+            if !shared.store_reachable() {
+                let now = shared.clock.now();
+                for u in s.upcoming.iter().filter(|u| {
+                    u.at < now && !matches!(u.event, crate::lifecycle::UpcomingEvent::Retire)
+                }) {
+                    reasons.push(format!(
+                        "store unreachable and the {} rotation due at {} is overdue",
+                        u.alg, u.at
+                    ));
+                }
             }
         }
     }
@@ -84,6 +100,7 @@ fn readiness(shared: &Shared) -> Response<Body> {
         // A failing rotation does not make jwksd unready while the current
         // keys still serve; it is reported here and in the metrics.
         lifecycle_failing: shared.lifecycle_error().is_some(),
+        store_reachable: shared.store_reachable(),
     };
     let status = if body.ready {
         StatusCode::OK

@@ -616,6 +616,10 @@ impl KeyStore for FsStore {
     fn location(&self) -> String {
         self.dir.display().to_string()
     }
+
+    fn version(&self) -> Result<u64, StoreError> {
+        Ok(self.inner().version)
+    }
 }
 
 fn parse_state(bytes: &[u8]) -> Result<KeyringState, String> {

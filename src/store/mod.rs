@@ -7,11 +7,13 @@
 //! change real.
 
 pub mod fs;
+pub mod postgres;
 pub mod seal;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use crate::keys::{KeyError, KeyMaterial, Kid};
 use crate::lifecycle::KeyringState;
@@ -47,6 +49,27 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// Where the store lives, for logs and errors.
     fn location(&self) -> String;
+
+    /// The version of the committed state, read cheaply: replicas sharing
+    /// a store poll it to learn of changes.
+    fn version(&self) -> Result<u64, StoreError>;
+
+    /// Takes or renews the right to run the planner for `lease`; returns
+    /// until when it is held (`None`: another replica holds it). A store
+    /// only one process can open (the directory store's lock) always
+    /// grants it.
+    fn lead(&self, lease: Duration) -> Result<Option<Instant>, StoreError> {
+        Ok(Some(Instant::now() + lease))
+    }
+
+    /// Gives the lease up at shutdown, so another replica need not wait
+    /// for it to expire.
+    fn resign(&self) {}
+
+    /// Whether other processes may change this store.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// One thing wrong with a store, with what to do about it.
@@ -95,6 +118,8 @@ pub enum StoreError {
          process wrote the store)"
     )]
     Conflict { expected: u64, found: u64 },
+    #[error("database: {op}: {reason}")]
+    Database { op: &'static str, reason: String },
     #[error("sealing key {kid}: {source}")]
     Seal {
         kid: Kid,

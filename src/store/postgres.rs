@@ -1,0 +1,555 @@
+//! The PostgreSQL store: one key ring shared by several replicas.
+//!
+//! ```text
+//! jwksd_schema        (version)                          migrations applied
+//! jwksd_state         (id = 1, version, state jsonb)     the key ring; CAS on version
+//! jwksd_private_keys  (kid, alg, sealed, committed)      sealed with the master key
+//! jwksd_leader        (id = 1, holder, expires_at, term) the rotation lease
+//! ```
+//! Every change is one transaction that compare-and-sets the state version,
+//! so two replicas that both believe they lead can never rotate twice or
+//! lose a key: the second commit finds the version moved and reloads.
+//! Private keys are sealed before they reach the database; a master key is
+//! required. Leadership is a lease row with an expiry, not an advisory lock:
+//! it needs no session of its own, so it also works behind a transaction-
+//! pooling proxy (where session locks and LISTEN do not; replicas then learn
+//! of changes by polling), and a leader cut off from the database loses it
+//! after one lease even if its session lingers on the server.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use postgres::Client;
+use postgres_openssl::MakeTlsConnector;
+
+use crate::keys::{Alg, KeyMaterial, Kid};
+use crate::lifecycle::KeyringState;
+use crate::lifecycle::state::STATE_FORMAT;
+use crate::store::seal::{self, MasterKey};
+use crate::store::{KeyStore, Loaded, Problem, StoreError};
+
+/// Channel replicas LISTEN on; the payload is the new state version.
+pub const CHANNEL: &str = "jwksd_state";
+/// Serialises migrations between replicas starting at once.
+const MIGRATION_LOCK: i64 = 0x6a77_6b73_6400_0001;
+/// Staged keys older than this were left by a replica that died mid-change.
+const STALE_STAGED: &str = "10 minutes";
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    "CREATE TABLE jwksd_state (
+        id integer PRIMARY KEY CHECK (id = 1),
+        version bigint NOT NULL,
+        state jsonb NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE jwksd_private_keys (
+        kid text PRIMARY KEY,
+        alg text NOT NULL,
+        sealed bytea NOT NULL,
+        committed boolean NOT NULL DEFAULT false,
+        created_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE jwksd_leader (
+        id integer PRIMARY KEY CHECK (id = 1),
+        holder text NOT NULL,
+        term bigint NOT NULL,
+        expires_at timestamptz NOT NULL
+    );",
+];
+
+pub struct PgStore {
+    config: postgres::Config,
+    tls: MakeTlsConnector,
+    location: String,
+    master: MasterKey,
+    previous: Option<MasterKey>,
+    /// This replica's name in the lease row.
+    holder: String,
+    /// Data and lease on separate connections: a slow commit never delays
+    /// a lease renewal.
+    data: Mutex<Option<Client>>,
+    lease: Mutex<Option<Client>>,
+}
+
+fn db(op: &'static str) -> impl Fn(postgres::Error) -> StoreError {
+    move |e| StoreError::Database {
+        op,
+        reason: describe(&e),
+    }
+}
+
+/// The most specific part of a database error (never the connection string).
+fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{}: {}", d.code().code(), d.message()),
+        None => {
+            let mut s = e.to_string();
+            let mut cur: &dyn std::error::Error = e;
+            while let Some(next) = cur.source() {
+                s = format!("{s}: {next}");
+                cur = next;
+            }
+            s
+        }
+    }
+}
+
+impl PgStore {
+    /// Connects, creates or migrates the schema, and checks the master key
+    /// is there. `url` is a libpq-style connection string or URL.
+    pub fn connect(
+        url: &str,
+        master: Option<MasterKey>,
+        previous: Option<MasterKey>,
+    ) -> Result<PgStore, StoreError> {
+        let master = master.ok_or_else(|| {
+            StoreError::Other(
+                "the PostgreSQL store needs a master key: private keys are sealed before they reach \
+                 the database (set JWKSD_MASTER_KEY or master_key_file)"
+                    .into(),
+            )
+        })?;
+        let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+            StoreError::Other(format!("store.postgres: invalid connection string: {e}"))
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10));
+        if config.get_application_name().is_none() {
+            config.application_name("jwksd");
+        }
+        let location = format!(
+            "postgres://{}/{}",
+            config
+                .get_hosts()
+                .iter()
+                .map(|h| match h {
+                    postgres::config::Host::Tcp(h) => h.clone(),
+                    postgres::config::Host::Unix(p) => p.display().to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            config.get_dbname().unwrap_or("")
+        );
+        let tls = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls())
+            .map(|b| MakeTlsConnector::new(b.build()))
+            .map_err(|e| StoreError::Other(format!("TLS for the database: {e}")))?;
+        let store = PgStore {
+            config,
+            tls,
+            location,
+            master,
+            previous,
+            holder: replica_name(),
+            data: Mutex::new(None),
+            lease: Mutex::new(None),
+        };
+        store.with(&store.data, migrate)?;
+        Ok(store)
+    }
+
+    /// This replica's name in the lease row: host, pid and a random suffix.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    fn with<T>(
+        &self,
+        slot: &Mutex<Option<Client>>,
+        f: impl FnOnce(&mut Client) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.as_ref().is_none_or(|c| c.is_closed()) {
+            *guard = None;
+            let client = self
+                .config
+                .connect(self.tls.clone())
+                .map_err(db("connect to the database"))?;
+            *guard = Some(client);
+        }
+        let Some(client) = guard.as_mut() else {
+            return Err(StoreError::Other("no database connection".into()));
+        };
+        let result = f(client);
+        if result.is_err() && client.is_closed() {
+            *guard = None;
+        }
+        result
+    }
+
+    fn open_key(&self, kid: &Kid, alg: Alg, sealed: &[u8]) -> Result<(KeyMaterial, bool), String> {
+        let by = seal::sealed_by(sealed);
+        let (key, previous) = match &self.previous {
+            Some(p) if by.as_deref() == Some(p.id()) => (p, true),
+            _ => (&self.master, false),
+        };
+        let der = key.open(kid, alg, sealed).map_err(|e| e.to_string())?;
+        let k = KeyMaterial::from_pkcs8(alg, der).map_err(|e| e.to_string())?;
+        if &k.kid != kid {
+            return Err(format!("holds the key {}, not {kid}", k.kid));
+        }
+        Ok((k, previous))
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // The synchronous client closes its connection by blocking on its
+        // own runtime, which panics on an async worker thread: close them
+        // on a thread of their own when dropped there.
+        let clients: Vec<Client> = [&self.data, &self.lease]
+            .into_iter()
+            .filter_map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).take())
+            .collect();
+        if clients.is_empty() {
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let _ = std::thread::Builder::new()
+                .name("jwksd-pg-close".into())
+                .spawn(move || drop(clients));
+        } else {
+            drop(clients);
+        }
+    }
+}
+
+fn replica_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // or truncates within it.
+    let host = unsafe {
+        if libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) == 0 {
+            let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+            String::from_utf8_lossy(&buf[..end]).into_owned()
+        } else {
+            "unknown".to_owned()
+        }
+    };
+    let suffix: u32 = rand::random();
+    format!("{host}/{}/{suffix:08x}", std::process::id())
+}
+
+fn migrate(c: &mut Client) -> Result<(), StoreError> {
+    let mut tx = c.transaction().map_err(db("begin migration"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(db("lock for migration"))?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS jwksd_schema (version integer NOT NULL)")
+        .map_err(db("create jwksd_schema"))?;
+    let row = tx
+        .query_opt("SELECT version FROM jwksd_schema", &[])
+        .map_err(db("read schema version"))?;
+    let current: i32 = row.map(|r| r.get(0)).unwrap_or(0);
+    if current as usize > MIGRATIONS.len() {
+        return Err(StoreError::Other(format!(
+            "the database schema is at version {current}, newer than this jwksd knows ({}): run the \
+             jwksd version that migrated it",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.batch_execute(m).map_err(db("migrate the schema"))?;
+        tracing::info!(version = i + 1, "database schema migrated");
+    }
+    let latest = MIGRATIONS.len() as i32;
+    if current == 0 {
+        tx.execute("INSERT INTO jwksd_schema (version) VALUES ($1)", &[&latest])
+            .map_err(db("record schema version"))?;
+    } else if current < latest {
+        tx.execute("UPDATE jwksd_schema SET version = $1", &[&latest])
+            .map_err(db("record schema version"))?;
+    }
+    tx.commit().map_err(db("commit migration"))
+}
+
+fn key_path(kid: &str) -> PathBuf {
+    PathBuf::from(format!("jwksd_private_keys/{kid}"))
+}
+
+impl KeyStore for PgStore {
+    fn load(&self) -> Result<Loaded, StoreError> {
+        let (state_text, rows, stale) = self.with(&self.data, |c| {
+            // One snapshot for the state and the keys it refers to.
+            let mut tx = c
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .start()
+                .map_err(db("begin load"))?;
+            // Keys staged by a replica that died before committing them.
+            let stale = tx
+                .execute(
+                    &format!(
+                        "DELETE FROM jwksd_private_keys WHERE NOT committed AND created_at < now() - interval '{STALE_STAGED}'"
+                    ),
+                    &[],
+                )
+                .map_err(db("discard stale staged keys"))?;
+            let state = tx
+                .query_opt("SELECT state::text FROM jwksd_state WHERE id = 1", &[])
+                .map_err(db("read the state"))?
+                .map(|r| r.get::<_, String>(0));
+            let rows: Vec<(String, String, Vec<u8>)> = tx
+                .query("SELECT kid, alg, sealed FROM jwksd_private_keys WHERE committed", &[])
+                .map_err(db("read private keys"))?
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
+            tx.commit().map_err(db("commit load"))?;
+            Ok((state, rows, stale))
+        })?;
+        let mut notes = Vec::new();
+        if stale > 0 {
+            notes.push(format!(
+                "discarded {stale} key(s) staged but never committed (a replica stopped mid-change; they were never published)"
+            ));
+        }
+        let mut problems = Vec::new();
+        let state = match state_text {
+            None => KeyringState::default(),
+            Some(text) => match serde_json::from_str::<KeyringState>(&text) {
+                Ok(s) if s.format == STATE_FORMAT => s,
+                Ok(s) => {
+                    return Err(StoreError::Inconsistent(vec![Problem {
+                        path: PathBuf::from("jwksd_state"),
+                        what: format!(
+                            "state format {} is not supported (this jwksd reads {STATE_FORMAT})",
+                            s.format
+                        ),
+                        fix: "run the jwksd version that wrote it".into(),
+                    }]));
+                }
+                Err(e) => {
+                    return Err(StoreError::Inconsistent(vec![Problem {
+                        path: PathBuf::from("jwksd_state"),
+                        what: format!("state is damaged: {e}"),
+                        fix: "restore the database from a backup".into(),
+                    }]));
+                }
+            },
+        };
+        let sealed: HashMap<String, (String, Vec<u8>)> =
+            rows.into_iter().map(|(k, a, s)| (k, (a, s))).collect();
+        let live: HashSet<String> = state.keys.iter().map(|k| k.kid.to_string()).collect();
+        let mut keys = HashMap::new();
+        for k in &state.keys {
+            match sealed.get(k.kid.as_str()) {
+                None if k.state == crate::lifecycle::KeyState::Retiring => notes.push(format!(
+                    "private key of retiring key {} is missing: it still verifies and will not sign again",
+                    k.kid
+                )),
+                None => problems.push(Problem {
+                    path: key_path(k.kid.as_str()),
+                    what: format!("private key of the {} {} key {} is missing", k.state, k.alg, k.kid),
+                    fix: "restore the database from a backup; see \"A private key is missing\" in runbook.md".into(),
+                }),
+                Some((_, bytes)) => match self.open_key(&k.kid, k.alg, bytes) {
+                    Ok((key, previous)) => {
+                        if previous {
+                            notes.push(format!(
+                                "key {} is sealed with the previous master key: run `jwksd rekey`",
+                                k.kid
+                            ));
+                        }
+                        keys.insert(k.kid.clone(), key);
+                    }
+                    Err(e) => problems.push(Problem {
+                        path: key_path(k.kid.as_str()),
+                        what: format!("cannot open sealed key: {e}"),
+                        fix: "configure the master key this database was sealed with".into(),
+                    }),
+                },
+            }
+        }
+        for kid in sealed.keys().filter(|k| !live.contains(*k)) {
+            problems.push(Problem {
+                path: key_path(kid),
+                what: "a committed private key that the state does not know".into(),
+                fix: "the database was restored inconsistently; restore it from one backup".into(),
+            });
+        }
+        if !problems.is_empty() {
+            return Err(StoreError::Inconsistent(problems));
+        }
+        Ok(Loaded { state, keys, notes })
+    }
+
+    fn stage(&self, key: &KeyMaterial) -> Result<(), StoreError> {
+        let sealed = self
+            .master
+            .seal(&key.kid, key.alg, &key.pkcs8)
+            .map_err(|source| StoreError::Seal {
+                kid: key.kid.clone(),
+                source,
+            })?;
+        self.with(&self.data, |c| {
+            c.execute(
+                "INSERT INTO jwksd_private_keys (kid, alg, sealed, committed) VALUES ($1, $2, $3, false)",
+                &[&key.kid.as_str(), &key.alg.as_str(), &sealed],
+            )
+            .map_err(db("stage a private key"))
+            .map(|_| ())
+        })
+    }
+
+    fn discard(&self, kid: &Kid) {
+        let _ = self.with(&self.data, |c| {
+            c.execute(
+                "DELETE FROM jwksd_private_keys WHERE kid = $1 AND NOT committed",
+                &[&kid.as_str()],
+            )
+            .map_err(db("discard a staged key"))
+        });
+    }
+
+    fn commit(&self, state: &KeyringState) -> Result<(), StoreError> {
+        let json = serde_json::to_string(state)
+            .map_err(|e| StoreError::Other(format!("serialising state: {e}")))?;
+        let new = state.version as i64;
+        let expected = new - 1;
+        let live: Vec<String> = state.keys.iter().map(|k| k.kid.to_string()).collect();
+        self.with(&self.data, |c| {
+            let mut tx = c.transaction().map_err(db("begin commit"))?;
+            let changed = if expected == 0 {
+                tx.execute(
+                    "INSERT INTO jwksd_state (id, version, state) VALUES (1, $1, $2::text::jsonb) ON CONFLICT (id) DO NOTHING",
+                    &[&new, &json],
+                )
+            } else {
+                tx.execute(
+                    "UPDATE jwksd_state SET version = $1, state = $2::text::jsonb, updated_at = now() WHERE id = 1 AND version = $3",
+                    &[&new, &json, &expected],
+                )
+            }
+            .map_err(db("write the state"))?;
+            if changed != 1 {
+                let found: i64 = tx
+                    .query_opt("SELECT version FROM jwksd_state WHERE id = 1", &[])
+                    .map_err(db("read the state version"))?
+                    .map(|r| r.get(0))
+                    .unwrap_or(0);
+                return Err(StoreError::Conflict {
+                    expected: expected as u64,
+                    found: found as u64,
+                });
+            }
+            let staged = tx
+                .execute(
+                    "UPDATE jwksd_private_keys SET committed = true WHERE kid = ANY($1) AND NOT committed",
+                    &[&live],
+                )
+                .map_err(db("commit private keys"))?;
+            let _ = staged;
+            tx.execute(
+                "DELETE FROM jwksd_private_keys WHERE committed AND NOT (kid = ANY($1))",
+                &[&live],
+            )
+            .map_err(db("destroy ended private keys"))?;
+            tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &new.to_string()])
+                .map_err(db("notify replicas"))?;
+            tx.commit().map_err(db("commit"))
+        })
+    }
+
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+
+    fn version(&self) -> Result<u64, StoreError> {
+        self.with(&self.data, |c| {
+            Ok(
+                c.query_opt("SELECT version FROM jwksd_state WHERE id = 1", &[])
+                    .map_err(db("read the state version"))?
+                    .map(|r| r.get::<_, i64>(0) as u64)
+                    .unwrap_or(0),
+            )
+        })
+    }
+
+    fn lead(&self, lease: Duration) -> Result<Option<Instant>, StoreError> {
+        // Measured before the request: the lease is never thought longer
+        // than the database granted it.
+        let asked = Instant::now();
+        let ms = lease.as_millis() as i64;
+        let granted = self.with(&self.lease, |c| {
+            c.query_opt(
+                "INSERT INTO jwksd_leader (id, holder, term, expires_at)
+                 VALUES (1, $1, 1, now() + $2 * interval '1 millisecond')
+                 ON CONFLICT (id) DO UPDATE
+                   SET holder = EXCLUDED.holder,
+                       term = jwksd_leader.term + CASE WHEN jwksd_leader.holder = EXCLUDED.holder THEN 0 ELSE 1 END,
+                       expires_at = EXCLUDED.expires_at
+                   WHERE jwksd_leader.holder = EXCLUDED.holder OR jwksd_leader.expires_at < now()
+                 RETURNING term",
+                &[&self.holder, &(ms as f64)],
+            )
+            .map_err(db("renew the leader lease"))
+        })?;
+        Ok(granted.map(|_| asked + lease))
+    }
+
+    fn resign(&self) {
+        let _ = self.with(&self.lease, |c| {
+            c.execute(
+                "DELETE FROM jwksd_leader WHERE holder = $1",
+                &[&self.holder],
+            )
+            .map_err(db("resign the lease"))
+        });
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+}
+
+/// Waits for change notifications on a connection of its own and calls
+/// `changed` for each; reconnects with backoff. Behind a transaction-pooling
+/// proxy no notification arrives, and the polling replicas do anyway covers
+/// that.
+pub async fn listen(url: String, changed: std::sync::Arc<tokio::sync::Notify>) {
+    let tls = match openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()) {
+        Ok(b) => MakeTlsConnector::new(b.build()),
+        Err(e) => {
+            tracing::warn!(error = %e, "no TLS for the notification connection; relying on polling");
+            return;
+        }
+    };
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match tokio_postgres::connect(&url, tls.clone()).await {
+            Ok((client, mut connection)) => {
+                let notify = changed.clone();
+                let conn = tokio::spawn(async move {
+                    loop {
+                        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                            Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                                notify.notify_one()
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(_)) | None => return,
+                        }
+                    }
+                });
+                if client
+                    .batch_execute(&format!("LISTEN {CHANNEL}"))
+                    .await
+                    .is_ok()
+                {
+                    backoff = Duration::from_secs(1);
+                    // A missed change while reconnecting: look once.
+                    changed.notify_one();
+                }
+                let _ = conn.await;
+            }
+            Err(e) => tracing::debug!(error = %e, "notification connection failed"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}

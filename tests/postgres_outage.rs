@@ -1,0 +1,104 @@
+//! Replicas when the database goes away: they keep serving the last keys
+//! they knew and say so, then catch up when it is back, losing nothing.
+//! Its own cluster: this test stops it.
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use jwksd::lifecycle::KeyringState;
+use support::daemon::{Daemon, FAST, write_config};
+use support::pg::Cluster;
+
+const MK: &str = "q1XJtQ8e3k5m9r2Yb7vL0pZcW4sN6aHdF1gU8iT3oKE=";
+
+async fn metric(d: &Daemon, sample: &str) -> Option<f64> {
+    let r = d
+        .client
+        .get(&format!("{}/metrics", d.admin), None)
+        .await
+        .ok()?;
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_serve_through_a_database_outage_and_catch_up() {
+    let pg = Cluster::start();
+    let url = pg.database("outage");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut replicas = Vec::new();
+    for i in 0..2 {
+        let dir = tmp.path().join(format!("r{i}"));
+        let config = write_config(
+            &dir,
+            &format!("{FAST}store:\n  leader_lease: 2s\n  poll_interval: 300ms\n"),
+        );
+        replicas.push(
+            Daemon::start_with(
+                &dir,
+                &config,
+                &[("JWKSD_STORE_URL", url.as_str()), ("JWKSD_MASTER_KEY", MK)],
+            )
+            .await,
+        );
+    }
+    let mut seen: HashSet<String> = HashSet::new();
+    for d in &replicas {
+        seen.extend(d.kids().await);
+    }
+    let before: Vec<Vec<String>> = vec![replicas[0].kids().await, replicas[1].kids().await];
+
+    pg.stop_server();
+    let stopped = Instant::now();
+    // Both keep serving the JWKS and signing; the metrics and /readyz say
+    // the store is away.
+    let mut saw_unreachable = false;
+    while stopped.elapsed() < Duration::from_secs(6) {
+        for d in &replicas {
+            let r = d.get_public("/.well-known/jwks.json").await;
+            assert_eq!(r.status, 200);
+            assert_eq!(d.sign("ES256", serde_json::json!({})).await.status, 200);
+            let ready = d.get_public("/readyz").await.json().unwrap();
+            if ready["store_reachable"] == false {
+                saw_unreachable = true;
+                assert_eq!(metric(d, "jwksd_store_up").await, Some(0.0));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(saw_unreachable, "no replica noticed the outage");
+    // Nothing changed while the store was away.
+    assert_eq!(replicas[0].kids().await, before[0]);
+
+    pg.start_server();
+    // Catching up: the store answers again and rotations resume.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let up = metric(&replicas[0], "jwksd_store_up").await == Some(1.0)
+            && metric(&replicas[1], "jwksd_store_up").await == Some(1.0);
+        let changed = replicas[0].kids().await != before[0];
+        if up && changed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas did not catch up after the database returned"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Nothing lost: every kid ever served is in the state.
+    let state: KeyringState =
+        serde_json::from_str(&pg.sql("outage", "SELECT state::text FROM jwksd_state")).unwrap();
+    for kid in &seen {
+        assert!(state.find(&kid.parse().unwrap()).is_some(), "{kid} lost");
+    }
+    let ready = replicas[1].get_public("/readyz").await.json().unwrap();
+    assert_eq!(ready["store_reachable"], true, "{ready}");
+    for d in &mut replicas {
+        assert_eq!(d.stop().code(), Some(0));
+    }
+}
