@@ -748,6 +748,17 @@ fn check_config_rejects_each_bad_config_with_a_useful_message() {
             assert!(err.contains(w), "{yaml:?}: {err:?} lacks {w:?}");
         }
     }
+    // A huge file is refused unread.
+    let huge = tmp.path().join("huge.yaml");
+    std::fs::write(&huge, "# padding\n".repeat(200_000)).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("check-config")
+        .arg("-c")
+        .arg(&huge)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("larger than 1 MiB"));
     let good = write_config(tmp.path(), FAST);
     let out = std::process::Command::new(BIN)
         .arg("check-config")

@@ -58,18 +58,6 @@ async fn start_replicas(tmp: &std::path::Path, url: &str, n: usize) -> Vec<Daemo
     v
 }
 
-async fn metric(d: &Daemon, sample: &str) -> Option<f64> {
-    let r = d
-        .client
-        .get(&format!("{}/metrics", d.admin), None)
-        .await
-        .ok()?;
-    String::from_utf8_lossy(&r.body)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// Every key activated at most once, and scheduled activations of an
 /// algorithm at least `min_gap` apart: no rotation doubled.
 fn check_no_double_rotation(state: &KeyringState, min_gap: Duration) {
@@ -247,7 +235,7 @@ async fn three_replicas_rotate_once_per_fire_and_serve_the_same_keys() {
     // Exactly one leader.
     let mut leaders = 0;
     for d in &replicas {
-        leaders += (metric(d, "jwksd_leader").await == Some(1.0)) as usize;
+        leaders += (d.metric("jwksd_leader").await == Some(1.0)) as usize;
     }
     assert_eq!(leaders, 1);
     // One rotation per fire: about 11 s / 3 s, never doubled.
@@ -279,7 +267,7 @@ async fn a_killed_leader_is_replaced_within_the_lease() {
     let leader = loop {
         let mut found = None;
         for (i, d) in replicas.iter().enumerate() {
-            if metric(d, "jwksd_leader").await == Some(1.0) {
+            if d.metric("jwksd_leader").await == Some(1.0) {
                 found = Some(i);
             }
         }
@@ -295,7 +283,7 @@ async fn a_killed_leader_is_replaced_within_the_lease() {
     let new_leader = loop {
         let mut found = None;
         for (i, d) in replicas.iter().enumerate() {
-            if i != leader && metric(d, "jwksd_leader").await == Some(1.0) {
+            if i != leader && d.metric("jwksd_leader").await == Some(1.0) {
                 found = Some(i);
             }
         }
@@ -368,7 +356,7 @@ async fn two_replicas_started_at_once_on_an_empty_database_make_one_set_of_keys(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // An operator's revocation on the follower reaches the other replica.
-    let follower = if metric(&a, "jwksd_leader").await == Some(1.0) {
+    let follower = if a.metric("jwksd_leader").await == Some(1.0) {
         &b
     } else {
         &a

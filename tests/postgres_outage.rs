@@ -13,18 +13,6 @@ use support::pg::Cluster;
 
 const MK: &str = "q1XJtQ8e3k5m9r2Yb7vL0pZcW4sN6aHdF1gU8iT3oKE=";
 
-async fn metric(d: &Daemon, sample: &str) -> Option<f64> {
-    let r = d
-        .client
-        .get(&format!("{}/metrics", d.admin), None)
-        .await
-        .ok()?;
-    String::from_utf8_lossy(&r.body)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_serve_through_a_database_outage_and_catch_up() {
     let pg = Cluster::start();
@@ -65,7 +53,7 @@ async fn replicas_serve_through_a_database_outage_and_catch_up() {
             let ready = d.get_public("/readyz").await.json().unwrap();
             if ready["store_reachable"] == false {
                 saw_unreachable = true;
-                assert_eq!(metric(d, "jwksd_store_up").await, Some(0.0));
+                assert_eq!(d.metric("jwksd_store_up").await, Some(0.0));
             }
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -78,8 +66,8 @@ async fn replicas_serve_through_a_database_outage_and_catch_up() {
     // Catching up: the store answers again and rotations resume.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let up = metric(&replicas[0], "jwksd_store_up").await == Some(1.0)
-            && metric(&replicas[1], "jwksd_store_up").await == Some(1.0);
+        let up = replicas[0].metric("jwksd_store_up").await == Some(1.0)
+            && replicas[1].metric("jwksd_store_up").await == Some(1.0);
         let changed = replicas[0].kids().await != before[0];
         if up && changed {
             break;

@@ -10,7 +10,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::daemon::Shared;
 use crate::daemon::snapshot::Snapshot;
-use crate::keyring::{Event, ExecuteError, Keyring, generate_staged};
+use crate::keyring::{Event, ExecuteError, Executed, Keyring, generate_staged};
 use crate::keys::KeyMaterial;
 use crate::keys::{Alg, Kid};
 use crate::lifecycle::{
@@ -67,10 +67,8 @@ pub struct Revoked {
     pub promoted: Option<Kid>,
 }
 
-/// Keys being generated on a blocking thread, and the actions they serve.
+/// Keys being generated on a blocking thread.
 struct Generation {
-    #[allow(dead_code)]
-    actions: Vec<Action>,
     task: tokio::task::JoinHandle<Result<Vec<(Action, KeyMaterial)>, ExecuteError>>,
 }
 
@@ -217,10 +215,8 @@ impl Scheduler {
     /// Starts generating (and staging) keys on a blocking thread.
     fn start_generation(&self, actions: Vec<Action>) -> Generation {
         let store = lock(&self.ring).store();
-        let acts = actions.clone();
         Generation {
-            actions,
-            task: tokio::task::spawn_blocking(move || generate_staged(&*store, &acts)),
+            task: tokio::task::spawn_blocking(move || generate_staged(&*store, &actions)),
         }
     }
 
@@ -253,20 +249,9 @@ impl Scheduler {
                 .map_err(|e| {
                     ExecuteError::Store(StoreError::Other(format!("commit task failed: {e}")))
                 })?;
-        self.record(&[], &executed.events, executed.error.as_ref());
-        if lock(&self.ring).state().version != before {
-            self.publish().await;
-        }
-        match executed.error {
-            None => {
-                self.shared.set_lifecycle_error(None);
-                Ok(())
-            }
-            Some(ExecuteError::Store(StoreError::Conflict { .. })) => Ok(()),
-            Some(e) => {
-                self.shared.set_lifecycle_error(Some(e.to_string()));
-                Err(e)
-            }
+        match self.settle(&[], before, executed).await {
+            Err(ExecuteError::Store(StoreError::Conflict { .. })) => Ok(()),
+            other => other,
         }
     }
 
@@ -308,8 +293,18 @@ impl Scheduler {
                 )));
             }
         };
-        self.record(&actions, &executed.events, executed.error.as_ref());
-        // Whatever was committed is served, even when a later step failed.
+        self.settle(&actions, before, executed).await
+    }
+
+    /// After a step: metrics, publishing what was committed (even when a
+    /// later part failed), and the lifecycle error readers see.
+    async fn settle(
+        &self,
+        actions: &[Action],
+        before: u64,
+        executed: Executed,
+    ) -> Result<(), ExecuteError> {
+        self.record(actions, &executed.events, executed.error.as_ref());
         if lock(&self.ring).state().version != before {
             self.publish().await;
         }

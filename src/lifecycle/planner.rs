@@ -4,8 +4,6 @@
 //! generation is an [`Action`] the shell carries out. That keeps every
 //! timeline rule in one place, testable over months of simulated time.
 
-use std::time::Duration;
-
 use serde::Serialize;
 
 use crate::keys::{Alg, Kid};
@@ -408,9 +406,4 @@ fn rotation(
         retire_at: now.saturating_add(policy.retention()),
     });
     actions.push(generate(policy, active.alg, KeyState::Next, trigger, None));
-}
-
-/// How long until `t`, zero if it has passed.
-pub fn until(now: Timestamp, t: Timestamp) -> Duration {
-    t.since(now)
 }

@@ -254,6 +254,19 @@ impl Daemon {
             .unwrap()
     }
 
+    /// The value of one metric sample (`name{labels}` as printed).
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let r = self
+            .client
+            .get(&format!("{}/metrics", self.admin), None)
+            .await
+            .ok()?;
+        String::from_utf8_lossy(&r.body)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+    }
+
     /// Runs a jwksd operator command against this daemon.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(BIN)
