@@ -201,6 +201,21 @@ fn rekey(cli: &Cli, new_file: Option<&std::path::Path>) -> Result<(), Fail> {
         Some(c) if c.id() != new_id => Some(c),
         _ => crate::daemon::previous_master_key().map_err(|e| Fail(1, e.to_string()))?,
     };
+    if let Some(url) = config.store_url() {
+        let store = crate::store::postgres::PgStore::connect(&url, Some(new), previous)
+            .map_err(|e| Fail(1, e.to_string()))?;
+        let done = store.rekey().map_err(|e| Fail(1, e.to_string()))?;
+        println!(
+            "{}: {} keys re-sealed, {} already sealed with the new master key {new_id}",
+            crate::store::KeyStore::location(&store),
+            done.rewritten,
+            done.already
+        );
+        println!(
+            "now give every replica the new master key (JWKSD_MASTER_KEY or master_key_file) and restart them"
+        );
+        return Ok(());
+    }
     let store = FsStore::open(&config.keys_dir, Some(new))
         .map_err(|e| Fail(1, e.to_string()))?
         .with_previous_master(previous);

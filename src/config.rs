@@ -689,11 +689,18 @@ impl Config {
             "at most {} keys per algorithm are published at once\n",
             p.max_published_per_alg(now)
         ));
+        let store = if self.store_url().is_some() {
+            format!(
+                "a shared PostgreSQL store (replicas; leader lease {}, polled every {})",
+                format_duration(self.store.leader_lease.0),
+                format_duration(self.store.poll_interval.0)
+            )
+        } else {
+            self.keys_dir.display().to_string()
+        };
         out.push_str(&format!(
-            "public listener {}, admin listener {}; keys in {}\n",
-            self.listen.public,
-            self.listen.admin,
-            self.keys_dir.display()
+            "public listener {}, admin listener {}; keys in {store}\n",
+            self.listen.public, self.listen.admin
         ));
         Ok(out)
     }

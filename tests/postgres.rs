@@ -164,6 +164,25 @@ fn store_migrates_once_compares_and_sets_and_leases() {
     assert_eq!(ring_b.state(), ring_a.state());
     assert_eq!(ring_b.state().published().count(), 2);
 
+    // Re-sealing under a new master key, with the old one as previous.
+    let new_mk = || MasterKey::from_encoded(&"5a".repeat(32)).unwrap();
+    let r = PgStore::connect(&url, Some(new_mk()), Some(mk()))
+        .unwrap()
+        .rekey()
+        .unwrap();
+    assert_eq!((r.rewritten, r.already), (2, 0));
+    let r = PgStore::connect(&url, Some(new_mk()), Some(mk()))
+        .unwrap()
+        .rekey()
+        .unwrap();
+    assert_eq!((r.rewritten, r.already), (0, 2));
+    let (fresh, notes) = Keyring::load(Box::new(
+        PgStore::connect(&url, Some(new_mk()), None).unwrap(),
+    ))
+    .unwrap();
+    assert!(notes.is_empty(), "{notes:?}");
+    assert_eq!(fresh.state(), ring_a.state());
+
     // One lease holder at a time; resigning hands it over at once.
     let (sa, sb) = (ring_a.store(), ring_b.store());
     assert!(sa.lead(Duration::from_secs(5)).unwrap().is_some());

@@ -539,3 +539,18 @@ fn a_refused_store_is_left_as_it_was_found() {
     assert_eq!(before, after);
     assert!(tmpfile.exists());
 }
+
+#[test]
+fn a_state_whose_public_key_does_not_match_its_kid_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(bootstrap(tmp.path(), None));
+    let path = tmp.path().join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+    // Someone puts another public key under an existing kid.
+    let other = jwksd::keys::generate(Alg::ES256, 2048).unwrap();
+    state["keys"][0]["public"] = serde_json::to_value(&other.public).unwrap();
+    fs::write(&path, serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+    let msg = problems(Keyring::load(Box::new(open(tmp.path()))).err().unwrap());
+    assert!(msg.contains("not its thumbprint"), "{msg}");
+}

@@ -307,6 +307,12 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         None if store_url.is_some() => {
             let url = store_url.clone().unwrap_or_default();
             let master = master_key(&config)?;
+            if let Some(m) = &master {
+                tracing::info!(
+                    master_key_id = m.id(),
+                    "private keys are sealed before they reach the database"
+                );
+            }
             let previous = previous_master_key()?;
             tokio::task::spawn_blocking(move || PgStore::connect(&url, master, previous))
                 .await

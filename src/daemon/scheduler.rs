@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 
 use crate::daemon::Shared;
 use crate::daemon::snapshot::Snapshot;
@@ -67,10 +68,8 @@ pub struct Revoked {
     pub promoted: Option<Kid>,
 }
 
-/// Keys being generated on a blocking thread.
-struct Generation {
-    task: tokio::task::JoinHandle<Result<Vec<(Action, KeyMaterial)>, ExecuteError>>,
-}
+/// What a generation task yields: the keys made for the actions.
+type Generated = Result<Vec<(Action, KeyMaterial)>, ExecuteError>;
 
 pub struct Scheduler {
     pub ring: Arc<Mutex<Keyring>>,
@@ -110,7 +109,9 @@ impl Scheduler {
         let mut retry_at: Option<Timestamp> = None;
         // Key generation runs beside the timeline: retirements and rotations
         // never wait for an RSA key to be found.
-        let mut generating: Option<Generation> = None;
+        // Generation tasks in flight: the planner's one at a time, an
+        // operator's always (a revocation must not wait for a rotation's).
+        let mut generating: JoinSet<Generated> = JoinSet::new();
         loop {
             if self.replication.is_some() {
                 self.sync().await;
@@ -124,8 +125,8 @@ impl Scheduler {
             let (gens, transitions): (Vec<Action>, Vec<Action>) =
                 plan.actions.into_iter().partition(Action::is_generate);
             if leading && !gens.is_empty() && transitions.is_empty() {
-                if generating.is_none() && retry_at.is_none_or(|r| r <= now) {
-                    generating = Some(self.start_generation(gens.clone()));
+                if generating.is_empty() && retry_at.is_none_or(|r| r <= now) {
+                    self.start_generation(&mut generating, gens.clone());
                 }
                 // Woken by the generation finishing, the retry time, or the
                 // next transition on the timeline, whichever comes first.
@@ -138,13 +139,13 @@ impl Scheduler {
             }
             if leading && !transitions.is_empty() {
                 if retry_at.is_none_or(|r| r <= now) {
-                    match self.execute(transitions).await {
+                    match self.execute(transitions, true).await {
                         Ok(()) => {
                             backoff = BACKOFF_START;
                             retry_at = None;
                             // The keys this step needs, under its trigger.
-                            if generating.is_none() && !gens.is_empty() {
-                                generating = Some(self.start_generation(gens));
+                            if generating.is_empty() && !gens.is_empty() {
+                                self.start_generation(&mut generating, gens);
                             }
                             continue;
                         }
@@ -182,8 +183,7 @@ impl Scheduler {
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = async { match &changes { Some(c) => c.notified().await, None => std::future::pending().await } } => {}
-                done = async { match generating.as_mut() { Some(g) => (&mut g.task).await, None => std::future::pending().await } } => {
-                    generating = None;
+                Some(done) = generating.join_next(), if !generating.is_empty() => {
                     match self.finish_generation(done).await {
                         Ok(()) => {
                             backoff = BACKOFF_START;
@@ -200,8 +200,8 @@ impl Scheduler {
                 cmd = self.commands.recv() => match cmd {
                     Some(cmd) => {
                         let gens = self.command(cmd).await;
-                        if generating.is_none() && !gens.is_empty() {
-                            generating = Some(self.start_generation(gens));
+                        if !gens.is_empty() {
+                            self.start_generation(&mut generating, gens);
                         }
                     }
                     None => break,
@@ -213,22 +213,20 @@ impl Scheduler {
     }
 
     /// Starts generating (and staging) keys on a blocking thread.
-    fn start_generation(&self, actions: Vec<Action>) -> Generation {
+    fn start_generation(&self, set: &mut JoinSet<Generated>, actions: Vec<Action>) {
         let store = lock(&self.ring).store();
-        Generation {
-            task: tokio::task::spawn_blocking(move || generate_staged(&*store, &actions)),
-        }
+        set.spawn_blocking(move || generate_staged(&*store, &actions));
     }
 
     /// Commits finished keys, records metrics and publishes.
     async fn finish_generation(
         &self,
-        done: Result<Result<Vec<(Action, KeyMaterial)>, ExecuteError>, tokio::task::JoinError>,
+        done: Result<Generated, tokio::task::JoinError>,
     ) -> Result<(), ExecuteError> {
         let made = match done {
             Ok(Ok(made)) => made,
             Ok(Err(e)) => {
-                self.record(&[], &[], Some(&e));
+                self.record(&[], &[], Some(&e), true);
                 self.shared.set_lifecycle_error(Some(e.to_string()));
                 return Err(e);
             }
@@ -249,7 +247,7 @@ impl Scheduler {
                 .map_err(|e| {
                     ExecuteError::Store(StoreError::Other(format!("commit task failed: {e}")))
                 })?;
-        match self.settle(&[], before, executed).await {
+        match self.settle(&[], before, executed, true).await {
             Err(ExecuteError::Store(StoreError::Conflict { .. })) => Ok(()),
             other => other,
         }
@@ -276,7 +274,9 @@ impl Scheduler {
     }
 
     /// Carries out actions on a blocking thread, records metrics, publishes.
-    async fn execute(&self, actions: Vec<Action>) -> Result<(), ExecuteError> {
+    /// `background`: a step of the schedule, whose failure readers see as
+    /// `lifecycle_failing`; an operator's command reports its own.
+    async fn execute(&self, actions: Vec<Action>, background: bool) -> Result<(), ExecuteError> {
         let ring = self.ring.clone();
         let clock = self.clock.clone();
         let acts = actions.clone();
@@ -293,7 +293,7 @@ impl Scheduler {
                 )));
             }
         };
-        self.settle(&actions, before, executed).await
+        self.settle(&actions, before, executed, background).await
     }
 
     /// After a step: metrics, publishing what was committed (even when a
@@ -303,24 +303,40 @@ impl Scheduler {
         actions: &[Action],
         before: u64,
         executed: Executed,
+        background: bool,
     ) -> Result<(), ExecuteError> {
-        self.record(actions, &executed.events, executed.error.as_ref());
+        self.record(
+            actions,
+            &executed.events,
+            executed.error.as_ref(),
+            background,
+        );
         if lock(&self.ring).state().version != before {
             self.publish().await;
         }
         match executed.error {
             None => {
-                self.shared.set_lifecycle_error(None);
+                if background {
+                    self.shared.set_lifecycle_error(None);
+                }
                 Ok(())
             }
             Some(e) => {
-                self.shared.set_lifecycle_error(Some(e.to_string()));
+                if background {
+                    self.shared.set_lifecycle_error(Some(e.to_string()));
+                }
                 Err(e)
             }
         }
     }
 
-    fn record(&self, actions: &[Action], events: &[Event], error: Option<&ExecuteError>) {
+    fn record(
+        &self,
+        actions: &[Action],
+        events: &[Event],
+        error: Option<&ExecuteError>,
+        background: bool,
+    ) {
         let m = &self.shared.metrics;
         for e in events {
             if e.to == KeyState::Active && e.from == Some(KeyState::Next) {
@@ -328,10 +344,14 @@ impl Scheduler {
             }
         }
         let Some(err) = error else {
-            m.lifecycle_failing.set(0);
+            if background {
+                m.lifecycle_failing.set(0);
+            }
             return;
         };
-        m.lifecycle_failing.set(1);
+        if background {
+            m.lifecycle_failing.set(1);
+        }
         let action = if err.is_generation() {
             "generate"
         } else {
@@ -423,7 +443,7 @@ impl Scheduler {
                         _ => None,
                     })
                     .collect();
-                let result = self.execute(transitions).await;
+                let result = self.execute(transitions, false).await;
                 let after = lock(&self.ring).state().clone();
                 let done: Vec<Rotated> = pairs
                     .into_iter()
@@ -465,7 +485,7 @@ impl Scheduler {
                 };
                 let (gens, transitions): (Vec<Action>, Vec<Action>) =
                     actions.into_iter().partition(Action::is_generate);
-                let result = self.execute(transitions).await;
+                let result = self.execute(transitions, false).await;
                 let after = lock(&self.ring).state().clone();
                 let revoked = after
                     .find(&kid)

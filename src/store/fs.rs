@@ -447,6 +447,17 @@ impl KeyStore for FsStore {
         let live: HashSet<&Kid> = state.keys.iter().map(|k| &k.kid).collect();
         for k in &state.keys {
             let path = self.key_path(&k.kid);
+            if k.public.thumbprint() != k.kid {
+                problems.push(Problem {
+                    path: state_path.clone(),
+                    what: format!(
+                        "key {} does not carry its own public key (the kid is not its thumbprint)",
+                        k.kid
+                    ),
+                    fix: "state.json was altered: restore it from a backup".into(),
+                });
+                continue;
+            }
             let mut read_from = path.clone();
             if !key_files.contains(&k.kid) {
                 if pending_files.contains(&k.kid) {

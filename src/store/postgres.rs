@@ -198,6 +198,66 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// Re-seals every private key not yet sealed with the current master
+    /// key (those sealed with the previous one), one row at a time: an
+    /// interruption leaves each key openable with one of the two, and a
+    /// second run finishes. Replicas may keep running meanwhile when they
+    /// know both keys (`JWKSD_PREVIOUS_MASTER_KEY`).
+    pub fn rekey(&self) -> Result<crate::store::fs::Rekeyed, StoreError> {
+        let rows: Vec<(String, String, Vec<u8>)> = self.with(&self.data, |c| {
+            Ok(c.query(
+                "SELECT kid, alg, sealed FROM jwksd_private_keys WHERE committed",
+                &[],
+            )
+            .map_err(db("read private keys"))?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+        })?;
+        let mut done = crate::store::fs::Rekeyed {
+            rewritten: 0,
+            already: 0,
+            complete: true,
+        };
+        for (kid, alg, sealed) in rows {
+            if seal::sealed_by(&sealed).as_deref() == Some(self.master.id()) {
+                done.already += 1;
+                continue;
+            }
+            let bad = |what: String| {
+                StoreError::Inconsistent(vec![Problem {
+                    path: key_path(&kid),
+                    what,
+                    fix: "give the master key it was sealed with in JWKSD_PREVIOUS_MASTER_KEY"
+                        .into(),
+                }])
+            };
+            let k: Kid = kid.parse().map_err(|_| bad("invalid kid".into()))?;
+            let a: Alg = alg
+                .parse()
+                .map_err(|_| bad(format!("unknown algorithm {alg:?}")))?;
+            let (key, _) = self.open_key(&k, a, &sealed).map_err(bad)?;
+            let resealed =
+                self.master
+                    .seal(&k, a, &key.pkcs8)
+                    .map_err(|source| StoreError::Seal {
+                        kid: k.clone(),
+                        source,
+                    })?;
+            self.with(&self.data, |c| {
+                c.execute(
+                    "UPDATE jwksd_private_keys SET sealed = $1 WHERE kid = $2 AND sealed = $3",
+                    &[&resealed, &kid, &sealed],
+                )
+                .map_err(db("re-seal a private key"))
+            })?;
+            done.rewritten += 1;
+        }
+        Ok(done)
+    }
+}
+
 impl Drop for PgStore {
     fn drop(&mut self) {
         // The synchronous client closes its connection by blocking on its
@@ -347,6 +407,11 @@ impl KeyStore for PgStore {
                     path: key_path(k.kid.as_str()),
                     what: format!("private key of the {} {} key {} is missing", k.state, k.alg, k.kid),
                     fix: "restore the database from a backup; see \"A private key is missing\" in runbook.md".into(),
+                }),
+                Some(_) if k.public.thumbprint() != k.kid => problems.push(Problem {
+                    path: PathBuf::from("jwksd_state"),
+                    what: format!("key {} does not carry its own public key (the kid is not its thumbprint)", k.kid),
+                    fix: "the state was altered: restore the database from a backup".into(),
                 }),
                 Some((_, bytes)) => match self.open_key(&k.kid, k.alg, bytes) {
                     Ok((key, previous)) => {
