@@ -331,7 +331,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if !saw_part {
         return Err(format!("{text:?}: {expected}"));
     }
-    humantime::parse_duration(t).map_err(|e| format!("{text:?}: {e}; {expected}"))
+    let d = humantime::parse_duration(t).map_err(|e| format!("{text:?}: {e}; {expected}"))?;
+    // Nothing in jwksd is meant to last a century; larger values would only
+    // overflow the arithmetic of the timeline.
+    if d > Duration::from_secs(100 * 365 * 86_400) {
+        return Err(format!("{text:?} is longer than 100 years"));
+    }
+    Ok(d)
 }
 
 impl<'de> Deserialize<'de> for HumanDuration {
@@ -493,6 +499,9 @@ impl Config {
                 return Err(text.error(&["http", field], "must be greater than zero"));
             }
         }
+        if h.max_connections > 1_000_000 {
+            return Err(text.error(&["http", "max_connections"], "expected at most 1000000"));
+        }
         if !(1024..=16 << 20).contains(&h.max_body_bytes) {
             return Err(text.error(
                 &["http", "max_body_bytes"],
@@ -517,11 +526,21 @@ impl Config {
                  admin listener",
             ));
         }
-        if self.store.leader_lease.0 < Duration::from_secs(1) {
-            return Err(text.error(&["store", "leader_lease"], "must be at least 1s"));
+        if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&self.store.leader_lease.0)
+        {
+            return Err(text.error(&["store", "leader_lease"], "expected 1s to 10m"));
         }
         if self.store.poll_interval.0.is_zero() {
             return Err(text.error(&["store", "poll_interval"], "must be greater than zero"));
+        }
+        if self.store_url().is_some() && self.store.poll_interval.0 > self.tokens.clock_skew.0 {
+            // A replica that has not heard from the store signs for up to
+            // signing_key.cache_max_age + poll_interval: the excess over the
+            // signer cache must fit in the skew verifiers allow.
+            return Err(text.error(
+                &["store", "poll_interval"],
+                "must not exceed tokens.clock_skew with a shared store",
+            ));
         }
         if self.listen.public == self.listen.admin && self.listen.public.port() != 0 {
             return Err(text.error(

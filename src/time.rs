@@ -137,10 +137,32 @@ impl Clock for SystemClock {
 /// for how much time has passed.
 pub type Monotonic = Arc<dyn Fn() -> Duration + Send + Sync>;
 
-/// The operating system's monotonic clock.
+/// The operating system's monotonic clock, counting time suspended too
+/// (CLOCK_BOOTTIME): after a suspend or a paused VM, the wall clock's
+/// advance is real time passed, not a jump.
 pub fn os_monotonic() -> Monotonic {
-    let start = Instant::now();
-    Arc::new(move || start.elapsed())
+    match boottime() {
+        Some(start) => Arc::new(move || boottime().unwrap_or(start).saturating_sub(start)),
+        None => {
+            let start = Instant::now();
+            Arc::new(move || start.elapsed())
+        }
+    }
+}
+
+fn boottime() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec it is given.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    (rc == 0).then(|| {
+        Duration::new(
+            ts.tv_sec.max(0) as u64,
+            ts.tv_nsec.clamp(0, 999_999_999) as u32,
+        )
+    })
 }
 
 /// The daemon's clock: the wall clock, as long as it advances the way the

@@ -42,23 +42,40 @@ async fn replicas_serve_through_a_database_outage_and_catch_up() {
 
     pg.stop_server();
     let stopped = Instant::now();
-    // Both keep serving the JWKS and signing; the metrics and /readyz say
-    // the store is away.
+    // Both keep serving the JWKS. They sign only while the keys they hold
+    // are known current: for signing_key.cache_max_age + poll_interval
+    // (1.3 s here) after the store last answered; then 503 and unready.
     let mut saw_unreachable = false;
+    let mut saw_refused = false;
     while stopped.elapsed() < Duration::from_secs(6) {
         for d in &replicas {
             let r = d.get_public("/.well-known/jwks.json").await;
             assert_eq!(r.status, 200);
-            assert_eq!(d.sign("ES256", serde_json::json!({})).await.status, 200);
-            let ready = d.get_public("/readyz").await.json().unwrap();
-            if ready["store_reachable"] == false {
+            let s = d.sign("ES256", serde_json::json!({})).await;
+            let ready = d.get_public("/readyz").await;
+            let body = ready.json().unwrap();
+            if body["store_reachable"] == false {
                 saw_unreachable = true;
                 assert_eq!(d.metric("jwksd_store_up").await, Some(0.0));
+            }
+            if stopped.elapsed() > Duration::from_secs(3) {
+                assert_eq!(
+                    s.status, 503,
+                    "still signing long after the store went away"
+                );
+                assert_eq!(s.json().unwrap()["code"], "store_unreachable");
+                assert_eq!(ready.status, 503, "{body}");
+                saw_refused = true;
+            } else if stopped.elapsed() < Duration::from_millis(500) {
+                assert_eq!(s.status, 200, "refused right away");
             }
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    assert!(saw_unreachable, "no replica noticed the outage");
+    assert!(
+        saw_unreachable && saw_refused,
+        "no replica noticed the outage"
+    );
     // Nothing changed while the store was away.
     assert_eq!(replicas[0].kids().await, before[0]);
 
@@ -86,6 +103,9 @@ async fn replicas_serve_through_a_database_outage_and_catch_up() {
     }
     let ready = replicas[1].get_public("/readyz").await.json().unwrap();
     assert_eq!(ready["store_reachable"], true, "{ready}");
+    for d in &replicas {
+        assert_eq!(d.sign("ES256", serde_json::json!({})).await.status, 200);
+    }
     for d in &mut replicas {
         assert_eq!(d.stop().code(), Some(0));
     }

@@ -554,3 +554,37 @@ fn a_state_whose_public_key_does_not_match_its_kid_is_refused() {
     let msg = problems(Keyring::load(Box::new(open(tmp.path()))).err().unwrap());
     assert!(msg.contains("not its thumbprint"), "{msg}");
 }
+
+#[test]
+fn a_failure_after_the_commit_point_is_not_reported_as_uncommitted() {
+    // The rename of a staged key fails after state.json was renamed into
+    // place: the commit stands (callers must not discard the key), and the
+    // next load completes it.
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut ring, _) = Keyring::load(Box::new(open(tmp.path()))).unwrap();
+    let p = plan(ring.state(), &policy(), t(0));
+    let store = ring.store();
+    let made = jwksd::keyring::generate_staged(&*store, &p.actions).unwrap();
+    // Something in the way of the rename (a non-empty directory).
+    let blocker = tmp.path().join(format!("{}.key", made[0].1.kid));
+    fs::create_dir(&blocker).unwrap();
+    fs::write(blocker.join("x"), b"x").unwrap();
+    let executed = ring.commit_generated(made, &Fixed(t(0)));
+    assert!(executed.error.is_none(), "{:?}", executed.error);
+    assert_eq!(ring.state().published().count(), 2);
+    // Every staged key is still there: none was discarded.
+    for k in ring.state().keys.iter() {
+        let staged = tmp.path().join(format!("{}.key.pending", k.kid));
+        let done = tmp.path().join(format!("{}.key", k.kid));
+        assert!(staged.exists() || done.is_file(), "{} lost", k.kid);
+    }
+    drop(ring);
+    drop(store);
+    fs::remove_dir_all(&blocker).unwrap();
+    let (ring, notes) = Keyring::load(Box::new(open(tmp.path()))).unwrap();
+    assert_eq!(ring.state().published().count(), 2);
+    assert!(
+        notes.iter().any(|n| n.contains("completed the commit")),
+        "{notes:?}"
+    );
+}

@@ -55,6 +55,10 @@ pub struct Shared {
     pub store_shared: bool,
     leader_until: Mutex<Option<std::time::Instant>>,
     store_reachable: AtomicBool,
+    /// When the shared store last answered, and how long after that the
+    /// keys this replica holds may still be used to sign.
+    last_sync: Mutex<std::time::Instant>,
+    freshness: Duration,
 }
 
 impl Shared {
@@ -76,9 +80,36 @@ impl Shared {
         self.store_reachable.load(Ordering::Acquire)
     }
 
+    /// Whether this replica may sign and hand out its active keys: always
+    /// with a store of its own; with a shared one, only while it heard from
+    /// the store within `signing_key.cache_max_age + store.poll_interval`.
+    /// A replica cut off from the database cannot know whether the leader
+    /// rotated or revoked the key; past that bound, tokens it signed could
+    /// outlive the key's publication.
+    pub fn keys_current(&self) -> bool {
+        !self.store_shared
+            || self
+                .last_sync
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed()
+                <= self.freshness
+    }
+
+    /// Seconds since the shared store last answered.
+    pub fn since_sync(&self) -> Duration {
+        self.last_sync
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+
     /// Records whether the store answered; returns true when it just
     /// stopped answering.
     pub fn set_store_reachable(&self, ok: bool) -> bool {
+        if ok {
+            *self.last_sync.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+        }
         self.metrics.store_up.set(ok as i64);
         let was = self.store_reachable.swap(ok, Ordering::AcqRel);
         if ok && !was {
@@ -415,6 +446,8 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         store_shared,
         leader_until: Mutex::new(None),
         store_reachable: AtomicBool::new(true),
+        last_sync: Mutex::new(std::time::Instant::now()),
+        freshness: policy.signing_key_cache_max_age + config.store.poll_interval.0,
     });
 
     let replication = store_shared.then(|| scheduler::Replication {

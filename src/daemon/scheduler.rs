@@ -150,13 +150,10 @@ impl Scheduler {
                             continue;
                         }
                         Err(ExecuteError::Store(StoreError::Conflict { expected, found })) => {
-                            // Another replica committed first: that counts
+                            // Another writer committed first: that counts
                             // as done. Reload and plan again.
-                            tracing::info!(
-                                expected,
-                                found,
-                                "state changed by another replica; reloading"
-                            );
+                            tracing::info!(expected, found, "the stored state moved on; reloading");
+                            self.sync().await;
                             continue;
                         }
                         Err(e) => {
@@ -248,7 +245,10 @@ impl Scheduler {
                     ExecuteError::Store(StoreError::Other(format!("commit task failed: {e}")))
                 })?;
         match self.settle(&[], before, executed, true).await {
-            Err(ExecuteError::Store(StoreError::Conflict { .. })) => Ok(()),
+            Err(ExecuteError::Store(StoreError::Conflict { .. })) => {
+                self.sync().await;
+                Ok(())
+            }
             other => other,
         }
     }

@@ -153,6 +153,16 @@ pub async fn handle(
             "this endpoint needs the operator token",
         );
     }
+    if matches!(route, Route::ActiveKey | Route::Sign) && !api.shared.keys_current() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unreachable",
+            format!(
+                "the key store has not answered for {} s: this replica cannot confirm its keys are current",
+                api.shared.since_sync().as_secs()
+            ),
+        );
+    }
     match route {
         Route::ActiveKey => active_key(&api.shared, &req, role, peer),
         Route::Sign => sign(&api.shared, req).await,

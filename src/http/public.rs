@@ -76,6 +76,12 @@ fn readiness(shared: &Shared) -> Response<Body> {
             for alg in s.missing_active() {
                 reasons.push(format!("{alg} has no active key"));
             }
+            if !shared.keys_current() {
+                reasons.push(format!(
+                    "store unreachable for {} s: signing refused until it answers",
+                    shared.since_sync().as_secs()
+                ));
+            }
             // The last known keys are served while they are still the
             // right ones: until a scheduled rotation is overdue.
             if !shared.store_reachable() {

@@ -170,12 +170,14 @@ impl Policy {
     /// token it signs lives `tokens.max_lifetime`, and verifiers accept it
     /// `tokens.clock_skew` longer.
     pub fn retention(&self) -> Duration {
-        self.signing_key_cache_max_age + self.max_token_lifetime + self.clock_skew
+        self.signing_key_cache_max_age
+            .saturating_add(self.max_token_lifetime)
+            .saturating_add(self.clock_skew)
     }
 
     /// The default `publish_ahead` for a cache max-age and clock skew.
     pub fn default_publish_ahead(cache_max_age: Duration, clock_skew: Duration) -> Duration {
-        cache_max_age + clock_skew
+        cache_max_age.saturating_add(clock_skew)
     }
 
     /// Refuses policies that cannot keep the promise; returns warnings for

@@ -230,6 +230,13 @@ impl FsStore {
     /// Writes `name` atomically and durably: temp file, fsync, rename, fsync
     /// of the directory.
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.write_and_rename(name, bytes)?;
+        self.sync_dir()
+    }
+
+    /// Writes `name` through a synced temp file and renames it into place;
+    /// the caller syncs the directory.
+    fn write_and_rename(&self, name: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let tmp = self.dir.join(format!("{name}{TMP_EXT}"));
         let dest = self.dir.join(name);
         let _ = fs::remove_file(&tmp);
@@ -252,7 +259,7 @@ impl FsStore {
             let _ = fs::remove_file(&tmp);
             return Err(io("rename", &dest)(e));
         }
-        self.sync_dir()
+        Ok(())
     }
 
     fn sync_dir(&self) -> Result<(), StoreError> {
@@ -585,18 +592,25 @@ impl KeyStore for FsStore {
         }
         let json = serde_json::to_vec_pretty(state)
             .map_err(|e| StoreError::Other(format!("serialising state: {e}")))?;
-        self.write_atomic(STATE_FILE, &json)?;
+        self.write_and_rename(STATE_FILE, &json)?;
+        // The rename is the commit point: from here on the change stands,
+        // and nothing below may report it as not made (callers would discard
+        // keys the state now names). What fails is repaired by the next
+        // commit or by load.
         inner.version = state.version;
-
-        // After the commit point: complete staged keys, destroy ended ones.
-        // A crash from here on is repaired by load.
+        if let Err(e) = self.sync_dir() {
+            tracing::warn!(error = %e, "state committed, but the key directory could not be synced");
+        }
         let mut changed = false;
         for k in &state.keys {
             if !inner.on_disk.contains(&k.kid) {
                 let pending = self.pending_path(&k.kid);
                 if pending.exists() {
                     let path = self.key_path(&k.kid);
-                    fs::rename(&pending, &path).map_err(io("rename", &path))?;
+                    if let Err(e) = fs::rename(&pending, &path) {
+                        tracing::warn!(error = %e, file = %path.display(), "committed key not yet renamed; retried at the next commit or load");
+                        continue;
+                    }
                     changed = true;
                 }
                 inner.on_disk.insert(k.kid.clone());
@@ -614,12 +628,15 @@ impl KeyStore for FsStore {
             match fs::remove_file(&path) {
                 Ok(()) => changed = true,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io("destroy private key", &path)(e)),
+                Err(e) => {
+                    tracing::warn!(error = %e, file = %path.display(), "private key of an ended key not yet destroyed; retried at the next commit or load");
+                    continue;
+                }
             }
             inner.on_disk.remove(&kid);
         }
-        if changed {
-            self.sync_dir()?;
+        if changed && let Err(e) = self.sync_dir() {
+            tracing::warn!(error = %e, "key directory could not be synced after a commit");
         }
         Ok(())
     }

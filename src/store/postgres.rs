@@ -35,7 +35,12 @@ pub const CHANNEL: &str = "jwksd_state";
 /// Serialises migrations between replicas starting at once.
 const MIGRATION_LOCK: i64 = 0x6a77_6b73_6400_0001;
 /// Staged keys older than this were left by a replica that died mid-change.
-const STALE_STAGED: &str = "10 minutes";
+const STALE_STAGED: &str = "1 hour";
+/// Upper bounds on how long one statement may run or wait for a lock, and
+/// how long a transaction may sit idle (a replica that vanished mid-commit).
+const STATEMENT_TIMEOUT_MS: u32 = 10_000;
+const LOCK_TIMEOUT_MS: u32 = 5_000;
+const IDLE_IN_TX_TIMEOUT_MS: u32 = 15_000;
 
 const MIGRATIONS: &[&str] = &[
     // 1: the initial schema.
@@ -120,7 +125,20 @@ impl PgStore {
         }
         config
             .keepalives(true)
-            .keepalives_idle(Duration::from_secs(10));
+            .keepalives_idle(Duration::from_secs(10))
+            .tcp_user_timeout(Duration::from_secs(10));
+        // Bounded waits: a commit stuck behind a lock held by a leader that
+        // vanished mid-transaction fails (and is retried) within seconds,
+        // instead of holding its timestamps while time passes.
+        let bounded = format!(
+            "-c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS} \
+             -c idle_in_transaction_session_timeout={IDLE_IN_TX_TIMEOUT_MS}"
+        );
+        let options = match config.get_options() {
+            Some(o) if !o.is_empty() => format!("{o} {bounded}"),
+            _ => bounded,
+        };
+        config.options(&options);
         if config.get_application_name().is_none() {
             config.application_name("jwksd");
         }
@@ -478,6 +496,17 @@ impl KeyStore for PgStore {
         let new = state.version as i64;
         let expected = new - 1;
         let live: Vec<String> = state.keys.iter().map(|k| k.kid.to_string()).collect();
+        let signing: Vec<String> = state
+            .keys
+            .iter()
+            .filter(|k| {
+                matches!(
+                    k.state,
+                    crate::lifecycle::KeyState::Next | crate::lifecycle::KeyState::Active
+                )
+            })
+            .map(|k| k.kid.to_string())
+            .collect();
         self.with(&self.data, |c| {
             let mut tx = c.transaction().map_err(db("begin commit"))?;
             let changed = if expected == 0 {
@@ -503,13 +532,28 @@ impl KeyStore for PgStore {
                     found: found as u64,
                 });
             }
-            let staged = tx
-                .execute(
-                    "UPDATE jwksd_private_keys SET committed = true WHERE kid = ANY($1) AND NOT committed",
-                    &[&live],
+            tx.execute(
+                "UPDATE jwksd_private_keys SET committed = true WHERE kid = ANY($1) AND NOT committed",
+                &[&live],
+            )
+            .map_err(db("commit private keys"))?;
+            // Every key that may sign must have its private key in this
+            // commit (a staged row could have been cleaned up as stale).
+            let held: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM jwksd_private_keys WHERE committed AND kid = ANY($1)",
+                    &[&signing],
                 )
-                .map_err(db("commit private keys"))?;
-            let _ = staged;
+                .map_err(db("check private keys"))?
+                .get(0);
+            if held as usize != signing.len() {
+                return Err(StoreError::Other(format!(
+                    "{} of the {} next and active keys have no private key in the database; \
+                     not committed",
+                    signing.len().saturating_sub(held as usize),
+                    signing.len()
+                )));
+            }
             tx.execute(
                 "DELETE FROM jwksd_private_keys WHERE committed AND NOT (kid = ANY($1))",
                 &[&live],
@@ -555,7 +599,7 @@ impl KeyStore for PgStore {
             )
             .map_err(db("renew the leader lease"))
         })?;
-        Ok(granted.map(|_| asked + lease))
+        Ok(granted.and_then(|_| asked.checked_add(lease)))
     }
 
     fn resign(&self) {
@@ -609,8 +653,10 @@ pub async fn listen(url: String, changed: std::sync::Arc<tokio::sync::Notify>) {
                     backoff = Duration::from_secs(1);
                     // A missed change while reconnecting: look once.
                     changed.notify_one();
+                    let _ = conn.await;
+                } else {
+                    conn.abort();
                 }
-                let _ = conn.await;
             }
             Err(e) => tracing::debug!(error = %e, "notification connection failed"),
         }
