@@ -122,18 +122,7 @@ async fn survives_sigkill_at_random_instants() {
                 .trim()
                 .to_owned();
             // After every restart: ready, and both APIs answer.
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let r = client.get(&format!("http://{public}/readyz"), None).await;
-                if r.is_ok_and(|r| r.status == 200) {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "cycle {cycle} (seed {seed}): not ready"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            wait_ready(&client, &public, &format!("cycle {cycle} (seed {seed})")).await;
             let a = client
                 .get(
                     &format!("http://{admin}/v1/keys/active?alg=RS256"),
@@ -178,18 +167,7 @@ async fn survives_sigkill_at_random_instants() {
     // A last start: ready, serving, and a clean stop.
     let mut p = spawn(&config);
     let (public, _) = p.addrs.recv_timeout(Duration::from_secs(30)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = client.get(&format!("http://{public}/readyz"), None).await;
-        if r.is_ok_and(|r| r.status == 200) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not ready after the last restart"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&client, &public, "the last restart").await;
     Command::new("kill")
         .arg("-TERM")
         .arg(p.child.id().to_string())
@@ -209,6 +187,18 @@ async fn survives_sigkill_at_random_instants() {
         stats.pruned
     );
     assert!(stats.kills >= kills);
+}
+
+async fn wait_ready(client: &Client, public: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = client.get(&format!("http://{public}/readyz"), None).await;
+        if r.is_ok_and(|r| r.status == 200) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: not ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Loads the store as the daemon would and checks it.
