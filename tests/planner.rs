@@ -478,3 +478,36 @@ fn a_year_of_hourly_rotations_simulates_quickly() {
     assert_clean(&mut sim);
     let _ = S;
 }
+
+#[test]
+fn a_next_key_promoted_after_a_revocation_is_an_emergency_not_a_bootstrap() {
+    // The active key was revoked while no next key existed; a next key
+    // generated meanwhile arrives before the replacement active key.
+    let mut sim = Sim::new(policy(), t0());
+    sim.settle();
+    let active = sim.state.active(Alg::ES256).unwrap().kid.clone();
+    let now = sim.now;
+    sim.state
+        .apply(&Action::Revoke { kid: active }, now, None)
+        .unwrap();
+    let p = plan(&sim.state, &sim.policy, now);
+    let next = sim.state.next_key(Alg::ES256).unwrap().kid.clone();
+    assert!(
+        p.actions.contains(&Action::Activate {
+            kid: next,
+            trigger: Trigger::Recovery,
+            early: Some(EarlyActivation::Emergency),
+        }),
+        "{:?}",
+        p.actions
+    );
+    // On an empty store the same shape is a bootstrap.
+    let fresh = plan(&Default::default(), &sim.policy, now);
+    assert!(fresh.actions.iter().any(|a| matches!(
+        a,
+        Action::Generate {
+            early: Some(EarlyActivation::Bootstrap),
+            ..
+        }
+    )));
+}

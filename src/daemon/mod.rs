@@ -599,9 +599,14 @@ async fn reload_tls(listeners: Vec<Arc<ReloadingTls>>, mut shutdown: watch::Rece
                 }
             }
             _ = tick.tick() => {
-                for l in &listeners {
-                    l.reload_if_changed();
-                }
+                // File stats and PEM parsing: off the async workers.
+                let ls = listeners.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    for l in &ls {
+                        l.reload_if_changed();
+                    }
+                })
+                .await;
             }
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
         }

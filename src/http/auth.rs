@@ -280,17 +280,25 @@ impl FailureLimiter {
     pub fn record_failure(&self, ip: IpAddr) -> usize {
         let now = Instant::now();
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        if peers.len() >= MAX_TRACKED_PEERS {
+        let key = Self::key(ip);
+        if peers.len() >= MAX_TRACKED_PEERS && !peers.contains_key(&key) {
             let window = self.window;
             peers.retain(|_, q| {
                 Self::prune(q, now, window);
                 !q.is_empty()
             });
-            if peers.len() >= MAX_TRACKED_PEERS {
-                peers.clear();
+            // Still full: forget the peer whose last failure is oldest,
+            // never everyone (which would reset an attacker's count too).
+            if peers.len() >= MAX_TRACKED_PEERS
+                && let Some(stalest) = peers
+                    .iter()
+                    .min_by_key(|(_, q)| q.back().copied())
+                    .map(|(k, _)| *k)
+            {
+                peers.remove(&stalest);
             }
         }
-        let q = peers.entry(Self::key(ip)).or_default();
+        let q = peers.entry(key).or_default();
         Self::prune(q, now, self.window);
         q.push_back(now);
         // Only whether the limit is passed matters: keep the queue bounded.

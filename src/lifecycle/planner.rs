@@ -125,19 +125,26 @@ pub fn plan(state: &KeyringState, policy: &Policy, now: Timestamp) -> Plan {
                 ));
             }
             (None, Some(next)) => {
-                let early = (now < ready_at(next, policy)).then_some(EarlyActivation::Bootstrap);
+                // No active key but a next one: the first keys of an
+                // algorithm, or the active key was revoked while no next key
+                // existed and a generated next key arrived first.
+                let had_active = state
+                    .keys
+                    .iter()
+                    .chain(state.history.iter())
+                    .any(|k| k.alg == alg && k.activated_at.is_some());
+                let (trigger, kind) = if had_active {
+                    (Trigger::Recovery, EarlyActivation::Emergency)
+                } else {
+                    (Trigger::Startup, EarlyActivation::Bootstrap)
+                };
+                let early = (now < ready_at(next, policy)).then_some(kind);
                 actions.push(Action::Activate {
                     kid: next.kid.clone(),
-                    trigger: Trigger::Startup,
+                    trigger,
                     early,
                 });
-                actions.push(generate(
-                    policy,
-                    alg,
-                    KeyState::Next,
-                    Trigger::Startup,
-                    None,
-                ));
+                actions.push(generate(policy, alg, KeyState::Next, trigger, None));
             }
             (Some(_), None) => {
                 actions.push(generate(
