@@ -115,114 +115,85 @@ impl Keyring {
     /// and the error that stopped the rest, if any; the in-memory state is
     /// always what the store last committed.
     pub fn execute(&mut self, actions: &[Action], clock: &dyn Clock) -> Executed {
+        let (gens, transitions): (Vec<Action>, Vec<Action>) =
+            actions.iter().cloned().partition(Action::is_generate);
         let mut events = Vec::new();
-        let error = self.execute_into(actions, clock, &mut events).err();
-        for e in &events {
-            tracing::info!(
-                kid = %e.kid,
-                alg = %e.alg,
-                from = e.from.map(|s| s.as_str()).unwrap_or("none"),
-                to = %e.to,
-                trigger = %e.trigger,
-                "key transition"
-            );
+        let error = self
+            .commit_transitions(&transitions, clock, &mut events)
+            .err();
+        log_events(&events);
+        if error.is_some() || gens.is_empty() {
+            return Executed { events, error };
         }
-        Executed { events, error }
+        match generate_staged(&*self.store, &gens) {
+            Ok(made) => {
+                let done = self.commit_generated(made, clock);
+                events.extend(done.events);
+                Executed {
+                    events,
+                    error: done.error,
+                }
+            }
+            Err(e) => Executed {
+                events,
+                error: Some(e),
+            },
+        }
     }
 
-    fn execute_into(
+    /// Applies transitions (no generation) and commits them as one change.
+    fn commit_transitions(
         &mut self,
-        actions: &[Action],
+        transitions: &[Action],
         clock: &dyn Clock,
         events: &mut Vec<Event>,
     ) -> Result<(), ExecuteError> {
+        if transitions.is_empty() {
+            return Ok(());
+        }
+        let now = clock.now();
+        let mut next = self.state.clone();
         let mut pending = Vec::new();
-        let (gens, transitions): (Vec<&Action>, Vec<&Action>) =
-            actions.iter().partition(|a| a.is_generate());
-
-        if !transitions.is_empty() {
-            let now = clock.now();
-            let mut next = self.state.clone();
-            for a in &transitions {
-                let before = action_kid(a).and_then(|k| next.find(k)).map(|k| k.state);
-                next.apply(a, now, None)?;
-                if let Some(kid) = action_kid(a)
-                    && let Some(k) = next.find(kid)
-                {
-                    pending.push(Event {
-                        kid: kid.clone(),
-                        alg: k.alg,
-                        from: before,
-                        to: k.state,
-                        trigger: k
-                            .transitions
-                            .last()
-                            .map(|t| t.trigger)
-                            .unwrap_or(Trigger::Startup),
-                    });
-                }
+        for a in transitions {
+            let before = action_kid(a).and_then(|k| next.find(k)).map(|k| k.state);
+            next.apply(a, now, None)?;
+            if let Some(kid) = action_kid(a)
+                && let Some(k) = next.find(kid)
+            {
+                pending.push(Event {
+                    kid: kid.clone(),
+                    alg: k.alg,
+                    from: before,
+                    to: k.state,
+                    trigger: k
+                        .transitions
+                        .last()
+                        .map(|t| t.trigger)
+                        .unwrap_or(Trigger::Startup),
+                });
             }
-            next.version += 1;
-            self.store.commit(&next)?;
-            self.keys
-                .retain(|kid, _| next.keys.iter().any(|k| &k.kid == kid));
-            self.state = next;
-            // Committed: reported even if the generation below fails.
-            events.append(&mut pending);
         }
-
-        if !gens.is_empty() {
-            let mut generated: Vec<KeyMaterial> = Vec::with_capacity(gens.len());
-            for a in &gens {
-                let Action::Generate { alg, rsa_bits, .. } = a else {
-                    continue;
-                };
-                let key = keys::generate_in_background(*alg, *rsa_bits)?;
-                if let Err(e) = self.store.stage(&key) {
-                    for key in &generated {
-                        self.store.discard(&key.kid);
-                    }
-                    return Err(e.into());
-                }
-                generated.push(key);
-            }
-            // Published from the moment of the commit, after generation.
-            let now = clock.now();
-            let mut next = self.state.clone();
-            for (a, key) in gens.iter().zip(&generated) {
-                next.apply(
-                    a,
-                    now,
-                    Some(NewKey {
-                        kid: key.kid.clone(),
-                        alg: key.alg,
-                        public: key.public.clone(),
-                    }),
-                )?;
-                if let Action::Generate { role, trigger, .. } = a {
-                    pending.push(Event {
-                        kid: key.kid.clone(),
-                        alg: key.alg,
-                        from: None,
-                        to: *role,
-                        trigger: *trigger,
-                    });
-                }
-            }
-            next.version += 1;
-            if let Err(e) = self.store.commit(&next) {
-                for key in &generated {
-                    self.store.discard(&key.kid);
-                }
-                return Err(e.into());
-            }
-            self.state = next;
-            for key in generated {
-                self.keys.insert(key.kid.clone(), key);
-            }
-            events.append(&mut pending);
-        }
+        next.version += 1;
+        self.store.commit(&next)?;
+        self.keys
+            .retain(|kid, _| next.keys.iter().any(|k| &k.kid == kid));
+        self.state = next;
+        events.append(&mut pending);
         Ok(())
+    }
+}
+
+/// One structured log event per committed lifecycle transition.
+fn log_events(events: &[Event]) {
+    for e in events {
+        tracing::info!(
+            kid = %e.kid,
+            alg = %e.alg,
+            from = e.from.map(|s| s.as_str()).unwrap_or("none"),
+            to = %e.to,
+            trigger = %e.trigger,
+            "key transition"
+        );
     }
 }
 
@@ -330,16 +301,7 @@ impl Keyring {
         for (_, key) in keep {
             self.keys.insert(key.kid.clone(), key);
         }
-        for e in &events {
-            tracing::info!(
-                kid = %e.kid,
-                alg = %e.alg,
-                from = "none",
-                to = %e.to,
-                trigger = %e.trigger,
-                "key transition"
-            );
-        }
+        log_events(&events);
         Executed {
             events,
             error: None,
