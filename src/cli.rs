@@ -165,6 +165,22 @@ fn check_config(cli: &Cli) -> Result<(), Fail> {
     for w in warnings {
         println!("warning: {w}");
     }
+    // What the stored state was promised under earlier settings (directory
+    // store only: check-config opens no database).
+    if config.store_url().is_none() {
+        let policy = config.policy(now).map_err(|e| Fail(1, e.to_string()))?;
+        match crate::store::fs::read_state(&config.keys_dir) {
+            Ok(Some(state)) => {
+                for d in crate::lifecycle::deferred(&state, &policy, now) {
+                    println!("deferred: {d}");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                println!("warning: cannot read the stored state to check deferred changes: {e}")
+            }
+        }
+    }
     Ok(())
 }
 

@@ -315,6 +315,6 @@ fn action_kid(a: &Action) -> Option<&Kid> {
         | Action::Deactivate { kid, .. }
         | Action::Retire { kid, .. }
         | Action::Revoke { kid } => Some(kid),
-        Action::Generate { .. } => None,
+        Action::Generate { .. } | Action::RecordPromises { .. } => None,
     }
 }

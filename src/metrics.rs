@@ -84,6 +84,8 @@ pub struct Metrics {
     pub clock_offset: FloatGauge,
     pub leader: Gauge,
     pub store_up: Gauge,
+    pub store_state_readable: Gauge,
+    pub store_state_age: FloatGauge,
 }
 
 impl Default for Metrics {
@@ -199,8 +201,24 @@ impl Metrics {
             store_up.clone(),
         );
         store_up.set(1);
+        let store_state_readable = Gauge::default();
+        registry.register(
+            "store_state_readable",
+            "1 while this replica can read and apply the shared key-ring state (0: it stops \
+             signing once its freshness window is over, and does not lead)",
+            store_state_readable.clone(),
+        );
+        store_state_readable.set(1);
+        let store_state_age = FloatGauge::default();
+        registry.register(
+            "store_state_age_seconds",
+            "Time since this replica last read and applied the shared key-ring state",
+            store_state_age.clone(),
+        );
         Metrics {
             registry,
+            store_state_readable,
+            store_state_age,
             clock_offset,
             leader,
             store_up,

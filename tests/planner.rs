@@ -352,6 +352,95 @@ fn cron_schedule_rotates_at_fires_and_once_after_downtime() {
     assert_clean(&mut sim);
 }
 
+/// Issue reproduction: rotate every 20 s with a JWKS max-age of 8 s and a
+/// signing-key max-age of 15 s; restart with every 6 s and both max-ages
+/// 1 s. Promises made under the old values must still be kept.
+#[test]
+fn lowered_values_wait_for_the_promises_already_served() {
+    let mut before = policy();
+    before.algorithms = vec![Alg::ES256];
+    before.schedule = Schedule::Every(secs(20));
+    before.jwks_cache_max_age = secs(8);
+    before.publish_ahead = secs(9);
+    before.signing_key_cache_max_age = secs(15);
+    let mut sim = Sim::new(before.clone(), t0());
+    sim.settle();
+    sim.advance(secs(30));
+    let old_active = sim.state.active(Alg::ES256).unwrap().kid.clone();
+    let mut after = before.clone();
+    after.schedule = Schedule::Every(secs(6));
+    after.jwks_cache_max_age = secs(1);
+    after.publish_ahead = secs(2);
+    after.signing_key_cache_max_age = secs(1);
+    sim.reconfigure(after.clone(), Duration::ZERO);
+    let restart = sim.now;
+    sim.settle();
+    let deferred = jwksd::lifecycle::deferred(&sim.state, &sim.policy, sim.now);
+    assert!(
+        deferred
+            .iter()
+            .any(|d| d.field == "jwks.cache_max_age"
+                && d.until == Some(restart.saturating_add(secs(8)))),
+        "{deferred:?}"
+    );
+    assert!(
+        deferred
+            .iter()
+            .any(|d| d.field == "signing_key.cache_max_age" && d.kid.as_ref() == Some(&old_active)),
+        "{deferred:?}"
+    );
+    sim.advance(secs(60));
+    // The first rotation after the restart waited for the 8 s sets; the key
+    // rotated out kept the 15 s signer promise.
+    let old = sim.state.find(&old_active).unwrap();
+    let deactivated = old.deactivated_at.unwrap();
+    assert!(
+        deactivated >= restart.saturating_add(secs(9)),
+        "{deactivated:?}"
+    );
+    let ended = old.ended_at.unwrap();
+    assert!(
+        ended.since(deactivated) >= secs(15 + 4 + 1),
+        "retained {:?}",
+        ended.since(deactivated)
+    );
+    // Keys activated under the new values alone get the new retention.
+    let later: Vec<_> = sim
+        .state
+        .history
+        .iter()
+        .filter(|k| {
+            k.activated_at
+                .is_some_and(|a| a > restart.saturating_add(secs(20)))
+        })
+        .collect();
+    assert!(!later.is_empty());
+    for k in later {
+        assert_eq!(
+            k.ended_at.unwrap().since(k.deactivated_at.unwrap()),
+            after.retention()
+        );
+    }
+    assert_clean(&mut sim);
+}
+
+#[test]
+fn raised_values_apply_at_once() {
+    let mut sim = Sim::new(policy(), t0());
+    sim.settle();
+    sim.advance(secs(5));
+    let mut p = policy();
+    p.signing_key_cache_max_age = secs(5);
+    p.max_token_lifetime = secs(8);
+    sim.reconfigure(p.clone(), secs(1));
+    sim.settle();
+    let active = sim.state.active(Alg::ES256).unwrap();
+    assert_eq!(active.promised, p.promised());
+    assert!(jwksd::lifecycle::deferred(&sim.state, &sim.policy, sim.now).is_empty());
+    sim.advance(secs(40));
+    assert_clean(&mut sim);
+}
+
 // ---- properties ----
 
 /// Time steps are in hundredths of the policy's rotation period, so that
@@ -364,6 +453,9 @@ enum Op {
     Restart,
     Downtime(u64),
     ToggleRs256,
+    /// Restart under another configuration after a downtime: every
+    /// duration up or down, algorithms added or removed, rsa_bits changed.
+    Reconfigure(Box<Policy>, u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -375,6 +467,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Restart),
         1 => (0u64..5000).prop_map(Op::Downtime),
         1 => Just(Op::ToggleRs256),
+        2 => (arb_policy(), prop_oneof![Just(vec![Alg::ES256]), Just(vec![Alg::RS256]), Just(vec![Alg::ES256, Alg::RS256])], prop_oneof![Just(2048u32), Just(3072), Just(4096)], 0u64..200)
+            .prop_map(|(mut p, algs, bits, down)| { p.algorithms = algs; p.rsa_bits = bits; Op::Reconfigure(Box::new(p), down) }),
     ]
 }
 
@@ -416,11 +510,16 @@ proptest! {
     /// changes keep I1 to I5 (checked in the simulated shell).
     #[test]
     fn lifecycle_invariants_hold(policy in arb_policy(), ops in prop::collection::vec(op(), 1..120)) {
-        let period = policy.schedule.min_period(t0()).unwrap();
-        let scaled = |n: u64| period * (n as u32) / 100;
         let mut sim = Sim::new(policy, t0());
         sim.settle();
         for op in ops {
+            let period = match &op {
+                Op::Advance(_) | Op::Downtime(_) | Op::Reconfigure(..) => {
+                    sim.policy.schedule.min_period(sim.now).unwrap()
+                }
+                _ => Duration::ZERO,
+            };
+            let scaled = |n: u64| period * (n as u32) / 100;
             match op {
                 Op::Advance(n) => sim.advance(scaled(n)),
                 Op::Rotate(alg, force) => { let _ = sim.manual_rotate(alg, force); }
@@ -438,6 +537,10 @@ proptest! {
                     } else {
                         sim.policy.algorithms = vec![Alg::ES256, Alg::RS256];
                     }
+                    sim.settle();
+                }
+                Op::Reconfigure(p, down) => {
+                    sim.reconfigure(*p, scaled(down));
                     sim.settle();
                 }
             }
@@ -497,6 +600,7 @@ fn a_next_key_promoted_after_a_revocation_is_an_emergency_not_a_bootstrap() {
             kid: next,
             trigger: Trigger::Recovery,
             early: Some(EarlyActivation::Emergency),
+            promised: sim.policy.promised(),
         }),
         "{:?}",
         p.actions

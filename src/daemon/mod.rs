@@ -41,7 +41,7 @@ pub struct Shared {
     pub issuer: Option<String>,
     pub audience: Option<String>,
     pub jwks_cache_control: HeaderValue,
-    pub signing_key_cache_control: HeaderValue,
+    signing_key_cache_control: HeaderValue,
     pub commands: mpsc::Sender<scheduler::Command>,
     pub sign_jobs: mpsc::Sender<signing::SignJob>,
     pub clock: Arc<dyn Clock>,
@@ -55,10 +55,22 @@ pub struct Shared {
     pub store_shared: bool,
     leader_until: Mutex<Option<std::time::Instant>>,
     store_reachable: AtomicBool,
-    /// When the shared store last answered, and how long after that the
-    /// keys this replica holds may still be used to sign.
+    /// When this replica last read and applied the shared state (a lease
+    /// call that answered does not count: it says nothing of the keys).
     last_sync: Mutex<std::time::Instant>,
+    /// Why the last read of the shared state failed, while it does.
+    sync_failure: Mutex<Option<SyncFailure>>,
+    /// How long after `last_sync` the keys held may still be used.
     freshness: Duration,
+}
+
+/// Why a replica cannot bring its key ring up to date with the shared state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncFailure {
+    /// The store did not answer (or not in time); otherwise it answered
+    /// with a state this replica cannot use (master key, format, checks).
+    pub unreachable: bool,
+    pub message: String,
 }
 
 impl Shared {
@@ -80,23 +92,31 @@ impl Shared {
         self.store_reachable.load(Ordering::Acquire)
     }
 
-    /// Whether this replica may sign and hand out its active keys: always
-    /// with a store of its own; with a shared one, only while it heard from
-    /// the store within `signing_key.cache_max_age + store.poll_interval`.
-    /// A replica cut off from the database cannot know whether the leader
-    /// rotated or revoked the key; past that bound, tokens it signed could
-    /// outlive the key's publication.
+    /// Whether this replica may sign and hand out its active keys: see
+    /// [`Policy::signing_key_max_age`] (with a shared store, only within the
+    /// freshness window after the state was last read and applied).
     pub fn keys_current(&self) -> bool {
-        !self.store_shared
-            || self
-                .last_sync
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .elapsed()
-                <= self.freshness
+        self.signing_key_max_age().is_some()
     }
 
-    /// Seconds since the shared store last answered.
+    /// The max-age to serve with the active key now; `None`: do not serve it.
+    pub fn signing_key_max_age(&self) -> Option<Duration> {
+        let since = self.store_shared.then(|| self.since_sync());
+        self.policy.signing_key_max_age(since, self.freshness)
+    }
+
+    /// `Cache-Control` of `/v1/keys/active` now.
+    pub fn signing_key_cache_control(&self) -> HeaderValue {
+        if !self.store_shared {
+            return self.signing_key_cache_control.clone();
+        }
+        match self.signing_key_max_age() {
+            Some(d) => cache_control("private", d),
+            None => HeaderValue::from_static("no-store"),
+        }
+    }
+
+    /// Time since this replica last read and applied the shared state.
     pub fn since_sync(&self) -> Duration {
         self.last_sync
             .lock()
@@ -104,12 +124,41 @@ impl Shared {
             .elapsed()
     }
 
+    /// The key ring is what the store holds: just read, or just committed.
+    pub fn mark_synced(&self) {
+        *self.last_sync.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+        self.metrics.store_state_readable.set(1);
+        let was = self
+            .sync_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if was.is_some() {
+            tracing::info!("shared state read and applied again");
+        }
+    }
+
+    /// Records why the shared state could not be read; returns true when
+    /// that is news (a different cause than before), for one log line per
+    /// change rather than per attempt.
+    pub fn set_sync_failure(&self, f: SyncFailure) -> bool {
+        self.metrics.store_state_readable.set(0);
+        let mut cur = self.sync_failure.lock().unwrap_or_else(|e| e.into_inner());
+        let news = cur.as_ref().is_none_or(|c| c.unreachable != f.unreachable);
+        *cur = Some(f);
+        news
+    }
+
+    pub fn sync_failure(&self) -> Option<SyncFailure> {
+        self.sync_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Records whether the store answered; returns true when it just
     /// stopped answering.
     pub fn set_store_reachable(&self, ok: bool) -> bool {
-        if ok {
-            *self.last_sync.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
-        }
         self.metrics.store_up.set(ok as i64);
         let was = self.store_reachable.swap(ok, Ordering::AcqRel);
         if ok && !was {
@@ -145,6 +194,11 @@ impl Shared {
     pub fn refresh_gauges(&self) {
         let now = self.clock.now();
         self.metrics.leader.set(self.is_leader() as i64);
+        if self.store_shared {
+            self.metrics
+                .store_state_age
+                .set(self.since_sync().as_secs_f64());
+        }
         let s = &self.steady;
         self.metrics
             .clock_offset
@@ -380,6 +434,9 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
     for n in &notes {
         tracing::warn!(store = %ring.store_location(), "{n}");
     }
+    for d in crate::lifecycle::deferred(ring.state(), &policy, clock.now()) {
+        tracing::info!(config = %source, field = d.field, until = ?d.until.map(|t| t.to_rfc3339()), kid = d.kid.as_ref().map(|k| k.as_str()), detail = %d, "change deferred");
+    }
     let store_handle = ring.store();
     let store_shared = store_handle.shared();
     tracing::info!(
@@ -447,7 +504,8 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         leader_until: Mutex::new(None),
         store_reachable: AtomicBool::new(true),
         last_sync: Mutex::new(std::time::Instant::now()),
-        freshness: policy.signing_key_cache_max_age + config.store.poll_interval.0,
+        sync_failure: Mutex::new(None),
+        freshness: policy.freshness_window(config.store.poll_interval.0),
     });
 
     let replication = store_shared.then(|| scheduler::Replication {
@@ -535,6 +593,22 @@ async fn lead(
     loop {
         let s = store.clone();
         let was = shared.is_leader();
+        // A replica that cannot read the shared state must not lead: it
+        // would plan on keys it no longer knows. Hand the lease over.
+        if shared.sync_failure().is_some_and(|f| !f.unreachable) {
+            if was {
+                shared.set_leader_until(None);
+                let _ = tokio::task::spawn_blocking(move || s.resign()).await;
+                tracing::warn!(
+                    "gave up the rotation lease: this replica cannot read the shared state"
+                );
+            }
+            shared.metrics.leader.set(0);
+            tokio::select! {
+                _ = tokio::time::sleep(lease / 3) => continue,
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
+            }
+        }
         match tokio::task::spawn_blocking(move || s.lead(lease)).await {
             Ok(Ok(Some(until))) => {
                 shared.set_leader_until(Some(until));

@@ -23,6 +23,8 @@ use crate::time::{Clock, Timestamp};
 /// The longest the scheduler sleeps: bounds how late it notices a wall
 /// clock that jumped.
 pub const MAX_SLEEP: Duration = Duration::from_secs(30);
+/// The longest wait between two reads of a shared state that failed.
+const SYNC_BACKOFF_MAX: Duration = Duration::from_secs(30);
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
@@ -55,6 +57,25 @@ pub struct Rotated {
     pub kid: Kid,
     pub previous_kid: Kid,
     pub forced: bool,
+    /// The new next key, committed and published before the answer (absent
+    /// only when its generation failed or took longer than
+    /// [`ROTATE_NEXT_WAIT`]; the rotation itself stands either way).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_kid: Option<Kid>,
+    /// Another replica carried out this very rotation first.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub by_another_replica: bool,
+}
+
+/// How long an operator's rotation waits for its new next key before it
+/// answers anyway (RSA-4096 generation can take seconds).
+pub const ROTATE_NEXT_WAIT: Duration = Duration::from_secs(30);
+
+/// A rotation that committed and waits for its new next keys to answer.
+struct PendingRotation {
+    reply: oneshot::Sender<Result<Vec<Rotated>, CommandError>>,
+    done: Vec<Rotated>,
+    until: std::time::Instant,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -112,12 +133,22 @@ impl Scheduler {
         // Generation tasks in flight: the planner's one at a time, an
         // operator's always (a revocation must not wait for a rotation's).
         let mut generating: JoinSet<Generated> = JoinSet::new();
+        let mut pending: Vec<PendingRotation> = Vec::new();
+        // Retries of a shared state that cannot be read: capped, doubling.
+        let mut sync_backoff = Duration::ZERO;
         loop {
-            if self.replication.is_some() {
-                self.sync().await;
+            let mut in_sync = true;
+            if let Some(r) = &self.replication {
+                in_sync = self.sync().await;
+                sync_backoff = if in_sync {
+                    Duration::ZERO
+                } else {
+                    (sync_backoff * 2).clamp(r.poll, SYNC_BACKOFF_MAX.max(r.poll))
+                };
             }
-            // Only the leader runs the planner; every replica serves.
-            let leading = self.shared.is_leader();
+            // Only the leader runs the planner, and only on the state it
+            // just read; every replica serves.
+            let leading = self.shared.is_leader() && in_sync;
             let now = self.clock.now();
             let state = lock(&self.ring).state().clone();
             let plan = plan(&state, &self.policy, now);
@@ -174,9 +205,17 @@ impl Scheduler {
                 sleep = MAX_SLEEP;
             }
             let changes = self.replication.as_ref().map(|r| {
-                sleep = sleep.min(r.poll);
+                sleep = if in_sync {
+                    sleep.min(r.poll)
+                } else {
+                    sync_backoff
+                };
                 r.changes.clone()
             });
+            self.answer_pending(&mut pending, generating.is_empty());
+            if let Some(p) = pending.iter().map(|p| p.until).min() {
+                sleep = sleep.min(p.saturating_duration_since(std::time::Instant::now()));
+            }
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = async { match &changes { Some(c) => c.notified().await, None => std::future::pending().await } } => {}
@@ -196,17 +235,39 @@ impl Scheduler {
                 }
                 cmd = self.commands.recv() => match cmd {
                     Some(cmd) => {
-                        let gens = self.command(cmd).await;
+                        let (gens, waiting) = self.command(cmd).await;
                         if !gens.is_empty() {
                             self.start_generation(&mut generating, gens);
                         }
+                        pending.extend(waiting);
                     }
                     None => break,
                 },
                 _ = self.shutdown.changed() => break,
             }
         }
+        self.answer_pending(&mut pending, true);
         self.shared.set_scheduler_running(false);
+    }
+
+    /// Answers the rotations whose new next keys are committed; with
+    /// `all`, or past their wait, the others too, with what there is.
+    fn answer_pending(&self, pending: &mut Vec<PendingRotation>, all: bool) {
+        let now = std::time::Instant::now();
+        let state = lock(&self.ring).state().clone();
+        let mut i = 0;
+        while i < pending.len() {
+            let p = &mut pending[i];
+            for r in &mut p.done {
+                r.next_kid = state.next_key(r.alg).map(|k| k.kid.clone());
+            }
+            if all || p.until <= now || p.done.iter().all(|r| r.next_kid.is_some()) {
+                let p = pending.swap_remove(i);
+                let _ = p.reply.send(Ok(p.done));
+            } else {
+                i += 1;
+            }
+        }
     }
 
     /// Starts generating (and staging) keys on a blocking thread.
@@ -254,23 +315,35 @@ impl Scheduler {
     }
 
     /// Reloads the key ring when another replica changed the store, and
-    /// publishes it; tracks whether the store answers.
-    async fn sync(&self) {
+    /// publishes it; tracks whether the store answers and whether its state
+    /// could be applied. Returns whether the key ring is now what the store
+    /// holds.
+    async fn sync(&self) -> bool {
         let ring = self.ring.clone();
-        match tokio::task::spawn_blocking(move || lock(&ring).reload()).await {
+        let error = match tokio::task::spawn_blocking(move || lock(&ring).reload()).await {
             Ok(Ok(changed)) => {
                 self.shared.set_store_reachable(true);
+                self.shared.mark_synced();
                 if changed {
                     self.publish().await;
                 }
+                return true;
             }
-            Ok(Err(e)) => {
-                if self.shared.set_store_reachable(false) {
-                    tracing::warn!(error = %e, "store unreachable; serving the last known keys");
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "sync task failed"),
+            Ok(Err(e)) => e,
+            Err(e) => StoreError::Other(format!("sync task failed: {e}")),
+        };
+        let unreachable = error.is_unreachable();
+        let went_down = self.shared.set_store_reachable(!unreachable);
+        let news = self.shared.set_sync_failure(super::SyncFailure {
+            unreachable,
+            message: error.to_string(),
+        });
+        if unreachable && (went_down || news) {
+            tracing::warn!(error = %error, "store unreachable; serving the last known keys, signing only within the freshness window");
+        } else if news {
+            tracing::error!(error = %error, "cannot read the shared key-ring state; this replica stops leading and stops signing once its freshness window is over; retrying with backoff");
         }
+        false
     }
 
     /// Carries out actions on a blocking thread, records metrics, publishes.
@@ -312,6 +385,8 @@ impl Scheduler {
             background,
         );
         if lock(&self.ring).state().version != before {
+            // What this replica committed is what the store holds.
+            self.shared.mark_synced();
             self.publish().await;
         }
         match executed.error {
@@ -413,11 +488,28 @@ impl Scheduler {
 
     /// Carries an operator's command out: its transitions at once; the keys
     /// it needs are returned, for the caller to generate beside the timeline.
-    async fn command(&self, cmd: Command) -> Vec<Action> {
+    async fn command(&self, cmd: Command) -> (Vec<Action>, Option<PendingRotation>) {
         // Any replica carries operator commands out: the store's
-        // compare-and-set keeps replicas from undoing each other.
-        if self.replication.is_some() {
-            self.sync().await;
+        // compare-and-set keeps replicas from undoing each other. One that
+        // cannot read the shared state refuses rather than act on old keys.
+        if self.replication.is_some() && !self.sync().await {
+            let why = format!(
+                "this replica cannot read the shared key-ring state ({}); send the command to \
+                 another replica",
+                self.shared
+                    .sync_failure()
+                    .map(|f| f.message)
+                    .unwrap_or_default()
+            );
+            match cmd {
+                Command::Rotate { reply, .. } => {
+                    let _ = reply.send(Err(CommandError::Failed(why)));
+                }
+                Command::Revoke { reply, .. } => {
+                    let _ = reply.send(Err(CommandError::Failed(why)));
+                }
+            }
+            return (Vec::new(), None);
         }
         let now = self.clock.now();
         let state = lock(&self.ring).state().clone();
@@ -428,7 +520,7 @@ impl Scheduler {
                     Err(e) => {
                         tracing::info!(error = %e, "rotation refused");
                         let _ = reply.send(Err(CommandError::Rotate(e)));
-                        return Vec::new();
+                        return (Vec::new(), None);
                     }
                 };
                 let (gens, transitions): (Vec<Action>, Vec<Action>) =
@@ -443,7 +535,50 @@ impl Scheduler {
                         _ => None,
                     })
                     .collect();
-                let result = self.execute(transitions, false).await;
+                let mut result = self.execute(transitions, false).await;
+                if let Err(ExecuteError::Store(StoreError::Conflict { .. })) = &result {
+                    // Another replica committed first. Judge again on what
+                    // it committed, by the same rules as on one replica.
+                    self.sync().await;
+                    let fresh = lock(&self.ring).state().clone();
+                    // The keys this command would have rotated out were
+                    // active when it arrived and are not any more.
+                    let same = pairs.iter().all(|(alg, _, previous)| {
+                        fresh
+                            .find(previous)
+                            .is_some_and(|k| k.state != KeyState::Active)
+                            && fresh.active(*alg).is_some()
+                    });
+                    if same {
+                        let done = pairs
+                            .iter()
+                            .filter_map(|(alg, _, previous)| {
+                                Some(Rotated {
+                                    alg: *alg,
+                                    kid: fresh.active(*alg)?.kid.clone(),
+                                    previous_kid: previous.clone(),
+                                    forced: false,
+                                    next_kid: fresh.next_key(*alg).map(|k| k.kid.clone()),
+                                    by_another_replica: true,
+                                })
+                            })
+                            .collect();
+                        tracing::info!("rotation already carried out by another replica");
+                        let _ = reply.send(Ok(done));
+                        return (Vec::new(), None);
+                    }
+                    match rotate(&fresh, &self.policy, self.clock.now(), alg, force) {
+                        Ok(again) => {
+                            let (_, t): (Vec<Action>, Vec<Action>) =
+                                again.into_iter().partition(Action::is_generate);
+                            result = self.execute(t, false).await;
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(CommandError::Rotate(e)));
+                            return (Vec::new(), None);
+                        }
+                    }
+                }
                 let after = lock(&self.ring).state().clone();
                 let done: Vec<Rotated> = pairs
                     .into_iter()
@@ -461,27 +596,39 @@ impl Scheduler {
                             kid,
                             previous_kid,
                             forced,
+                            next_kid: None,
+                            by_another_replica: false,
                         }
                     })
                     .collect();
-                let ok = !done.is_empty();
-                let _ = reply.send(match (result, ok) {
-                    (Err(e), false) => Err(CommandError::Failed(e.to_string())),
-                    _ => Ok(done),
-                });
-                if ok { gens } else { Vec::new() }
+                if done.is_empty() {
+                    let msg = match result {
+                        Err(e) => e.to_string(),
+                        Ok(()) => "the rotation was not committed".into(),
+                    };
+                    let _ = reply.send(Err(CommandError::Failed(msg)));
+                    return (Vec::new(), None);
+                }
+                // The answer waits for the new next keys: an operator who
+                // rotates again gets the rules' answer, not "not ready".
+                let waiting = PendingRotation {
+                    reply,
+                    done,
+                    until: std::time::Instant::now() + ROTATE_NEXT_WAIT,
+                };
+                (gens, Some(waiting))
             }
             Command::Revoke { kid, reply } => {
                 let actions = match revoke(&state, &self.policy, now, &kid) {
                     Ok(a) => a,
                     Err(e) => {
                         let _ = reply.send(Err(CommandError::Revoke(e)));
-                        return Vec::new();
+                        return (Vec::new(), None);
                     }
                 };
                 let Some(before) = state.find(&kid).cloned() else {
                     let _ = reply.send(Err(CommandError::Revoke(RevokeError::Unknown(kid))));
-                    return Vec::new();
+                    return (Vec::new(), None);
                 };
                 let (gens, transitions): (Vec<Action>, Vec<Action>) =
                     actions.into_iter().partition(Action::is_generate);
@@ -495,7 +642,7 @@ impl Scheduler {
                     let _ = reply.send(Err(CommandError::Failed(format!(
                         "revocation of {kid} was not committed: {msg}"
                     ))));
-                    return Vec::new();
+                    return (Vec::new(), None);
                 }
                 let promoted = (before.state == KeyState::Active)
                     .then(|| after.active(before.alg).map(|k| k.kid.clone()))
@@ -507,7 +654,7 @@ impl Scheduler {
                     was: before.state,
                     promoted,
                 }));
-                gens
+                (gens, None)
             }
         }
     }

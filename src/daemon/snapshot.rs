@@ -15,7 +15,10 @@ use zeroize::Zeroizing;
 
 use crate::keyring::Keyring;
 use crate::keys::{Alg, KeyError, Kid, PublishedJwk};
-use crate::lifecycle::{KeyState, KeyringState, Policy, Upcoming, UpcomingEvent, upcoming};
+use crate::lifecycle::{
+    KeyState, KeyringState, Policy, Upcoming, UpcomingEvent, earliest_activation, upcoming,
+    with_promises,
+};
 use crate::time::Timestamp;
 
 /// The active key of one algorithm, ready to sign and to hand out.
@@ -99,7 +102,9 @@ impl Snapshot {
     pub fn build(ring: &Keyring, policy: &Policy, now: Timestamp) -> Result<Snapshot, KeyError> {
         let state = ring.state();
         let (jwks_body, jwks_etag) = render_jwks(state);
-        let up = upcoming(state, policy, now);
+        // Timeline answers as the planner's first step will record them.
+        let planned = with_promises(state, policy, now);
+        let up = upcoming(&planned, policy, now);
         let mut active = HashMap::new();
         for &alg in &policy.algorithms {
             let Some(rec) = state.active(alg) else {
@@ -123,10 +128,7 @@ impl Snapshot {
                     .map(|u| u.at.to_rfc3339());
                 NextInfo {
                     kid: n.kid.as_str(),
-                    earliest_activation: n
-                        .published_at
-                        .saturating_add(policy.publish_ahead)
-                        .to_rfc3339(),
+                    earliest_activation: earliest_activation(&planned, n, policy).to_rfc3339(),
                     scheduled_activation: scheduled,
                 }
             });

@@ -158,8 +158,13 @@ pub async fn handle(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unreachable",
             format!(
-                "the key store has not answered for {} s: this replica cannot confirm its keys are current",
-                api.shared.since_sync().as_secs()
+                "this replica has not read the shared key-ring state for {} s ({}): it cannot \
+                 confirm its keys are current; use another replica",
+                api.shared.since_sync().as_secs(),
+                match api.shared.sync_failure() {
+                    Some(f) if !f.unreachable => "the state cannot be read: see this replica's log",
+                    _ => "the store does not answer",
+                }
             ),
         );
     }
@@ -243,10 +248,7 @@ fn active_key(
         bytes_response(StatusCode::OK, Bytes::copy_from_slice(&active.response))
     };
     let h = r.headers_mut();
-    h.insert(
-        header::CACHE_CONTROL,
-        shared.signing_key_cache_control.clone(),
-    );
+    h.insert(header::CACHE_CONTROL, shared.signing_key_cache_control());
     if let Ok(v) = HeaderValue::from_str(&active.etag) {
         h.insert(header::ETAG, v);
     }
@@ -635,7 +637,7 @@ fn command_error(e: CommandError) -> Response<Body> {
         CommandError::Rotate(e @ RotateError::NotConfigured(_)) => {
             error(StatusCode::BAD_REQUEST, "alg_not_configured", e)
         }
-        CommandError::Rotate(e @ RotateError::NotReady(_)) => {
+        CommandError::Rotate(e @ RotateError::NotReady { .. }) => {
             error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e)
         }
         CommandError::Revoke(e @ RevokeError::Unknown(_)) => {

@@ -76,21 +76,32 @@ fn readiness(shared: &Shared) -> Response<Body> {
             for alg in s.missing_active() {
                 reasons.push(format!("{alg} has no active key"));
             }
+            let failure = shared.sync_failure();
+            if let Some(f) = &failure
+                && !f.unreachable
+            {
+                // Details only in the log: this listener is public.
+                reasons.push(
+                    "this replica cannot read the shared key-ring state (see its log): it does \
+                     not lead, and stops signing once its freshness window is over"
+                        .to_owned(),
+                );
+            }
             if !shared.keys_current() {
                 reasons.push(format!(
-                    "store unreachable for {} s: signing refused until it answers",
+                    "shared state not read for {} s: signing refused until it is",
                     shared.since_sync().as_secs()
                 ));
             }
             // The last known keys are served while they are still the
             // right ones: until a scheduled rotation is overdue.
-            if !shared.store_reachable() {
+            if failure.is_some() {
                 let now = shared.clock.now();
                 for u in s.upcoming.iter().filter(|u| {
                     u.at < now && !matches!(u.event, crate::lifecycle::UpcomingEvent::Retire)
                 }) {
                     reasons.push(format!(
-                        "store unreachable and the {} rotation due at {} is overdue",
+                        "shared state not current and the {} rotation due at {} is overdue",
                         u.alg, u.at
                     ));
                 }

@@ -5,7 +5,11 @@ pub mod policy;
 pub mod state;
 
 pub use planner::{
-    Action, Plan, RevokeError, RotateError, Upcoming, UpcomingEvent, plan, revoke, rotate, upcoming,
+    Action, Deferred, Plan, RevokeError, RotateError, Upcoming, UpcomingEvent, deferred,
+    earliest_activation, plan, record_promises, revoke, rotate, upcoming, with_promises,
 };
 pub use policy::{Policy, PolicyError, Schedule};
-pub use state::{EarlyActivation, KeyRecord, KeyState, KeyringState, NewKey, Transition, Trigger};
+pub use state::{
+    EarlyActivation, KeyRecord, KeyState, KeyringState, NewKey, Promised, Served, Transition,
+    Trigger,
+};

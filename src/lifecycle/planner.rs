@@ -7,9 +7,14 @@
 use serde::Serialize;
 
 use crate::keys::{Alg, Kid};
-use crate::lifecycle::policy::{MANUAL_RETIRING_LIMIT, Policy};
-use crate::lifecycle::state::{EarlyActivation, KeyRecord, KeyState, KeyringState, Trigger};
-use crate::time::Timestamp;
+use std::time::Duration;
+
+use crate::lifecycle::policy::{MANUAL_RETIRING_LIMIT, Policy, duration_ms};
+use crate::lifecycle::state::{
+    EarlierJwks, EarlyActivation, KeyRecord, KeyState, KeyringState, Promised, STATE_FORMAT,
+    Served, Trigger,
+};
+use crate::time::{Timestamp, format_duration};
 
 /// A change the shell must carry out. Transitions come before generations
 /// in a plan; the shell commits them in that order.
@@ -23,13 +28,20 @@ pub enum Action {
         role: KeyState,
         trigger: Trigger,
         early: Option<EarlyActivation>,
+        /// Recorded on the key when it is added as active.
+        promised: Promised,
     },
-    /// next -> active.
+    /// next -> active; `promised` is what the configuration promises
+    /// signers from now on.
     Activate {
         kid: Kid,
         trigger: Trigger,
         early: Option<EarlyActivation>,
+        promised: Promised,
     },
+    /// Records the promises the configuration makes from now on, keeping
+    /// those made under earlier, larger values: see [`record_promises`].
+    RecordPromises { served: Served, signing: Promised },
     /// active -> retiring; published until `retire_at`.
     Deactivate {
         kid: Kid,
@@ -79,8 +91,14 @@ pub struct Plan {
 
 /// What the scheduler must do at `now`.
 pub fn plan(state: &KeyringState, policy: &Policy, now: Timestamp) -> Plan {
+    // Promises first and alone: every other rule reads them.
+    if let Some(a) = record_promises(state, policy, now) {
+        return Plan {
+            actions: vec![a],
+            wake_at: Some(now),
+        };
+    }
     let mut actions = Vec::new();
-    let retention = policy.retention();
 
     for k in &state.keys {
         let configured = policy.algorithms.contains(&k.alg);
@@ -96,7 +114,7 @@ pub fn plan(state: &KeyringState, policy: &Policy, now: Timestamp) -> Plan {
             KeyState::Active if !configured => actions.push(Action::Deactivate {
                 kid: k.kid.clone(),
                 trigger: Trigger::Config,
-                retire_at: now.saturating_add(retention),
+                retire_at: now.saturating_add(policy.retention_of(&k.promised)),
             }),
             KeyState::Next if !configured => actions.push(Action::Retire {
                 kid: k.kid.clone(),
@@ -138,11 +156,12 @@ pub fn plan(state: &KeyringState, policy: &Policy, now: Timestamp) -> Plan {
                 } else {
                     (Trigger::Startup, EarlyActivation::Bootstrap)
                 };
-                let early = (now < ready_at(next, policy)).then_some(kind);
+                let early = (now < earliest_activation(state, next, policy)).then_some(kind);
                 actions.push(Action::Activate {
                     kid: next.kid.clone(),
                     trigger,
                     early,
+                    promised: policy.promised(),
                 });
                 actions.push(generate(policy, alg, KeyState::Next, trigger, None));
             }
@@ -157,7 +176,8 @@ pub fn plan(state: &KeyringState, policy: &Policy, now: Timestamp) -> Plan {
             }
             (Some(active), Some(next)) => {
                 let due = rotation_due(active, policy);
-                if due.is_some_and(|d| d <= now) && ready_at(next, policy) <= now {
+                if due.is_some_and(|d| d <= now) && earliest_activation(state, next, policy) <= now
+                {
                     rotation(
                         &mut actions,
                         policy,
@@ -200,7 +220,7 @@ pub fn upcoming(state: &KeyringState, policy: &Policy, now: Timestamp) -> Vec<Up
         if let (Some(active), Some(next)) = (state.active(alg), state.next_key(alg))
             && let Some(due) = rotation_due(active, policy)
         {
-            let ready = ready_at(next, policy);
+            let ready = earliest_activation(state, next, policy);
             let (at, event) = if due <= now && now < ready {
                 (ready, UpcomingEvent::RotationWaitingForPublishAhead)
             } else {
@@ -222,8 +242,8 @@ pub fn upcoming(state: &KeyringState, policy: &Policy, now: Timestamp) -> Vec<Up
 pub enum RotateError {
     #[error("{0} is not a configured algorithm")]
     NotConfigured(Alg),
-    #[error("{0} has no active and next key yet; wait for key generation to finish")]
-    NotReady(Alg),
+    #[error("{alg} has no {missing} key yet (it is being generated); try again in a moment")]
+    NotReady { alg: Alg, missing: &'static str },
     #[error(
         "the next key is not yet published long enough (jwks.publish_ahead); a safe rotation \
          is possible at {earliest}, or force it (unsafe: verifiers with a cached JWKS will \
@@ -258,8 +278,26 @@ pub fn rotate(
     let mut pairs = Vec::new();
     let mut too_early: Vec<(Alg, Timestamp)> = Vec::new();
     for &a in &algs {
-        let (Some(active), Some(next)) = (state.active(a), state.next_key(a)) else {
-            return Err(RotateError::NotReady(a));
+        let (active, next) = match (state.active(a), state.next_key(a)) {
+            (Some(active), Some(next)) => (active, next),
+            (None, Some(_)) => {
+                return Err(RotateError::NotReady {
+                    alg: a,
+                    missing: "active",
+                });
+            }
+            (Some(_), None) => {
+                return Err(RotateError::NotReady {
+                    alg: a,
+                    missing: "next",
+                });
+            }
+            (None, None) => {
+                return Err(RotateError::NotReady {
+                    alg: a,
+                    missing: "active or next",
+                });
+            }
         };
         let manual: Vec<&KeyRecord> = state
             .in_state(a, KeyState::Retiring)
@@ -281,7 +319,7 @@ pub fn rotate(
                 until,
             });
         }
-        let ready = ready_at(next, policy);
+        let ready = earliest_activation(state, next, policy);
         if now < ready {
             too_early.push((a, ready));
         }
@@ -338,11 +376,13 @@ pub fn revoke(
     match key.state {
         KeyState::Active if configured => match state.next_key(alg) {
             Some(next) => {
-                let early = (now < ready_at(next, policy)).then_some(EarlyActivation::Emergency);
+                let early = (now < earliest_activation(state, next, policy))
+                    .then_some(EarlyActivation::Emergency);
                 actions.push(Action::Activate {
                     kid: next.kid.clone(),
                     trigger: Trigger::Revoke,
                     early,
+                    promised: policy.promised(),
                 });
                 actions.push(generate(policy, alg, KeyState::Next, Trigger::Revoke, None));
             }
@@ -372,9 +412,168 @@ fn rotation_due(active: &KeyRecord, policy: &Policy) -> Option<Timestamp> {
         .next_after(active.activated_at.unwrap_or(active.published_at))
 }
 
-/// When `next` has been published for `publish_ahead`.
-fn ready_at(next: &KeyRecord, policy: &Policy) -> Timestamp {
-    next.published_at.saturating_add(policy.publish_ahead)
+/// From when `next` may sign without breaking a promise: once it has been
+/// published for `jwks.publish_ahead`, and once every JWK Set served under
+/// an earlier, larger `jwks.cache_max_age` (which lacked it) has expired
+/// from verifiers' caches, plus `tokens.clock_skew`.
+pub fn earliest_activation(state: &KeyringState, next: &KeyRecord, policy: &Policy) -> Timestamp {
+    let own = next.published_at.saturating_add(policy.publish_ahead);
+    match state.served.jwks_cached_until() {
+        Some(until) => own.max(until.saturating_add(policy.clock_skew)),
+        None => own,
+    }
+}
+
+/// The promises to record before anything else happens under `policy`:
+/// its values become the ones served from now on; a value lower than the
+/// one recorded takes effect only once what was promised under the earlier
+/// one has expired. For the JWK Set that is `now` + the earlier max-age
+/// (a set served just before this configuration took over); for an active
+/// key, its recorded [`Promised`] keeps the larger values until it retires.
+/// `None` when the state already records this configuration.
+pub fn record_promises(state: &KeyringState, policy: &Policy, now: Timestamp) -> Option<Action> {
+    let configured = duration_ms(policy.jwks_cache_max_age);
+    let recorded = state.served.jwks_cache_max_age_ms;
+    let mut served = state.served.clone();
+    served.jwks_cache_max_age_ms = configured;
+    if configured < recorded {
+        let cached_until = now.saturating_add(Duration::from_millis(recorded));
+        served.earlier_jwks = Some(match served.earlier_jwks.take() {
+            Some(e) => EarlierJwks {
+                cache_max_age_ms: e.cache_max_age_ms.max(recorded),
+                cached_until: e.cached_until.max(cached_until),
+            },
+            None => EarlierJwks {
+                cache_max_age_ms: recorded,
+                cached_until,
+            },
+        });
+    }
+    // An expired earlier promise constrains nothing: forget it.
+    if served
+        .earlier_jwks
+        .as_ref()
+        .is_some_and(|e| e.cached_until <= now)
+    {
+        served.earlier_jwks = None;
+    }
+    let signing = policy.promised();
+    let behind = state
+        .keys
+        .iter()
+        .any(|k| k.state == KeyState::Active && !k.promised.covers(&signing));
+    let stale = served != state.served || behind || state.format != STATE_FORMAT;
+    (stale && !state.is_empty()).then_some(Action::RecordPromises { served, signing })
+}
+
+/// `state` as it is once the promises `policy` makes at `now` are recorded
+/// (the planner's first step under a new configuration): what readers are
+/// told about upcoming transitions before that step has committed.
+pub fn with_promises(state: &KeyringState, policy: &Policy, now: Timestamp) -> KeyringState {
+    let mut state = state.clone();
+    if let Some(a) = record_promises(&state, policy, now) {
+        // RecordPromises names no key: applying it cannot fail.
+        let _ = state.apply(&a, now, None);
+    }
+    state
+}
+
+/// A lowered configuration value that does not yet apply in full, because
+/// of what was promised under an earlier, larger one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Deferred {
+    /// The configuration key, as in the YAML file.
+    pub field: &'static str,
+    pub configured_ms: u64,
+    pub promised_ms: u64,
+    /// The key the earlier promise was made for (`None`: the JWK Set).
+    pub kid: Option<Kid>,
+    /// Until when the earlier value holds; `None`: until the key, once
+    /// rotated out, has been retained under it.
+    pub until: Option<Timestamp>,
+}
+
+impl std::fmt::Display for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let configured = format_duration(Duration::from_millis(self.configured_ms));
+        let promised = format_duration(Duration::from_millis(self.promised_ms));
+        match (&self.kid, self.until) {
+            (None, Some(until)) => write!(
+                f,
+                "{} lowered to {configured}: JWK Sets served under {promised} may be cached \
+                 until {until}; no key published before then signs earlier (plus \
+                 tokens.clock_skew)",
+                self.field
+            ),
+            (Some(kid), Some(until)) => write!(
+                f,
+                "{} lowered to {configured}: key {kid} was active under {promised}; it stays \
+                 published until {until}",
+                self.field
+            ),
+            (Some(kid), None) => write!(
+                f,
+                "{} lowered to {configured}: the active key {kid} was handed out under \
+                 {promised}; once rotated out it stays published as long as {promised} \
+                 requires",
+                self.field
+            ),
+            (None, None) => write!(f, "{} lowered to {configured} (was {promised})", self.field),
+        }
+    }
+}
+
+/// Configuration changes that wait for earlier promises to expire, as
+/// they stand once `policy` has taken over at `now`: for `check-config` and
+/// the start-up log.
+pub fn deferred(state: &KeyringState, policy: &Policy, now: Timestamp) -> Vec<Deferred> {
+    let state = with_promises(state, policy, now);
+    let mut out = Vec::new();
+    if let Some(e) = &state.served.earlier_jwks
+        && e.cached_until > now
+    {
+        out.push(Deferred {
+            field: "jwks.cache_max_age",
+            configured_ms: duration_ms(policy.jwks_cache_max_age),
+            promised_ms: e.cache_max_age_ms,
+            kid: None,
+            until: Some(e.cached_until),
+        });
+    }
+    let configured = policy.promised();
+    for k in &state.keys {
+        let until = match k.state {
+            KeyState::Active => None,
+            KeyState::Retiring => match k.retire_at {
+                Some(t) if t > now => Some(t),
+                _ => continue,
+            },
+            _ => continue,
+        };
+        for (field, promised, conf) in [
+            (
+                "signing_key.cache_max_age",
+                k.promised.signing_key_cache_max_age_ms,
+                configured.signing_key_cache_max_age_ms,
+            ),
+            (
+                "tokens.max_lifetime",
+                k.promised.max_token_lifetime_ms,
+                configured.max_token_lifetime_ms,
+            ),
+        ] {
+            if promised > conf {
+                out.push(Deferred {
+                    field,
+                    configured_ms: conf,
+                    promised_ms: promised,
+                    kid: Some(k.kid.clone()),
+                    until,
+                });
+            }
+        }
+    }
+    out
 }
 
 fn generate(
@@ -390,6 +589,7 @@ fn generate(
         role,
         trigger,
         early,
+        promised: policy.promised(),
     }
 }
 
@@ -406,11 +606,12 @@ fn rotation(
         kid: next.kid.clone(),
         trigger,
         early,
+        promised: policy.promised(),
     });
     actions.push(Action::Deactivate {
         kid: active.kid.clone(),
         trigger,
-        retire_at: now.saturating_add(policy.retention()),
+        retire_at: now.saturating_add(policy.retention_of(&active.promised)),
     });
     actions.push(generate(policy, active.alg, KeyState::Next, trigger, None));
 }

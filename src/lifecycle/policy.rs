@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::keys::{Alg, RSA_BITS};
+use crate::lifecycle::state::Promised;
 use crate::time::{Timestamp, format_duration};
 
 /// When scheduled rotations happen.
@@ -165,14 +166,59 @@ pub enum PolicyError {
 }
 
 impl Policy {
-    /// How long a key stays published after it stops being active:
-    /// signers may still use it for `signing_key.cache_max_age`, the last
-    /// token it signs lives `tokens.max_lifetime`, and verifiers accept it
-    /// `tokens.clock_skew` longer.
+    /// How long a key stays published after it stops being active, under
+    /// this configuration alone: signers may still use it for
+    /// `signing_key.cache_max_age`, the last token it signs lives
+    /// `tokens.max_lifetime`, and verifiers accept it `tokens.clock_skew`
+    /// longer. A key's actual retention also honours what was promised
+    /// while it was active: [`Policy::retention_of`].
     pub fn retention(&self) -> Duration {
-        self.signing_key_cache_max_age
-            .saturating_add(self.max_token_lifetime)
+        self.retention_of(&Promised::default())
+    }
+
+    /// The retention of a key that was active under `promised`: the rule
+    /// above with each of signing_key.cache_max_age and tokens.max_lifetime
+    /// replaced by the larger of the configured and the promised value.
+    pub fn retention_of(&self, promised: &Promised) -> Duration {
+        let held = self.promised().max(*promised);
+        held.signing_key_cache_max_age()
+            .saturating_add(held.max_token_lifetime())
             .saturating_add(self.clock_skew)
+    }
+
+    /// How long after a replica last read and applied a shared state it may
+    /// still sign and hand out the keys it holds: `signing_key.cache_max_age
+    /// + store.poll_interval`. Past it, the leader may have rotated or
+    /// revoked them without this replica knowing. (The excess over the
+    /// signer cache, `poll_interval`, must fit in `tokens.clock_skew`; the
+    /// configuration checks that.)
+    pub fn freshness_window(&self, poll_interval: Duration) -> Duration {
+        self.signing_key_cache_max_age.saturating_add(poll_interval)
+    }
+
+    /// The `max-age` to serve with the active key: the configured one, but
+    /// never past the end of the freshness `window` of a replica that read
+    /// the shared state `since_sync` ago (`None`: the store is its own), so
+    /// no signer's copy outlives what this replica can vouch for. `None`:
+    /// the window is over and the key must not be handed out or used.
+    pub fn signing_key_max_age(
+        &self,
+        since_sync: Option<Duration>,
+        window: Duration,
+    ) -> Option<Duration> {
+        match since_sync {
+            None => Some(self.signing_key_cache_max_age),
+            Some(s) if s > window => None,
+            Some(s) => Some(self.signing_key_cache_max_age.min(window - s)),
+        }
+    }
+
+    /// What this configuration promises signers about the active key.
+    pub fn promised(&self) -> Promised {
+        Promised {
+            signing_key_cache_max_age_ms: duration_ms(self.signing_key_cache_max_age),
+            max_token_lifetime_ms: duration_ms(self.max_token_lifetime),
+        }
     }
 
     /// The default `publish_ahead` for a cache max-age and clock skew.
@@ -297,6 +343,11 @@ impl Policy {
     }
 }
 
+/// Milliseconds, saturating: durations in the state are whole milliseconds.
+pub(crate) fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,6 +363,27 @@ mod tests {
             publish_ahead: Duration::from_secs(2),
             signing_key_cache_max_age: Duration::from_secs(1),
         }
+    }
+
+    #[test]
+    fn a_replica_never_serves_a_key_past_its_freshness_window() {
+        let mut p = policy(3);
+        p.signing_key_cache_max_age = Duration::from_secs(4);
+        let w = p.freshness_window(Duration::from_secs(2));
+        assert_eq!(w, Duration::from_secs(6));
+        let s = Duration::from_secs;
+        assert_eq!(p.signing_key_max_age(None, w), Some(s(4)));
+        assert_eq!(p.signing_key_max_age(Some(s(0)), w), Some(s(4)));
+        // Cut off 4.3 s ago: 1.7 s left, not 4 s.
+        assert_eq!(
+            p.signing_key_max_age(Some(Duration::from_millis(4300)), w),
+            Some(Duration::from_millis(1700))
+        );
+        assert_eq!(p.signing_key_max_age(Some(s(6)), w), Some(s(0)));
+        assert_eq!(
+            p.signing_key_max_age(Some(Duration::from_millis(6001)), w),
+            None
+        );
     }
 
     #[test]

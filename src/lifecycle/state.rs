@@ -1,14 +1,24 @@
 //! The key ring as plain data: every key's state, timestamps and the trigger
 //! of each transition. This is what the store persists and the planner reads.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{Alg, Kid, PublicKey};
 use crate::lifecycle::planner::Action;
 use crate::time::Timestamp;
 
-/// Version of the persisted state format; bumped on incompatible changes.
-pub const STATE_FORMAT: u32 = 1;
+/// Version of the persisted state format written; bumped on changes an
+/// older jwksd cannot read. Format 2 added the promises (`served`,
+/// `promised`).
+pub const STATE_FORMAT: u32 = 2;
+
+/// Whether this jwksd reads a stored state of format `format`: 1 (no
+/// promises recorded: they start from the configuration) and 2.
+pub fn format_readable(format: u32) -> bool {
+    (1..=STATE_FORMAT).contains(&format)
+}
 
 /// Retired and revoked keys kept for audit, newest last.
 pub const HISTORY_LIMIT: usize = 256;
@@ -117,6 +127,84 @@ pub struct Transition {
     pub trigger: Trigger,
 }
 
+/// What signers were promised about one key while it was active: the
+/// largest `signing_key.cache_max_age` served with it on `/v1/keys/active`
+/// and the largest `tokens.max_lifetime` allowed for tokens it signed. Its
+/// retention is computed from the larger of these and the configuration
+/// ([`crate::lifecycle::Policy::retention_of`]), so lowering either takes
+/// effect only for keys activated afterwards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Promised {
+    #[serde(default)]
+    pub signing_key_cache_max_age_ms: u64,
+    #[serde(default)]
+    pub max_token_lifetime_ms: u64,
+}
+
+impl Promised {
+    pub fn is_empty(&self) -> bool {
+        *self == Promised::default()
+    }
+
+    pub fn signing_key_cache_max_age(&self) -> Duration {
+        Duration::from_millis(self.signing_key_cache_max_age_ms)
+    }
+
+    pub fn max_token_lifetime(&self) -> Duration {
+        Duration::from_millis(self.max_token_lifetime_ms)
+    }
+
+    /// The larger of two promises, field by field.
+    pub fn max(self, other: Promised) -> Promised {
+        Promised {
+            signing_key_cache_max_age_ms: self
+                .signing_key_cache_max_age_ms
+                .max(other.signing_key_cache_max_age_ms),
+            max_token_lifetime_ms: self.max_token_lifetime_ms.max(other.max_token_lifetime_ms),
+        }
+    }
+
+    /// Whether `self` promises at least as much as `other` in every field.
+    pub fn covers(&self, other: &Promised) -> bool {
+        self.max(*other) == *self
+    }
+}
+
+/// What verifiers were promised about the JWK Set: the `jwks.cache_max_age`
+/// it was last served with, and until when sets served under an earlier,
+/// larger max-age may still be cached. A key published after such a set
+/// signs only once it has expired ([`crate::lifecycle::earliest_activation`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Served {
+    #[serde(default)]
+    pub jwks_cache_max_age_ms: u64,
+    /// Sets served under a larger max-age before it was lowered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earlier_jwks: Option<EarlierJwks>,
+}
+
+impl Served {
+    pub fn jwks_cache_max_age(&self) -> Duration {
+        Duration::from_millis(self.jwks_cache_max_age_ms)
+    }
+
+    /// Until when a JWK Set served under an earlier max-age may be cached.
+    pub fn jwks_cached_until(&self) -> Option<Timestamp> {
+        self.earlier_jwks.as_ref().map(|e| e.cached_until)
+    }
+}
+
+/// JWK Sets served under a larger `jwks.cache_max_age` than today's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlierJwks {
+    pub cache_max_age_ms: u64,
+    /// The last of them expires from verifiers' caches then.
+    pub cached_until: Timestamp,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRecord {
@@ -137,6 +225,9 @@ pub struct KeyRecord {
     pub ended_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub early_activation: Option<EarlyActivation>,
+    /// Promises made to signers while it was active.
+    #[serde(default, skip_serializing_if = "Promised::is_empty")]
+    pub promised: Promised,
     pub transitions: Vec<Transition>,
 }
 
@@ -189,6 +280,9 @@ pub struct KeyringState {
     pub keys: Vec<KeyRecord>,
     /// Retired and revoked keys, newest last, bounded by [`HISTORY_LIMIT`].
     pub history: Vec<KeyRecord>,
+    /// Promises made to verifiers about the JWK Set.
+    #[serde(default)]
+    pub served: Served,
 }
 
 impl Default for KeyringState {
@@ -198,6 +292,7 @@ impl Default for KeyringState {
             version: 0,
             keys: Vec::new(),
             history: Vec::new(),
+            served: Served::default(),
         }
     }
 }
@@ -254,6 +349,7 @@ impl KeyringState {
                 role,
                 trigger,
                 early,
+                promised,
                 ..
             } => {
                 let new = new.ok_or(ApplyError::MissingKey)?;
@@ -295,6 +391,11 @@ impl KeyringState {
                     } else {
                         None
                     },
+                    promised: if *role == KeyState::Active {
+                        *promised
+                    } else {
+                        Promised::default()
+                    },
                     transitions,
                 });
             }
@@ -302,12 +403,21 @@ impl KeyringState {
                 kid,
                 trigger,
                 early,
+                promised,
             } => {
                 let k = self.live_mut(kid)?;
                 expect_state(k, &[KeyState::Next], "activate")?;
                 k.transition(now, KeyState::Active, *trigger);
                 k.activated_at = Some(now);
                 k.early_activation = *early;
+                k.promised = k.promised.max(*promised);
+            }
+            Action::RecordPromises { served, signing } => {
+                self.format = STATE_FORMAT;
+                self.served = served.clone();
+                for k in self.keys.iter_mut().filter(|k| k.state == KeyState::Active) {
+                    k.promised = k.promised.max(*signing);
+                }
             }
             Action::Deactivate {
                 kid,

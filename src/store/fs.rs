@@ -24,7 +24,7 @@ use p256::pkcs8::SecretDocument;
 use zeroize::Zeroizing;
 
 use crate::keys::{KeyMaterial, Kid};
-use crate::lifecycle::state::STATE_FORMAT;
+use crate::lifecycle::state::{STATE_FORMAT, format_readable};
 use crate::lifecycle::{KeyState, KeyringState};
 use crate::store::seal::{self, MasterKey};
 use crate::store::{KeyStore, Loaded, Problem, StoreError};
@@ -657,12 +657,37 @@ fn parse_state(bytes: &[u8]) -> Result<KeyringState, String> {
     }
     let header: Header =
         serde_json::from_slice(bytes).map_err(|e| format!("not a jwksd state file: {e}"))?;
-    if header.format != STATE_FORMAT {
+    if !format_readable(header.format) {
         return Err(format!(
-            "state format {} is not supported by this jwksd (it reads format {STATE_FORMAT}); \
-             run the jwksd version that wrote it",
+            "state format {} is not supported by this jwksd (it reads formats 1 to \
+             {STATE_FORMAT}); run the jwksd version that wrote it",
             header.format
         ));
     }
     serde_json::from_slice(bytes).map_err(|e| format!("state file is damaged: {e}"))
+}
+
+/// Reads the committed state of a key directory without locking it or
+/// opening any private key: for `jwksd check-config`, which may run beside
+/// the daemon. `None` when the directory holds no state yet.
+pub fn read_state(dir: &Path) -> Result<Option<KeyringState>, StoreError> {
+    let path = dir.join(STATE_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StoreError::Io {
+                op: "read",
+                path,
+                source,
+            });
+        }
+    };
+    parse_state(&bytes).map(Some).map_err(|what| {
+        StoreError::Inconsistent(vec![Problem {
+            path,
+            what,
+            fix: "restore state.json from a backup of the key directory".into(),
+        }])
+    })
 }

@@ -132,6 +132,15 @@ pub enum StoreError {
     Other(String),
 }
 
+impl StoreError {
+    /// Whether the store did not answer (as opposed to answering with
+    /// something this process cannot use: a state it cannot unseal, parse
+    /// or trust).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, StoreError::Database { .. } | StoreError::Io { .. })
+    }
+}
+
 fn list(problems: &[Problem]) -> String {
     problems
         .iter()

@@ -26,7 +26,7 @@ use postgres_openssl::MakeTlsConnector;
 
 use crate::keys::{Alg, KeyMaterial, Kid};
 use crate::lifecycle::KeyringState;
-use crate::lifecycle::state::STATE_FORMAT;
+use crate::lifecycle::state::{STATE_FORMAT, format_readable};
 use crate::store::seal::{self, MasterKey};
 use crate::store::{KeyStore, Loaded, Problem, StoreError};
 
@@ -391,7 +391,7 @@ impl KeyStore for PgStore {
         let state = match state_text {
             None => KeyringState::default(),
             Some(text) => match serde_json::from_str::<KeyringState>(&text) {
-                Ok(s) if s.format == STATE_FORMAT => s,
+                Ok(s) if format_readable(s.format) => s,
                 Ok(s) => {
                     return Err(StoreError::Inconsistent(vec![Problem {
                         path: PathBuf::from("jwksd_state"),

@@ -27,11 +27,25 @@ pub struct Observed {
     pub early_cause: Option<&'static str>,
     pub activations: u32,
     pub deactivations: u32,
+    /// The configuration it was activated under (index into the epochs).
+    pub activated_under: usize,
+}
+
+/// One run of the daemon under one configuration: what it served, from
+/// when until when (`None`: still running).
+#[derive(Clone, Debug)]
+pub struct Epoch {
+    pub from: Timestamp,
+    pub until: Option<Timestamp>,
+    pub policy: Policy,
 }
 
 pub struct Sim {
     pub state: KeyringState,
     pub policy: Policy,
+    /// Every configuration the daemon ran under, oldest first: the
+    /// invariants are checked against what each actually served.
+    pub epochs: Vec<Epoch>,
     pub now: Timestamp,
     counter: u64,
     pub keys: BTreeMap<Kid, Observed>,
@@ -53,6 +67,11 @@ impl Sim {
     pub fn new(policy: Policy, start: Timestamp) -> Sim {
         Sim {
             state: KeyringState::default(),
+            epochs: vec![Epoch {
+                from: start,
+                until: None,
+                policy: policy.clone(),
+            }],
             policy,
             now: start,
             counter: 0,
@@ -145,6 +164,7 @@ impl Sim {
             o.published_from.get_or_insert(now);
             if k.state == KeyState::Active && o.active_from.is_none() {
                 o.active_from = Some(now);
+                o.activated_under = self.epochs.len() - 1;
                 o.activations += 1;
                 o.early = k.early_activation;
                 if k.early_activation.is_some() {
@@ -272,8 +292,23 @@ impl Sim {
 
     /// The daemon is down for `d`, then starts from its saved state.
     pub fn downtime(&mut self, d: Duration) {
+        let policy = self.policy.clone();
+        self.reconfigure(policy, d);
+    }
+
+    /// The daemon stops, is down for `d`, and starts again under `policy`.
+    pub fn reconfigure(&mut self, policy: Policy, d: Duration) {
         self.restart();
+        if let Some(e) = self.epochs.last_mut() {
+            e.until = Some(self.now);
+        }
         self.now = self.now.saturating_add(d);
+        self.policy = policy.clone();
+        self.epochs.push(Epoch {
+            from: self.now,
+            until: None,
+            policy,
+        });
         let before: HashMap<Alg, usize> = self
             .scheduled_rotations
             .iter()
@@ -322,13 +357,13 @@ impl Sim {
         Ok(())
     }
 
-    /// Checks the invariants over the whole observed history.
+    /// Checks the invariants over the whole observed history, against the
+    /// values each configuration actually served while it ran.
     pub fn check_history(&mut self) {
-        let p = &self.policy;
-        let retention = p.retention();
+        let mut found = Vec::new();
         for (kid, o) in &self.keys {
             if o.activations > 1 || o.deactivations > 1 {
-                self.violations.push(format!(
+                found.push(format!(
                     "{kid}: activated {} and deactivated {} times",
                     o.activations, o.deactivations
                 ));
@@ -337,41 +372,75 @@ impl Sim {
                 continue;
             };
             // I2: published publish_ahead before it signs, unless recorded.
-            if o.early.is_none() && active_from.since(from) < p.publish_ahead {
-                self.violations.push(format!(
-                    "{kid}: signed {:?} after it was published, publish_ahead is {:?}",
+            let ahead = self.epochs[o.activated_under].policy.publish_ahead;
+            if o.early.is_none() && active_from.since(from) < ahead {
+                found.push(format!(
+                    "{kid}: signed {:?} after it was published, publish_ahead is {ahead:?}",
                     active_from.since(from),
-                    p.publish_ahead
                 ));
             }
             if o.revoked {
                 continue;
             }
-            // I3 (lower bound): a verifier's cached copy already has the kid.
-            if o.early.is_none() && active_from.saturating_sub(p.jwks_cache_max_age) < from {
-                self.violations.push(format!(
-                    "{kid}: first signature at {active_from:?} but published only at {from:?}"
-                ));
+            // I3 (lower bound): every JWK Set served before the kid was
+            // published, under whichever max-age it carried, has expired
+            // from verifiers' caches when it first signs.
+            if o.early.is_none() {
+                for e in self.epochs.iter().filter(|e| e.from < from) {
+                    let last = e.until.map_or(from, |u| u.min(from));
+                    let expires = last.saturating_add(e.policy.jwks_cache_max_age);
+                    if active_from < expires {
+                        found.push(format!(
+                            "{kid}: first signature at {active_from:?}, but a JWK Set without it \
+                             served at {last:?} with max-age {:?} is cached until {expires:?}",
+                            e.policy.jwks_cache_max_age
+                        ));
+                    }
+                }
             }
             // I3 (upper bound): published until the last token it could have
-            // signed (signers cache it) has expired, plus skew.
+            // signed has expired: signers cache it for the max-age it was
+            // served with, and sign tokens of the lifetime then allowed.
             if let Some(until) = o.published_until {
-                let last_sign = o
-                    .active_until
-                    .unwrap_or(until)
-                    .saturating_add(p.signing_key_cache_max_age);
-                let needed = last_sign
-                    .saturating_add(p.max_token_lifetime)
-                    .saturating_add(p.clock_skew);
-                if until < needed {
-                    self.violations.push(format!(
-                        "{kid}: removed at {until:?}, tokens it signed live until {needed:?} \
-                         (retention {retention:?})"
-                    ));
+                let active_until = o.active_until.unwrap_or(until);
+                for e in &self.epochs {
+                    let served_until = e.until.map_or(active_until, |u| u.min(active_until));
+                    if e.from >= active_until || served_until < active_from {
+                        continue;
+                    }
+                    let p = &e.policy;
+                    let needed = served_until
+                        .saturating_add(p.signing_key_cache_max_age)
+                        .saturating_add(p.max_token_lifetime)
+                        .saturating_add(p.clock_skew);
+                    if until < needed {
+                        found.push(format!(
+                            "{kid}: removed at {until:?}, tokens it signed under a configuration \
+                             served until {served_until:?} live until {needed:?}"
+                        ));
+                    }
                 }
             }
         }
-        let bound = p.max_published_per_alg(self.now);
+        self.violations.extend(found);
+        // The bound on published keys, for the worst mix of configurations:
+        // the longest retention over the shortest rotation period.
+        let mut retention = Duration::ZERO;
+        let mut period = Duration::MAX;
+        for e in &self.epochs {
+            let p = &e.policy;
+            retention = retention.max(p.retention());
+            period = period.min(
+                p.schedule
+                    .min_period(self.now)
+                    .unwrap_or(Duration::MAX)
+                    .max(p.publish_ahead)
+                    .max(Duration::from_millis(1)),
+            );
+        }
+        let bound = (retention.as_millis() / period.as_millis()) as usize
+            + 4
+            + jwksd::lifecycle::policy::MANUAL_RETIRING_LIMIT;
         for (alg, n) in &self.max_published {
             if *n > bound {
                 self.violations.push(format!(

@@ -1,0 +1,147 @@
+//! Replicas whose key ring is not current: one that cannot read the shared
+//! state stops leading and, after its freshness window, stops signing; one
+//! cut off from the database never hands out a key for longer than that
+//! window covers. Their own cluster: these tests change the state row by
+//! hand and stop the server.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::daemon::{Daemon, FAST, write_config};
+use support::pg::Cluster;
+
+const MK: &str = "q1XJtQ8e3k5m9r2Yb7vL0pZcW4sN6aHdF1gU8iT3oKE=";
+
+async fn replica(dir: &std::path::Path, url: &str, extra: &str) -> Daemon {
+    let config = write_config(dir, &format!("{FAST}{extra}"));
+    let d = Daemon::start_with(
+        dir,
+        &config,
+        &[("JWKSD_STORE_URL", url), ("JWKSD_MASTER_KEY", MK)],
+    )
+    .await;
+    d.wait_ready().await;
+    d
+}
+
+async fn wait_for(what: &str, limit: Duration, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_read_the_state_stops_leading_and_signing() {
+    let pg = Cluster::start();
+    let url = pg.database("unreadable");
+    let tmp = tempfile::tempdir().unwrap();
+    let d = replica(
+        &tmp.path().join("r0"),
+        &url,
+        "store:\n  leader_lease: 2s\n  poll_interval: 300ms\n",
+    )
+    .await;
+    wait_for("leads", Duration::from_secs(10), async || {
+        d.metric("jwksd_leader").await == Some(1.0)
+    })
+    .await;
+    let commits_before = d
+        .metric("jwksd_lifecycle_failures_total{action=\"commit\"}")
+        .await
+        .unwrap_or(0.0);
+
+    // A state written by a newer jwksd: this one cannot read it.
+    pg.sql(
+        "unreadable",
+        "UPDATE jwksd_state SET state = jsonb_set(state, '{format}', '99'), version = version + 1",
+    );
+    let broken = Instant::now();
+    wait_for("unready", Duration::from_secs(5), async || {
+        d.get_public("/readyz").await.status == 503
+    })
+    .await;
+    let ready = d.get_public("/readyz").await.json().unwrap();
+    assert!(
+        ready["reasons"].as_array().unwrap().iter().any(|r| r
+            .as_str()
+            .unwrap()
+            .contains("cannot read the shared key-ring state")),
+        "{ready}"
+    );
+    assert_eq!(d.metric("jwksd_store_state_readable").await, Some(0.0));
+    wait_for("gives up the lease", Duration::from_secs(5), async || {
+        d.metric("jwksd_leader").await == Some(0.0)
+    })
+    .await;
+    let lease = pg.sql("unreadable", "SELECT expires_at > now() FROM jwksd_leader");
+    assert_eq!(lease.trim(), "f", "the lease is still held");
+    // Past the freshness window (1 s + 300 ms) it signs and hands out
+    // nothing.
+    tokio::time::sleep(Duration::from_millis(1500).saturating_sub(broken.elapsed())).await;
+    let s = d.sign("ES256", serde_json::json!({})).await;
+    assert_eq!(s.status, 503, "still signing on a state it cannot read");
+    assert_eq!(d.active_key("ES256").await.status, 503);
+    // Retries back off: no hot loop of commits or reads.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let commits = d
+        .metric("jwksd_lifecycle_failures_total{action=\"commit\"}")
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        commits - commits_before <= 1.0,
+        "{} commit failures",
+        commits - commits_before
+    );
+    let logged = d
+        .log_text()
+        .matches("cannot read the shared key-ring state")
+        .count();
+    assert_eq!(logged, 1, "one log line per change, not per attempt");
+
+    // Repaired: it reads the state again, leads, and signs.
+    pg.sql(
+        "unreadable",
+        "UPDATE jwksd_state SET state = jsonb_set(state, '{format}', '2'), version = version + 1",
+    );
+    wait_for("recovers", Duration::from_secs(40), async || {
+        d.get_public("/readyz").await.status == 200 && d.metric("jwksd_leader").await == Some(1.0)
+    })
+    .await;
+    assert_eq!(d.sign("ES256", serde_json::json!({})).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_replica_serves_the_key_only_for_what_its_window_covers() {
+    let pg = Cluster::start();
+    let url = pg.database("cutoff");
+    let tmp = tempfile::tempdir().unwrap();
+    // Freshness window: signing_key.cache_max_age 4 s + poll_interval 500 ms.
+    let d = replica(
+        &tmp.path().join("r0"),
+        &url,
+        "signing_key:\n  cache_max_age: 4s\nstore:\n  leader_lease: 2s\n  poll_interval: 500ms\n",
+    )
+    .await;
+    let r = d.active_key("ES256").await;
+    assert_eq!(r.header("cache-control"), Some("private, max-age=4"));
+    pg.stop_server();
+    let stopped = Instant::now();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let r = d.active_key("ES256").await;
+    let since = stopped.elapsed().as_secs_f64();
+    assert_eq!(r.status, 200);
+    let max_age: f64 = r
+        .header("cache-control")
+        .and_then(|v| v.strip_prefix("private, max-age="))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    // The copy a signer takes now must expire by the end of the window.
+    assert!(
+        since + max_age <= 4.5 + 0.6,
+        "handed out {since:.1} s after the store went away with max-age {max_age}"
+    );
+    pg.start_server();
+}
