@@ -511,6 +511,32 @@ async fn migrate(c: &mut Client) -> Result<(), StoreError> {
 
 const LEASE_OP: &str = "renew the leader lease";
 
+/// Until when a lease asked for at `asked` and answered at `answered` is
+/// held. An answer that arrives after the lease it asked for has run out
+/// (the database hung in between) is no leadership: an error, so that the
+/// caller neither leads nor believes another replica does.
+fn lease_end(
+    asked: Instant,
+    lease: Duration,
+    granted: bool,
+    answered: Instant,
+) -> Result<Option<Instant>, StoreError> {
+    if !granted {
+        return Ok(None);
+    }
+    match asked.checked_add(lease) {
+        Some(end) if end > answered => Ok(Some(end)),
+        _ => Err(StoreError::Database {
+            op: LEASE_OP,
+            reason: format!(
+                "the answer came {:?} after the request, when the {lease:?} lease it asked for had \
+                 already run out; not leading",
+                answered.saturating_duration_since(asked)
+            ),
+        }),
+    }
+}
+
 fn key_path(kid: &str) -> PathBuf {
     PathBuf::from(format!("jwksd_private_keys/{kid}"))
 }
@@ -779,7 +805,7 @@ impl KeyStore for PgStore {
             .await
             .map_err(db(LEASE_OP))
         })?;
-        Ok(granted.and_then(|_| asked.checked_add(lease)))
+        lease_end(asked, lease, granted.is_some(), Instant::now())
     }
 
     fn resign(&self) {
@@ -867,5 +893,38 @@ pub async fn listen(url: String, changed: std::sync::Arc<tokio::sync::Notify>) {
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_counted_from_before_the_request_and_a_late_answer_is_none() {
+        let asked = Instant::now();
+        let lease = Duration::from_secs(2);
+        let soon = asked + Duration::from_millis(30);
+        assert_eq!(lease_end(asked, lease, true, soon).unwrap(), Some(asked + lease));
+        assert_eq!(lease_end(asked, lease, false, soon).unwrap(), None);
+        // Answered after the lease it asked for ran out (the database hung
+        // in between): not leadership.
+        for late in [asked + lease, asked + Duration::from_secs(10)] {
+            let e = lease_end(asked, lease, true, late).unwrap_err();
+            assert!(
+                matches!(e, StoreError::Database { op: LEASE_OP, .. })
+                    && e.to_string().contains("already run out"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_lease_deadline_leaves_room_for_another_renewal() {
+        for secs in [1, 2, 10, 60, 600] {
+            let lease = Duration::from_secs(secs);
+            assert!(deadline::lease(lease) < lease / 3, "{lease:?}");
+            assert!(deadline::lease(lease) <= Duration::from_secs(5));
+        }
     }
 }
