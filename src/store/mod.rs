@@ -128,6 +128,14 @@ pub enum StoreError {
          was dropped and the next call reconnects"
     )]
     Timeout { op: &'static str, after: Duration },
+    /// A TLS handshake with the database failed.
+    #[error("database: TLS with {hosts} (sslmode={sslmode}) failed: {reason}; {fix}")]
+    Tls {
+        hosts: String,
+        sslmode: &'static str,
+        reason: String,
+        fix: String,
+    },
     #[error("sealing key {kid}: {source}")]
     Seal {
         kid: Kid,

@@ -16,6 +16,8 @@
 //! of changes by polling), and a leader cut off from the database loses it
 //! after one lease even if its session lingers on the server.
 
+mod tls;
+
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use postgres_openssl::MakeTlsConnector;
+pub use tls::SslMode;
 
 use crate::keys::{Alg, KeyMaterial, Kid};
 use crate::lifecycle::KeyringState;
@@ -111,9 +113,11 @@ pub struct PgStore {
 /// Where and how to connect: parsed once, shared with [`listen`].
 struct Target {
     config: tokio_postgres::Config,
-    tls: MakeTlsConnector,
+    tls: tls::Tls,
     /// `postgres://<hosts>/<database>`, never with the password.
     location: String,
+    /// The hosts alone, for TLS errors.
+    hosts: String,
     connect_deadline: Duration,
 }
 
@@ -171,17 +175,20 @@ fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Warned once per process, not for every store or connection.
+static WARNED_UNVERIFIED: std::sync::Once = std::sync::Once::new();
+
 impl Target {
     fn parse(url: &str) -> Result<Target, StoreError> {
         let invalid = |e: String| {
             StoreError::Other(format!("store.postgres: invalid connection string: {e}"))
         };
-        let mut config: tokio_postgres::Config = url
+        let (rest, sslmode, rootcert) = tls::take_params(url).map_err(invalid)?;
+        let tls = tls::connector(sslmode.as_deref(), rootcert)?;
+        let mut config: tokio_postgres::Config = rest
             .parse()
             .map_err(|e: tokio_postgres::Error| invalid(e.to_string()))?;
-        let tls = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls())
-            .map(|b| MakeTlsConnector::new(b.build()))
-            .map_err(|e| StoreError::Other(format!("TLS for the database: {e}")))?;
+        config.ssl_mode(tls.mode.transport());
         let per_host = match config.get_connect_timeout() {
             Some(t) => *t,
             None => {
@@ -218,19 +225,35 @@ impl Target {
             .collect::<Vec<_>>()
             .join(",");
         let location = format!("postgres://{hosts}/{}", config.get_dbname().unwrap_or(""));
-        let tried = config.get_hosts().len().max(config.get_hostaddrs().len()).max(1) as u32;
+        let tried = config
+            .get_hosts()
+            .len()
+            .max(config.get_hostaddrs().len())
+            .max(1) as u32;
         Ok(Target {
             config,
             tls,
             location,
+            hosts,
             connect_deadline: per_host * tried,
         })
+    }
+
+    /// Whether TLS may be used without checking who answers.
+    fn unverified_tls(&self) -> bool {
+        let hosts = self.config.get_hosts();
+        let tcp = hosts.is_empty()
+            || hosts
+                .iter()
+                .any(|h| matches!(h, tokio_postgres::config::Host::Tcp(_)));
+        tcp && matches!(self.tls.mode, SslMode::Prefer | SslMode::Require)
+            && !self.tls.verifies_chain()
     }
 
     async fn open(&self) -> Result<Conn, StoreError> {
         let (client, connection) = self
             .config
-            .connect(self.tls.clone())
+            .connect(self.tls.connector.clone())
             .await
             .map_err(|e| self.connect_error(&e))?;
         let task = tokio::spawn(async move {
@@ -245,10 +268,10 @@ impl Target {
     }
 
     fn connect_error(&self, e: &tokio_postgres::Error) -> StoreError {
-        StoreError::Database {
+        tls::failure(e, &self.tls, &self.hosts).unwrap_or_else(|| StoreError::Database {
             op: "connect to the database",
             reason: describe(e),
-        }
+        })
     }
 }
 
@@ -268,6 +291,17 @@ impl PgStore {
             )
         })?;
         let target = Target::parse(url)?;
+        if target.unverified_tls() {
+            WARNED_UNVERIFIED.call_once(|| {
+                tracing::warn!(
+                    store = %target.location,
+                    sslmode = target.tls.mode.as_str(),
+                    "the database's certificate is not verified: a man in the middle can read and \
+                     change the key ring (and sslmode=prefer falls back to plain text); set \
+                     sslmode=verify-full and sslrootcert=<CA file>"
+                );
+            });
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -342,7 +376,10 @@ impl PgStore {
             }
             Err(_) => {
                 *guard = None;
-                Err(StoreError::Timeout { op, after: deadline })
+                Err(StoreError::Timeout {
+                    op,
+                    after: deadline,
+                })
             }
         }
     }
@@ -374,16 +411,16 @@ impl PgStore {
             "read private keys",
             deadline::QUERY,
             async |c| {
-            Ok(c.query(
-                "SELECT kid, alg, sealed FROM jwksd_private_keys WHERE committed",
-                &[],
-            )
-            .await
-            .map_err(db("read private keys"))?
-            .into_iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect())
-        },
+                Ok(c.query(
+                    "SELECT kid, alg, sealed FROM jwksd_private_keys WHERE committed",
+                    &[],
+                )
+                .await
+                .map_err(db("read private keys"))?
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect())
+            },
         )?;
         let mut done = crate::store::fs::Rekeyed {
             rewritten: 0,
@@ -415,14 +452,19 @@ impl PgStore {
                         kid: k.clone(),
                         source,
                     })?;
-            self.with(&self.data, "re-seal a private key", deadline::QUERY, async |c| {
-                c.execute(
-                    "UPDATE jwksd_private_keys SET sealed = $1 WHERE kid = $2 AND sealed = $3",
-                    &[&resealed, &kid, &sealed],
-                )
-                .await
-                .map_err(db("re-seal a private key"))
-            })?;
+            self.with(
+                &self.data,
+                "re-seal a private key",
+                deadline::QUERY,
+                async |c| {
+                    c.execute(
+                        "UPDATE jwksd_private_keys SET sealed = $1 WHERE kid = $2 AND sealed = $3",
+                        &[&resealed, &kid, &sealed],
+                    )
+                    .await
+                    .map_err(db("re-seal a private key"))
+                },
+            )?;
             done.rewritten += 1;
         }
         Ok(done)
@@ -677,14 +719,19 @@ impl KeyStore for PgStore {
     }
 
     fn discard(&self, kid: &Kid) {
-        let _ = self.with(&self.data, "discard a staged key", deadline::QUERY, async |c| {
-            c.execute(
-                "DELETE FROM jwksd_private_keys WHERE kid = $1 AND NOT committed",
-                &[&kid.as_str()],
-            )
-            .await
-            .map_err(db("discard a staged key"))
-        });
+        let _ = self.with(
+            &self.data,
+            "discard a staged key",
+            deadline::QUERY,
+            async |c| {
+                c.execute(
+                    "DELETE FROM jwksd_private_keys WHERE kid = $1 AND NOT committed",
+                    &[&kid.as_str()],
+                )
+                .await
+                .map_err(db("discard a staged key"))
+            },
+        );
     }
 
     fn commit(&self, state: &KeyringState) -> Result<(), StoreError> {
@@ -774,15 +821,20 @@ impl KeyStore for PgStore {
     }
 
     fn version(&self) -> Result<u64, StoreError> {
-        self.with(&self.data, "read the state version", deadline::QUERY, async |c| {
-            Ok(
-                c.query_opt("SELECT version FROM jwksd_state WHERE id = 1", &[])
-                    .await
-                    .map_err(db("read the state version"))?
-                    .map(|r| r.get::<_, i64>(0) as u64)
-                    .unwrap_or(0),
-            )
-        })
+        self.with(
+            &self.data,
+            "read the state version",
+            deadline::QUERY,
+            async |c| {
+                Ok(
+                    c.query_opt("SELECT version FROM jwksd_state WHERE id = 1", &[])
+                        .await
+                        .map_err(db("read the state version"))?
+                        .map(|r| r.get::<_, i64>(0) as u64)
+                        .unwrap_or(0),
+                )
+            },
+        )
     }
 
     fn lead(&self, lease: Duration) -> Result<Option<Instant>, StoreError> {
@@ -809,14 +861,19 @@ impl KeyStore for PgStore {
     }
 
     fn resign(&self) {
-        let _ = self.with(&self.lease, "resign the lease", deadline::RESIGN, async |c| {
-            c.execute(
-                "DELETE FROM jwksd_leader WHERE holder = $1",
-                &[&self.holder],
-            )
-            .await
-            .map_err(db("resign the lease"))
-        });
+        let _ = self.with(
+            &self.lease,
+            "resign the lease",
+            deadline::RESIGN,
+            async |c| {
+                c.execute(
+                    "DELETE FROM jwksd_leader WHERE holder = $1",
+                    &[&self.holder],
+                )
+                .await
+                .map_err(db("resign the lease"))
+            },
+        );
     }
 
     fn shared(&self) -> bool {
@@ -845,7 +902,7 @@ pub async fn listen(url: String, changed: std::sync::Arc<tokio::sync::Notify>) {
     loop {
         match tokio::time::timeout(
             target.connect_deadline,
-            target.config.connect(target.tls.clone()),
+            target.config.connect(target.tls.connector.clone()),
         )
         .await
         {
@@ -905,7 +962,10 @@ mod tests {
         let asked = Instant::now();
         let lease = Duration::from_secs(2);
         let soon = asked + Duration::from_millis(30);
-        assert_eq!(lease_end(asked, lease, true, soon).unwrap(), Some(asked + lease));
+        assert_eq!(
+            lease_end(asked, lease, true, soon).unwrap(),
+            Some(asked + lease)
+        );
         assert_eq!(lease_end(asked, lease, false, soon).unwrap(), None);
         // Answered after the lease it asked for ran out (the database hung
         // in between): not leadership.
