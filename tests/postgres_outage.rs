@@ -153,8 +153,10 @@ fn calls_to_a_hung_database_time_out_and_then_reconnect() {
     let lease = Duration::from_secs(2);
     assert_eq!(store.version().unwrap(), 0);
     assert!(store.lead(lease).unwrap().is_some());
-    let mut state = KeyringState::default();
-    state.version = 1;
+    let state = KeyringState {
+        version: 1,
+        ..Default::default()
+    };
 
     let frozen = pg.freeze(Duration::from_secs(40));
     let t = Instant::now();
@@ -204,5 +206,10 @@ fn a_lease_answered_after_it_ran_out_is_not_leadership() {
         );
     }
     // Once answering again, the lease is held again.
-    assert!(store.lead(lease).unwrap().is_some_and(|t| t > Instant::now()));
+    assert!(
+        store
+            .lead(lease)
+            .unwrap()
+            .is_some_and(|t| t > Instant::now())
+    );
 }

@@ -199,7 +199,11 @@ impl Cluster {
         let postmaster: i32 = text.lines().next().unwrap().trim().parse().unwrap();
         let mut pids = vec![postmaster];
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
                 continue;
             };
             // "pid (comm) state ppid ...": comm may hold spaces and parens.
@@ -209,7 +213,12 @@ impl Cluster {
             let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
                 continue;
             };
-            if rest.split_whitespace().nth(1).and_then(|p| p.parse::<i32>().ok()) == Some(postmaster) {
+            if rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<i32>().ok())
+                == Some(postmaster)
+            {
                 pids.push(pid);
             }
         }
