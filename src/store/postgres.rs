@@ -15,6 +15,11 @@
 //! pooling proxy (where session locks and LISTEN do not; replicas then learn
 //! of changes by polling), and a leader cut off from the database loses it
 //! after one lease even if its session lingers on the server.
+//!
+//! Every call has a deadline on our side ([`deadline`]): a server that
+//! hangs rather than refuses answers no server-side timeout, so the store
+//! gives up, drops the connection, and reconnects on the next call. TLS
+//! follows libpq's `sslmode` (see `tls`).
 
 mod tls;
 
@@ -110,7 +115,8 @@ pub struct PgStore {
     lease: Mutex<Option<Conn>>,
 }
 
-/// Where and how to connect: parsed once, shared with [`listen`].
+/// Where and how to connect, from the connection string (the store and
+/// [`listen`] each parse their own).
 struct Target {
     config: tokio_postgres::Config,
     tls: tls::Tls,
