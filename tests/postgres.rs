@@ -194,8 +194,9 @@ fn store_migrates_once_compares_and_sets_and_leases() {
     sa.resign();
     assert!(sb.lead(Duration::from_secs(5)).unwrap().is_some());
     // An expired lease is taken over.
-    assert!(sb.lead(Duration::from_millis(1)).unwrap().is_some());
-    std::thread::sleep(Duration::from_millis(20));
+    assert!(sb.lead(Duration::from_millis(800)).unwrap().is_some());
+    assert!(sa.lead(Duration::from_secs(5)).unwrap().is_none());
+    std::thread::sleep(Duration::from_millis(900));
     assert!(sa.lead(Duration::from_secs(5)).unwrap().is_some());
 }
 

@@ -8,6 +8,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use jwksd::lifecycle::KeyringState;
+use jwksd::store::postgres::PgStore;
+use jwksd::store::{KeyStore, MasterKey, StoreError};
 use support::daemon::{Daemon, FAST, write_config};
 use support::pg::Cluster;
 
@@ -109,4 +111,105 @@ async fn replicas_serve_through_a_database_outage_and_catch_up() {
     for d in &mut replicas {
         assert_eq!(d.stop().code(), Some(0));
     }
+}
+
+fn mk() -> MasterKey {
+    MasterKey::from_encoded(MK).unwrap()
+}
+
+/// Asserts `r` is the client-side timeout of a store call, returned within
+/// `deadline` plus a margin; prints how long it took.
+fn assert_timed_out<T: std::fmt::Debug>(
+    what: &str,
+    r: Result<T, StoreError>,
+    started: Instant,
+    deadline: Duration,
+) {
+    let took = started.elapsed();
+    eprintln!("{what}: returned after {took:?}: {r:?}");
+    let msg = match &r {
+        Err(e) => e.to_string(),
+        Ok(v) => panic!("{what}: expected a timeout after {deadline:?}, got {v:?} after {took:?}"),
+    };
+    assert!(
+        msg.contains("did not answer") && msg.contains(&format!("{deadline:?}")),
+        "{what}: {msg}"
+    );
+    assert!(
+        took >= deadline && took < deadline + Duration::from_millis(1500),
+        "{what} took {took:?}, deadline {deadline:?}"
+    );
+}
+
+/// A database that hangs instead of refusing (every server process
+/// stopped, as a frozen VM or a stalled disk): every call gives up on our
+/// side within its deadline, and the next call after the server resumes
+/// reconnects.
+#[test]
+fn calls_to_a_hung_database_time_out_and_then_reconnect() {
+    let pg = Cluster::start();
+    let url = pg.database("hang");
+    let store = PgStore::connect(&url, Some(mk()), None).unwrap();
+    let lease = Duration::from_secs(2);
+    assert_eq!(store.version().unwrap(), 0);
+    assert!(store.lead(lease).unwrap().is_some());
+    let state = KeyringState {
+        version: 1,
+        ..Default::default()
+    };
+
+    let frozen = pg.freeze(Duration::from_secs(40));
+    let t = Instant::now();
+    assert_timed_out("version()", store.version(), t, Duration::from_secs(5));
+    let t = Instant::now();
+    assert_timed_out("commit()", store.commit(&state), t, Duration::from_secs(10));
+    // The lease call gives up well within a third of the lease.
+    let t = Instant::now();
+    assert_timed_out("lead()", store.lead(lease), t, lease / 4);
+    let t = Instant::now();
+    assert_timed_out(
+        "connect()",
+        PgStore::connect(&url, Some(mk()), None).map(|_| ()),
+        t,
+        Duration::from_secs(5),
+    );
+    drop(frozen);
+
+    // Resumed: the next calls reconnect and succeed.
+    let t = Instant::now();
+    assert_eq!(store.version().unwrap(), 0);
+    store.commit(&state).unwrap();
+    assert!(store.lead(lease).unwrap().is_some());
+    assert_eq!(store.version().unwrap(), 1);
+    eprintln!("after resuming: version, commit, lead in {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(3));
+}
+
+/// A lease renewal answered only after the lease it asked for has run out
+/// (the database hung meanwhile) never counts as leadership.
+#[test]
+fn a_lease_answered_after_it_ran_out_is_not_leadership() {
+    let pg = Cluster::start();
+    let url = pg.database("stale");
+    let store = PgStore::connect(&url, Some(mk()), None).unwrap();
+    let lease = Duration::from_secs(1);
+    assert!(store.lead(lease).unwrap().is_some());
+    let frozen = pg.freeze(Duration::from_millis(1500));
+    let r = store.lead(lease);
+    let now = Instant::now();
+    drop(frozen);
+    eprintln!("lead() during a 1.5 s stop: {r:?}");
+    if let Ok(Some(until)) = r {
+        panic!(
+            "a lease that ran out {:?} ago counts as leadership",
+            now.duration_since(until)
+        );
+    }
+    // Once answering again, the lease is held again.
+    assert!(
+        store
+            .lead(lease)
+            .unwrap()
+            .is_some_and(|t| t > Instant::now())
+    );
 }

@@ -120,6 +120,22 @@ pub enum StoreError {
     Conflict { expected: u64, found: u64 },
     #[error("database: {op}: {reason}")]
     Database { op: &'static str, reason: String },
+    /// The database did not answer within our deadline (it may hang rather
+    /// than refuse: a stopped server, a stalled disk, a frozen VM); the
+    /// connection was dropped.
+    #[error(
+        "database: {op}: the database did not answer in time (deadline {after:?}); the connection \
+         was dropped and the next call reconnects"
+    )]
+    Timeout { op: &'static str, after: Duration },
+    /// A TLS handshake with the database failed.
+    #[error("database: TLS with {hosts} (sslmode={sslmode}) failed: {reason}; {fix}")]
+    Tls {
+        hosts: String,
+        sslmode: &'static str,
+        reason: String,
+        fix: String,
+    },
     #[error("sealing key {kid}: {source}")]
     Seal {
         kid: Kid,

@@ -15,14 +15,22 @@
 //! pooling proxy (where session locks and LISTEN do not; replicas then learn
 //! of changes by polling), and a leader cut off from the database loses it
 //! after one lease even if its session lingers on the server.
+//!
+//! Every call has a deadline on our side ([`deadline`]): a server that
+//! hangs rather than refuses answers no server-side timeout, so the store
+//! gives up, drops the connection, and reconnects on the next call. TLS
+//! follows libpq's `sslmode` (see `tls`).
+
+mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use postgres::Client;
-use postgres_openssl::MakeTlsConnector;
+use tokio_postgres::Client;
+
+pub use tls::SslMode;
 
 use crate::keys::{Alg, KeyMaterial, Kid};
 use crate::lifecycle::KeyringState;
@@ -38,9 +46,36 @@ const MIGRATION_LOCK: i64 = 0x6a77_6b73_6400_0001;
 const STALE_STAGED: &str = "1 hour";
 /// Upper bounds on how long one statement may run or wait for a lock, and
 /// how long a transaction may sit idle (a replica that vanished mid-commit).
+/// These run on the server, so they cannot fire when the server hangs
+/// (stopped, a stalled disk, a frozen VM): the deadlines below are ours.
 const STATEMENT_TIMEOUT_MS: u32 = 10_000;
 const LOCK_TIMEOUT_MS: u32 = 5_000;
 const IDLE_IN_TX_TIMEOUT_MS: u32 = 15_000;
+
+/// Client-side deadlines, counted on our clock and including a reconnect:
+/// a call that misses one fails with [`StoreError::Timeout`] and drops its
+/// connection, so the next call starts afresh.
+pub mod deadline {
+    use std::time::Duration;
+    /// Establishing a connection, per host tried (unless the connection
+    /// string sets `connect_timeout`).
+    pub const CONNECT: Duration = Duration::from_secs(5);
+    /// Reading the state or its version, staging or discarding a key.
+    pub const QUERY: Duration = Duration::from_secs(5);
+    /// A commit: above the server's lock timeout (5 s), so a commit waiting
+    /// on a lock gets the server's clearer error first.
+    pub const COMMIT: Duration = Duration::from_secs(10);
+    /// Migrations wait for another replica's under the advisory lock.
+    pub const MIGRATE: Duration = Duration::from_secs(15);
+    /// Giving the lease up at shutdown: it expires anyway.
+    pub const RESIGN: Duration = Duration::from_secs(2);
+    /// Renewing the lease: a quarter of it, at most 5 s. Under a third, so
+    /// that a renewal that gives up still leaves time for the next one
+    /// before the lease runs out.
+    pub fn lease(lease: Duration) -> Duration {
+        (lease / 4).min(Duration::from_secs(5))
+    }
+}
 
 const MIGRATIONS: &[&str] = &[
     // 1: the initial schema.
@@ -66,35 +101,79 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 pub struct PgStore {
-    config: postgres::Config,
-    tls: MakeTlsConnector,
-    location: String,
+    target: Target,
     master: MasterKey,
     previous: Option<MasterKey>,
     /// This replica's name in the lease row.
     holder: String,
+    /// Drives both connections while a caller waits in `block_on`, as the
+    /// synchronous `postgres` crate does; None only while dropped.
+    rt: Option<tokio::runtime::Runtime>,
     /// Data and lease on separate connections: a slow commit never delays
     /// a lease renewal.
-    data: Mutex<Option<Client>>,
-    lease: Mutex<Option<Client>>,
+    data: Mutex<Option<Conn>>,
+    lease: Mutex<Option<Conn>>,
 }
 
-fn db(op: &'static str) -> impl Fn(postgres::Error) -> StoreError {
+/// Where and how to connect, from the connection string (the store and
+/// [`listen`] each parse their own).
+struct Target {
+    config: tokio_postgres::Config,
+    tls: tls::Tls,
+    /// `postgres://<hosts>/<database>`, never with the password.
+    location: String,
+    /// The hosts alone, for TLS errors.
+    hosts: String,
+    connect_deadline: Duration,
+}
+
+struct Conn {
+    client: Client,
+    /// The task that drives the socket; aborted with the connection (a
+    /// hung server would keep it waiting forever).
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Conn {
+    /// Closes politely: without its client the connection tells the server
+    /// goodbye and ends.
+    async fn close(mut self) {
+        let task = self.task.take();
+        drop(self);
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+fn db(op: &'static str) -> impl Fn(tokio_postgres::Error) -> StoreError {
     move |e| StoreError::Database {
         op,
         reason: describe(&e),
     }
 }
 
-/// The most specific part of a database error (never the connection string).
-fn describe(e: &postgres::Error) -> String {
+/// The most specific part of a database error (never the connection
+/// string), each cause once: the chain often repeats its sources.
+fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(d) => format!("{}: {}", d.code().code(), d.message()),
         None => {
             let mut s = e.to_string();
             let mut cur: &dyn std::error::Error = e;
             while let Some(next) = cur.source() {
-                s = format!("{s}: {next}");
+                let n = next.to_string();
+                if !s.contains(&n) {
+                    s = format!("{s}: {n}");
+                }
                 cur = next;
             }
             s
@@ -102,27 +181,27 @@ fn describe(e: &postgres::Error) -> String {
     }
 }
 
-impl PgStore {
-    /// Connects, creates or migrates the schema, and checks the master key
-    /// is there. `url` is a libpq-style connection string or URL.
-    pub fn connect(
-        url: &str,
-        master: Option<MasterKey>,
-        previous: Option<MasterKey>,
-    ) -> Result<PgStore, StoreError> {
-        let master = master.ok_or_else(|| {
-            StoreError::Other(
-                "the PostgreSQL store needs a master key: private keys are sealed before they reach \
-                 the database (set JWKSD_MASTER_KEY or master_key_file)"
-                    .into(),
-            )
-        })?;
-        let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+/// Warned once per process, not for every store or connection.
+static WARNED_UNVERIFIED: std::sync::Once = std::sync::Once::new();
+
+impl Target {
+    fn parse(url: &str) -> Result<Target, StoreError> {
+        let invalid = |e: String| {
             StoreError::Other(format!("store.postgres: invalid connection string: {e}"))
-        })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
-        }
+        };
+        let (rest, sslmode, rootcert) = tls::take_params(url).map_err(invalid)?;
+        let tls = tls::connector(sslmode.as_deref(), rootcert)?;
+        let mut config: tokio_postgres::Config = rest
+            .parse()
+            .map_err(|e: tokio_postgres::Error| invalid(e.to_string()))?;
+        config.ssl_mode(tls.mode.transport());
+        let per_host = match config.get_connect_timeout() {
+            Some(t) => *t,
+            None => {
+                config.connect_timeout(deadline::CONNECT);
+                deadline::CONNECT
+            }
+        };
         config
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(10))
@@ -142,33 +221,119 @@ impl PgStore {
         if config.get_application_name().is_none() {
             config.application_name("jwksd");
         }
-        let location = format!(
-            "postgres://{}/{}",
-            config
-                .get_hosts()
-                .iter()
-                .map(|h| match h {
-                    postgres::config::Host::Tcp(h) => h.clone(),
-                    postgres::config::Host::Unix(p) => p.display().to_string(),
-                })
-                .collect::<Vec<_>>()
-                .join(","),
-            config.get_dbname().unwrap_or("")
-        );
-        let tls = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls())
-            .map(|b| MakeTlsConnector::new(b.build()))
-            .map_err(|e| StoreError::Other(format!("TLS for the database: {e}")))?;
-        let store = PgStore {
+        let hosts = config
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let location = format!("postgres://{hosts}/{}", config.get_dbname().unwrap_or(""));
+        let tried = config
+            .get_hosts()
+            .len()
+            .max(config.get_hostaddrs().len())
+            .max(1) as u32;
+        Ok(Target {
             config,
             tls,
             location,
+            hosts,
+            connect_deadline: per_host * tried,
+        })
+    }
+
+    /// Whether TLS may be used without checking who answers.
+    fn unverified_tls(&self) -> bool {
+        let hosts = self.config.get_hosts();
+        let tcp = hosts.is_empty()
+            || hosts
+                .iter()
+                .any(|h| matches!(h, tokio_postgres::config::Host::Tcp(_)));
+        tcp && matches!(self.tls.mode, SslMode::Prefer | SslMode::Require)
+            && !self.tls.verifies_chain()
+    }
+
+    async fn open(&self) -> Result<Conn, StoreError> {
+        let (client, connection) = self
+            .config
+            .connect(self.tls.connector.clone())
+            .await
+            .map_err(|e| self.connect_error(&e))?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %describe(&e), "database connection closed");
+            }
+        });
+        Ok(Conn {
+            client,
+            task: Some(task),
+        })
+    }
+
+    fn connect_error(&self, e: &tokio_postgres::Error) -> StoreError {
+        tls::failure(e, &self.tls, &self.hosts).unwrap_or_else(|| StoreError::Database {
+            op: "connect to the database",
+            reason: describe(e),
+        })
+    }
+}
+
+impl PgStore {
+    /// Connects, creates or migrates the schema, and checks the master key
+    /// is there. `url` is a libpq-style connection string or URL.
+    pub fn connect(
+        url: &str,
+        master: Option<MasterKey>,
+        previous: Option<MasterKey>,
+    ) -> Result<PgStore, StoreError> {
+        let master = master.ok_or_else(|| {
+            StoreError::Other(
+                "the PostgreSQL store needs a master key: private keys are sealed before they reach \
+                 the database (set JWKSD_MASTER_KEY or master_key_file)"
+                    .into(),
+            )
+        })?;
+        let target = Target::parse(url)?;
+        if target.unverified_tls() {
+            WARNED_UNVERIFIED.call_once(|| {
+                tracing::warn!(
+                    store = %target.location,
+                    sslmode = target.tls.mode.as_str(),
+                    "the database's certificate is not verified: a man in the middle can read and \
+                     change the key ring (and sslmode=prefer falls back to plain text); set \
+                     sslmode=verify-full and sslrootcert=<CA file>"
+                );
+            });
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Other(format!("database runtime: {e}")))?;
+        let connect_deadline = target.connect_deadline;
+        let store = PgStore {
+            target,
             master,
             previous,
             holder: replica_name(),
+            rt: Some(rt),
             data: Mutex::new(None),
             lease: Mutex::new(None),
         };
-        store.with(&store.data, migrate)?;
+        store.with(
+            &store.data,
+            "connect to the database",
+            connect_deadline,
+            async |_| Ok(()),
+        )?;
+        store.with(
+            &store.data,
+            "migrate the schema",
+            deadline::MIGRATE,
+            async |c| migrate(c).await,
+        )?;
         Ok(store)
     }
 
@@ -177,28 +342,52 @@ impl PgStore {
         &self.holder
     }
 
+    /// Runs `f` on the connection in `slot`, (re)connecting first if
+    /// needed, all within `deadline`. A missed deadline drops the
+    /// connection: whatever it was doing is abandoned (an open transaction
+    /// rolls back on the server) and the next call reconnects.
     fn with<T>(
         &self,
-        slot: &Mutex<Option<Client>>,
-        f: impl FnOnce(&mut Client) -> Result<T, StoreError>,
+        slot: &Mutex<Option<Conn>>,
+        op: &'static str,
+        deadline: Duration,
+        f: impl AsyncFnOnce(&mut Client) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        let rt = self
+            .rt
+            .as_ref()
+            .ok_or_else(|| StoreError::Other("the database store is closed".into()))?;
         let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            *guard = None;
-            let client = self
-                .config
-                .connect(self.tls.clone())
-                .map_err(db("connect to the database"))?;
-            *guard = Some(client);
-        }
-        let Some(client) = guard.as_mut() else {
-            return Err(StoreError::Other("no database connection".into()));
+        // The timer is made inside: it needs the runtime's context.
+        let work = async {
+            // The socket is only read while a call runs: let the connection
+            // task see a close that arrived meanwhile.
+            tokio::task::yield_now().await;
+            if guard.as_ref().is_none_or(|c| c.client.is_closed()) {
+                *guard = None;
+                *guard = Some(self.target.open().await?);
+            }
+            match guard.as_mut() {
+                Some(c) => f(&mut c.client).await,
+                None => Err(StoreError::Other("no database connection".into())),
+            }
         };
-        let result = f(client);
-        if result.is_err() && client.is_closed() {
-            *guard = None;
+        let outcome = rt.block_on(async { tokio::time::timeout(deadline, work).await });
+        match outcome {
+            Ok(result) => {
+                if result.is_err() && guard.as_ref().is_some_and(|c| c.client.is_closed()) {
+                    *guard = None;
+                }
+                result
+            }
+            Err(_) => {
+                *guard = None;
+                Err(StoreError::Timeout {
+                    op,
+                    after: deadline,
+                })
+            }
         }
-        result
     }
 
     fn open_key(&self, kid: &Kid, alg: Alg, sealed: &[u8]) -> Result<(KeyMaterial, bool), String> {
@@ -223,16 +412,22 @@ impl PgStore {
     /// second run finishes. Replicas may keep running meanwhile when they
     /// know both keys (`JWKSD_PREVIOUS_MASTER_KEY`).
     pub fn rekey(&self) -> Result<crate::store::fs::Rekeyed, StoreError> {
-        let rows: Vec<(String, String, Vec<u8>)> = self.with(&self.data, |c| {
-            Ok(c.query(
-                "SELECT kid, alg, sealed FROM jwksd_private_keys WHERE committed",
-                &[],
-            )
-            .map_err(db("read private keys"))?
-            .into_iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect())
-        })?;
+        let rows: Vec<(String, String, Vec<u8>)> = self.with(
+            &self.data,
+            "read private keys",
+            deadline::QUERY,
+            async |c| {
+                Ok(c.query(
+                    "SELECT kid, alg, sealed FROM jwksd_private_keys WHERE committed",
+                    &[],
+                )
+                .await
+                .map_err(db("read private keys"))?
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect())
+            },
+        )?;
         let mut done = crate::store::fs::Rekeyed {
             rewritten: 0,
             already: 0,
@@ -263,13 +458,19 @@ impl PgStore {
                         kid: k.clone(),
                         source,
                     })?;
-            self.with(&self.data, |c| {
-                c.execute(
-                    "UPDATE jwksd_private_keys SET sealed = $1 WHERE kid = $2 AND sealed = $3",
-                    &[&resealed, &kid, &sealed],
-                )
-                .map_err(db("re-seal a private key"))
-            })?;
+            self.with(
+                &self.data,
+                "re-seal a private key",
+                deadline::QUERY,
+                async |c| {
+                    c.execute(
+                        "UPDATE jwksd_private_keys SET sealed = $1 WHERE kid = $2 AND sealed = $3",
+                        &[&resealed, &kid, &sealed],
+                    )
+                    .await
+                    .map_err(db("re-seal a private key"))
+                },
+            )?;
             done.rewritten += 1;
         }
         Ok(done)
@@ -278,23 +479,26 @@ impl PgStore {
 
 impl Drop for PgStore {
     fn drop(&mut self) {
-        // The synchronous client closes its connection by blocking on its
-        // own runtime, which panics on an async worker thread: close them
-        // on a thread of their own when dropped there.
-        let clients: Vec<Client> = [&self.data, &self.lease]
+        let conns: Vec<Conn> = [&self.data, &self.lease]
             .into_iter()
             .filter_map(|m| m.lock().unwrap_or_else(|e| e.into_inner()).take())
             .collect();
-        if clients.is_empty() {
+        let Some(rt) = self.rt.take() else { return };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Blocking here would panic on an async worker: the sockets
+            // just close.
+            drop(conns);
+            rt.shutdown_background();
             return;
         }
-        if tokio::runtime::Handle::try_current().is_ok() {
-            let _ = std::thread::Builder::new()
-                .name("jwksd-pg-close".into())
-                .spawn(move || drop(clients));
-        } else {
-            drop(clients);
-        }
+        rt.block_on(async {
+            let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                for c in conns {
+                    c.close().await;
+                }
+            })
+            .await;
+        });
     }
 }
 
@@ -314,14 +518,17 @@ fn replica_name() -> String {
     format!("{host}/{}/{suffix:08x}", std::process::id())
 }
 
-fn migrate(c: &mut Client) -> Result<(), StoreError> {
-    let mut tx = c.transaction().map_err(db("begin migration"))?;
+async fn migrate(c: &mut Client) -> Result<(), StoreError> {
+    let tx = c.transaction().await.map_err(db("begin migration"))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
         .map_err(db("lock for migration"))?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS jwksd_schema (version integer NOT NULL)")
+        .await
         .map_err(db("create jwksd_schema"))?;
     let row = tx
         .query_opt("SELECT version FROM jwksd_schema", &[])
+        .await
         .map_err(db("read schema version"))?;
     let current: i32 = row.map(|r| r.get(0)).unwrap_or(0);
     if current as usize > MIGRATIONS.len() {
@@ -332,18 +539,50 @@ fn migrate(c: &mut Client) -> Result<(), StoreError> {
         )));
     }
     for (i, m) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        tx.batch_execute(m).map_err(db("migrate the schema"))?;
+        tx.batch_execute(m)
+            .await
+            .map_err(db("migrate the schema"))?;
         tracing::info!(version = i + 1, "database schema migrated");
     }
     let latest = MIGRATIONS.len() as i32;
     if current == 0 {
         tx.execute("INSERT INTO jwksd_schema (version) VALUES ($1)", &[&latest])
+            .await
             .map_err(db("record schema version"))?;
     } else if current < latest {
         tx.execute("UPDATE jwksd_schema SET version = $1", &[&latest])
+            .await
             .map_err(db("record schema version"))?;
     }
-    tx.commit().map_err(db("commit migration"))
+    tx.commit().await.map_err(db("commit migration"))
+}
+
+const LEASE_OP: &str = "renew the leader lease";
+
+/// Until when a lease asked for at `asked` and answered at `answered` is
+/// held. An answer that arrives after the lease it asked for has run out
+/// (the database hung in between) is no leadership: an error, so that the
+/// caller neither leads nor believes another replica does.
+fn lease_end(
+    asked: Instant,
+    lease: Duration,
+    granted: bool,
+    answered: Instant,
+) -> Result<Option<Instant>, StoreError> {
+    if !granted {
+        return Ok(None);
+    }
+    match asked.checked_add(lease) {
+        Some(end) if end > answered => Ok(Some(end)),
+        _ => Err(StoreError::Database {
+            op: LEASE_OP,
+            reason: format!(
+                "the answer came {:?} after the request, when the {lease:?} lease it asked for had \
+                 already run out; not leading",
+                answered.saturating_duration_since(asked)
+            ),
+        }),
+    }
 }
 
 fn key_path(kid: &str) -> PathBuf {
@@ -352,12 +591,13 @@ fn key_path(kid: &str) -> PathBuf {
 
 impl KeyStore for PgStore {
     fn load(&self) -> Result<Loaded, StoreError> {
-        let (state_text, rows, stale) = self.with(&self.data, |c| {
+        let (state_text, rows, stale) = self.with(&self.data, "load the state", deadline::QUERY, async |c| {
             // One snapshot for the state and the keys it refers to.
-            let mut tx = c
+            let tx = c
                 .build_transaction()
-                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
                 .start()
+                .await
                 .map_err(db("begin load"))?;
             // Keys staged by a replica that died before committing them.
             let stale = tx
@@ -367,18 +607,21 @@ impl KeyStore for PgStore {
                     ),
                     &[],
                 )
+                .await
                 .map_err(db("discard stale staged keys"))?;
             let state = tx
                 .query_opt("SELECT state::text FROM jwksd_state WHERE id = 1", &[])
+                .await
                 .map_err(db("read the state"))?
                 .map(|r| r.get::<_, String>(0));
             let rows: Vec<(String, String, Vec<u8>)> = tx
                 .query("SELECT kid, alg, sealed FROM jwksd_private_keys WHERE committed", &[])
+                .await
                 .map_err(db("read private keys"))?
                 .into_iter()
                 .map(|r| (r.get(0), r.get(1), r.get(2)))
                 .collect();
-            tx.commit().map_err(db("commit load"))?;
+            tx.commit().await.map_err(db("commit load"))?;
             Ok((state, rows, stale))
         })?;
         let mut notes = Vec::new();
@@ -470,24 +713,31 @@ impl KeyStore for PgStore {
                 kid: key.kid.clone(),
                 source,
             })?;
-        self.with(&self.data, |c| {
+        self.with(&self.data, "stage a private key", deadline::QUERY, async |c| {
             c.execute(
                 "INSERT INTO jwksd_private_keys (kid, alg, sealed, committed) VALUES ($1, $2, $3, false)",
                 &[&key.kid.as_str(), &key.alg.as_str(), &sealed],
             )
+            .await
             .map_err(db("stage a private key"))
             .map(|_| ())
         })
     }
 
     fn discard(&self, kid: &Kid) {
-        let _ = self.with(&self.data, |c| {
-            c.execute(
-                "DELETE FROM jwksd_private_keys WHERE kid = $1 AND NOT committed",
-                &[&kid.as_str()],
-            )
-            .map_err(db("discard a staged key"))
-        });
+        let _ = self.with(
+            &self.data,
+            "discard a staged key",
+            deadline::QUERY,
+            async |c| {
+                c.execute(
+                    "DELETE FROM jwksd_private_keys WHERE kid = $1 AND NOT committed",
+                    &[&kid.as_str()],
+                )
+                .await
+                .map_err(db("discard a staged key"))
+            },
+        );
     }
 
     fn commit(&self, state: &KeyringState) -> Result<(), StoreError> {
@@ -507,23 +757,26 @@ impl KeyStore for PgStore {
             })
             .map(|k| k.kid.to_string())
             .collect();
-        self.with(&self.data, |c| {
-            let mut tx = c.transaction().map_err(db("begin commit"))?;
+        self.with(&self.data, "commit", deadline::COMMIT, async |c| {
+            let tx = c.transaction().await.map_err(db("begin commit"))?;
             let changed = if expected == 0 {
                 tx.execute(
                     "INSERT INTO jwksd_state (id, version, state) VALUES (1, $1, $2::text::jsonb) ON CONFLICT (id) DO NOTHING",
                     &[&new, &json],
                 )
+                .await
             } else {
                 tx.execute(
                     "UPDATE jwksd_state SET version = $1, state = $2::text::jsonb, updated_at = now() WHERE id = 1 AND version = $3",
                     &[&new, &json, &expected],
                 )
+                .await
             }
             .map_err(db("write the state"))?;
             if changed != 1 {
                 let found: i64 = tx
                     .query_opt("SELECT version FROM jwksd_state WHERE id = 1", &[])
+                    .await
                     .map_err(db("read the state version"))?
                     .map(|r| r.get(0))
                     .unwrap_or(0);
@@ -536,6 +789,7 @@ impl KeyStore for PgStore {
                 "UPDATE jwksd_private_keys SET committed = true WHERE kid = ANY($1) AND NOT committed",
                 &[&live],
             )
+            .await
             .map_err(db("commit private keys"))?;
             // Every key that may sign must have its private key in this
             // commit (a staged row could have been cleaned up as stale).
@@ -544,6 +798,7 @@ impl KeyStore for PgStore {
                     "SELECT count(*) FROM jwksd_private_keys WHERE committed AND kid = ANY($1)",
                     &[&signing],
                 )
+                .await
                 .map_err(db("check private keys"))?
                 .get(0);
             if held as usize != signing.len() {
@@ -558,34 +813,42 @@ impl KeyStore for PgStore {
                 "DELETE FROM jwksd_private_keys WHERE committed AND NOT (kid = ANY($1))",
                 &[&live],
             )
+            .await
             .map_err(db("destroy ended private keys"))?;
             tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &new.to_string()])
+                .await
                 .map_err(db("notify replicas"))?;
-            tx.commit().map_err(db("commit"))
+            tx.commit().await.map_err(db("commit"))
         })
     }
 
     fn location(&self) -> String {
-        self.location.clone()
+        self.target.location.clone()
     }
 
     fn version(&self) -> Result<u64, StoreError> {
-        self.with(&self.data, |c| {
-            Ok(
-                c.query_opt("SELECT version FROM jwksd_state WHERE id = 1", &[])
-                    .map_err(db("read the state version"))?
-                    .map(|r| r.get::<_, i64>(0) as u64)
-                    .unwrap_or(0),
-            )
-        })
+        self.with(
+            &self.data,
+            "read the state version",
+            deadline::QUERY,
+            async |c| {
+                Ok(
+                    c.query_opt("SELECT version FROM jwksd_state WHERE id = 1", &[])
+                        .await
+                        .map_err(db("read the state version"))?
+                        .map(|r| r.get::<_, i64>(0) as u64)
+                        .unwrap_or(0),
+                )
+            },
+        )
     }
 
     fn lead(&self, lease: Duration) -> Result<Option<Instant>, StoreError> {
-        // Measured before the request: the lease is never thought longer
-        // than the database granted it.
+        // Measured before the request (and any reconnect): the lease is
+        // never thought longer than the database granted it.
         let asked = Instant::now();
         let ms = lease.as_millis() as i64;
-        let granted = self.with(&self.lease, |c| {
+        let granted = self.with(&self.lease, LEASE_OP, deadline::lease(lease), async |c| {
             c.query_opt(
                 "INSERT INTO jwksd_leader (id, holder, term, expires_at)
                  VALUES (1, $1, 1, now() + $2 * interval '1 millisecond')
@@ -597,19 +860,26 @@ impl KeyStore for PgStore {
                  RETURNING term",
                 &[&self.holder, &(ms as f64)],
             )
-            .map_err(db("renew the leader lease"))
+            .await
+            .map_err(db(LEASE_OP))
         })?;
-        Ok(granted.and_then(|_| asked.checked_add(lease)))
+        lease_end(asked, lease, granted.is_some(), Instant::now())
     }
 
     fn resign(&self) {
-        let _ = self.with(&self.lease, |c| {
-            c.execute(
-                "DELETE FROM jwksd_leader WHERE holder = $1",
-                &[&self.holder],
-            )
-            .map_err(db("resign the lease"))
-        });
+        let _ = self.with(
+            &self.lease,
+            "resign the lease",
+            deadline::RESIGN,
+            async |c| {
+                c.execute(
+                    "DELETE FROM jwksd_leader WHERE holder = $1",
+                    &[&self.holder],
+                )
+                .await
+                .map_err(db("resign the lease"))
+            },
+        );
     }
 
     fn shared(&self) -> bool {
@@ -617,24 +887,34 @@ impl KeyStore for PgStore {
     }
 }
 
+/// How often the idle notification connection checks that the server
+/// still answers: a hung server sends nothing, and neither does a quiet
+/// channel.
+const LISTEN_CHECK: Duration = Duration::from_secs(10);
+
 /// Waits for change notifications on a connection of its own and calls
 /// `changed` for each; reconnects with backoff. Behind a transaction-pooling
 /// proxy no notification arrives, and the polling replicas do anyway covers
 /// that.
 pub async fn listen(url: String, changed: std::sync::Arc<tokio::sync::Notify>) {
-    let tls = match openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()) {
-        Ok(b) => MakeTlsConnector::new(b.build()),
+    let target = match Target::parse(&url) {
+        Ok(t) => t,
         Err(e) => {
-            tracing::warn!(error = %e, "no TLS for the notification connection; relying on polling");
+            tracing::warn!(error = %e, "no notification connection; relying on polling");
             return;
         }
     };
     let mut backoff = Duration::from_secs(1);
     loop {
-        match tokio_postgres::connect(&url, tls.clone()).await {
-            Ok((client, mut connection)) => {
+        match tokio::time::timeout(
+            target.connect_deadline,
+            target.config.connect(target.tls.connector.clone()),
+        )
+        .await
+        {
+            Ok(Ok((client, mut connection))) => {
                 let notify = changed.clone();
-                let conn = tokio::spawn(async move {
+                let mut conn = tokio::spawn(async move {
                     loop {
                         match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                             Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
@@ -645,22 +925,72 @@ pub async fn listen(url: String, changed: std::sync::Arc<tokio::sync::Notify>) {
                         }
                     }
                 });
-                if client
-                    .batch_execute(&format!("LISTEN {CHANNEL}"))
-                    .await
-                    .is_ok()
-                {
+                let listening = tokio::time::timeout(
+                    deadline::QUERY,
+                    client.batch_execute(&format!("LISTEN {CHANNEL}")),
+                )
+                .await;
+                if let Ok(Ok(())) = listening {
                     backoff = Duration::from_secs(1);
                     // A missed change while reconnecting: look once.
                     changed.notify_one();
-                    let _ = conn.await;
-                } else {
-                    conn.abort();
+                    loop {
+                        tokio::select! {
+                            _ = &mut conn => break,
+                            _ = tokio::time::sleep(LISTEN_CHECK) => {
+                                let alive = tokio::time::timeout(deadline::QUERY, client.simple_query("")).await;
+                                if !matches!(alive, Ok(Ok(_))) {
+                                    tracing::debug!("notification connection does not answer; reconnecting");
+                                    break;
+                                }
+                            }
+                        }
+                    }
                 }
+                conn.abort();
             }
-            Err(e) => tracing::debug!(error = %e, "notification connection failed"),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %target.connect_error(&e), "notification connection failed")
+            }
+            Err(_) => tracing::debug!("notification connection timed out"),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_counted_from_before_the_request_and_a_late_answer_is_none() {
+        let asked = Instant::now();
+        let lease = Duration::from_secs(2);
+        let soon = asked + Duration::from_millis(30);
+        assert_eq!(
+            lease_end(asked, lease, true, soon).unwrap(),
+            Some(asked + lease)
+        );
+        assert_eq!(lease_end(asked, lease, false, soon).unwrap(), None);
+        // Answered after the lease it asked for ran out (the database hung
+        // in between): not leadership.
+        for late in [asked + lease, asked + Duration::from_secs(10)] {
+            let e = lease_end(asked, lease, true, late).unwrap_err();
+            assert!(
+                matches!(e, StoreError::Database { op: LEASE_OP, .. })
+                    && e.to_string().contains("already run out"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_lease_deadline_leaves_room_for_another_renewal() {
+        for secs in [1, 2, 10, 60, 600] {
+            let lease = Duration::from_secs(secs);
+            assert!(deadline::lease(lease) < lease / 3, "{lease:?}");
+            assert!(deadline::lease(lease) <= Duration::from_secs(5));
+        }
     }
 }

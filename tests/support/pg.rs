@@ -11,6 +11,7 @@ pub struct Cluster {
     bin: PathBuf,
     pub port: u16,
     as_postgres: bool,
+    ssl: bool,
 }
 
 fn bin_dir() -> PathBuf {
@@ -38,6 +39,16 @@ fn free_port() -> u16 {
 
 impl Cluster {
     pub fn start() -> Cluster {
+        Cluster::start_with_tls(None)
+    }
+
+    /// A cluster with `ssl=on`, serving the given certificate chain and
+    /// key (PEM).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Cluster {
+        Cluster::start_with_tls(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with_tls(tls: Option<(&str, &str)>) -> Cluster {
         let bin = bin_dir();
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
@@ -54,6 +65,7 @@ impl Cluster {
             bin,
             port: free_port(),
             as_postgres,
+            ssl: tls.is_some(),
         };
         run(c
             .cmd("initdb")
@@ -68,6 +80,17 @@ impl Cluster {
                 "-D",
             ])
             .arg(&c.data));
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt;
+            for (name, text) in [("server.crt", cert), ("server.key", key)] {
+                let path = c.data.join(name);
+                std::fs::write(&path, text).unwrap();
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+                if c.as_postgres {
+                    run(Command::new("chown").arg("postgres:postgres").arg(&path));
+                }
+            }
+        }
         c.start_server();
         register_cleanup(&c);
         c
@@ -86,9 +109,10 @@ impl Cluster {
 
     pub fn start_server(&self) {
         let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200",
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200{}",
             self.port,
-            self.data.display()
+            self.data.display(),
+            if self.ssl { " -c ssl=on" } else { "" }
         );
         run(self
             .cmd("pg_ctl")
@@ -133,6 +157,11 @@ impl Cluster {
         )
     }
 
+    /// A URL with the given query parameters instead of `sslmode=disable`.
+    pub fn url_with(&self, db: &str, params: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}?{params}", self.port)
+    }
+
     /// Runs SQL in `db`, returns psql's unaligned output.
     pub fn sql(&self, db: &str, sql: &str) -> String {
         let out = self
@@ -161,6 +190,82 @@ impl Cluster {
 
     pub fn data_dir(&self) -> &Path {
         &self.data
+    }
+
+    /// The postmaster and every process it started (backends, checkpointer,
+    /// ...): what must stop for the server to hang rather than refuse.
+    pub fn processes(&self) -> Vec<i32> {
+        let text = std::fs::read_to_string(self.data.join("postmaster.pid")).unwrap();
+        let postmaster: i32 = text.lines().next().unwrap().trim().parse().unwrap();
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // "pid (comm) state ppid ...": comm may hold spaces and parens.
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                continue;
+            };
+            if rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<i32>().ok())
+                == Some(postmaster)
+            {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Stops every process of the server with SIGSTOP, like a frozen VM or
+    /// a stalled disk: connections stay open, the kernel still ACKs, nothing
+    /// answers. Resumed when the guard is dropped, or after `at_most` (so a
+    /// test that hangs never leaves the server stopped).
+    pub fn freeze(&self, at_most: std::time::Duration) -> Frozen {
+        let pids = self.processes();
+        for &p in &pids {
+            // SAFETY: kill(2) with a pid of this cluster and a valid signal.
+            unsafe { libc::kill(p, libc::SIGSTOP) };
+        }
+        let thawed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (t, list) = (thawed.clone(), pids.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(at_most);
+            if !t.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                eprintln!("watchdog: resuming the stopped server after {at_most:?}");
+                thaw(&list);
+            }
+        });
+        Frozen { pids, thawed }
+    }
+}
+
+/// A stopped server; resumes it when dropped.
+pub struct Frozen {
+    pids: Vec<i32>,
+    thawed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if !self.thawed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            thaw(&self.pids);
+        }
+    }
+}
+
+fn thaw(pids: &[i32]) {
+    for &p in pids {
+        // SAFETY: kill(2) with a pid of this cluster and a valid signal.
+        unsafe { libc::kill(p, libc::SIGCONT) };
     }
 }
 
