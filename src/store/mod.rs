@@ -153,7 +153,13 @@ impl StoreError {
     /// something this process cannot use: a state it cannot unseal, parse
     /// or trust).
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, StoreError::Database { .. } | StoreError::Io { .. })
+        matches!(
+            self,
+            StoreError::Database { .. }
+                | StoreError::Io { .. }
+                | StoreError::Timeout { .. }
+                | StoreError::Tls { .. }
+        )
     }
 }
 

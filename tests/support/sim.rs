@@ -403,7 +403,7 @@ impl Sim {
             // served with, and sign tokens of the lifetime then allowed.
             if let Some(until) = o.published_until {
                 let active_until = o.active_until.unwrap_or(until);
-                for e in &self.epochs {
+                for e in &self.epochs[o.activated_under..] {
                     let served_until = e.until.map_or(active_until, |u| u.min(active_until));
                     if e.from >= active_until || served_until < active_from {
                         continue;
