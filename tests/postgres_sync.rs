@@ -13,8 +13,8 @@ use support::pg::Cluster;
 
 const MK: &str = "q1XJtQ8e3k5m9r2Yb7vL0pZcW4sN6aHdF1gU8iT3oKE=";
 
-async fn replica(dir: &std::path::Path, url: &str, extra: &str) -> Daemon {
-    let config = write_config(dir, &format!("{FAST}{extra}"));
+async fn replica(dir: &std::path::Path, url: &str, body: &str) -> Daemon {
+    let config = write_config(dir, body);
     let d = Daemon::start_with(
         dir,
         &config,
@@ -41,7 +41,7 @@ async fn a_leader_that_cannot_read_the_state_stops_leading_and_signing() {
     let d = replica(
         &tmp.path().join("r0"),
         &url,
-        "store:\n  leader_lease: 2s\n  poll_interval: 300ms\n",
+        &format!("{FAST}store:\n  leader_lease: 2s\n  poll_interval: 300ms\n"),
     )
     .await;
     wait_for("leads", Duration::from_secs(10), async || {
@@ -77,7 +77,7 @@ async fn a_leader_that_cannot_read_the_state_stops_leading_and_signing() {
     })
     .await;
     let lease = pg.sql("unreadable", "SELECT expires_at > now() FROM jwksd_leader");
-    assert_eq!(lease.trim(), "f", "the lease is still held");
+    assert_ne!(lease.trim(), "t", "the lease is still held");
     // Past the freshness window (1 s + 300 ms) it signs and hands out
     // nothing.
     tokio::time::sleep(Duration::from_millis(1500).saturating_sub(broken.elapsed())).await;
@@ -122,7 +122,7 @@ async fn a_cut_off_replica_serves_the_key_only_for_what_its_window_covers() {
     let d = replica(
         &tmp.path().join("r0"),
         &url,
-        "signing_key:\n  cache_max_age: 4s\nstore:\n  leader_lease: 2s\n  poll_interval: 500ms\n",
+        "rotation:\n  every: 1h\ntokens:\n  max_lifetime: 4s\n  clock_skew: 1s\njwks:\n  cache_max_age: 1s\nsigning_key:\n  cache_max_age: 4s\nstore:\n  leader_lease: 2s\n  poll_interval: 500ms\n",
     )
     .await;
     let r = d.active_key("ES256").await;
