@@ -145,3 +145,36 @@ async fn a_cut_off_replica_serves_the_key_only_for_what_its_window_covers() {
     );
     pg.start_server();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_operators_rotating_at_once_on_two_replicas_both_get_the_rules_answer() {
+    let pg = Cluster::start();
+    let url = pg.database("concurrent");
+    let tmp = tempfile::tempdir().unwrap();
+    let body = "algorithms: [ES256]\nrotation:\n  every: 1h\ntokens:\n  max_lifetime: 4s\n  clock_skew: 1s\njwks:\n  cache_max_age: 1s\nsigning_key:\n  cache_max_age: 1s\nstore:\n  leader_lease: 2s\n  poll_interval: 300ms\n";
+    let a = replica(&tmp.path().join("a"), &url, body).await;
+    let b = replica(&tmp.path().join("b"), &url, body).await;
+    // Three rounds: a fourth would meet the limit of keys rotated out by hand.
+    for round in 0..3 {
+        let force = serde_json::json!({"alg": "ES256", "force": true});
+        let (ra, rb) = tokio::join!(a.rotate(force.clone()), b.rotate(force));
+        for r in [&ra, &rb] {
+            assert!(
+                r.status == 200 || r.status == 409,
+                "round {round}: {} {}",
+                r.status,
+                r.error_message()
+            );
+        }
+        // Either the same rotation (one answer says so), or one after the
+        // other, as on one replica: never two keys activated over one.
+        let (va, vb) = (ra.json().unwrap(), rb.json().unwrap());
+        let (a0, b0) = (&va["rotated"][0], &vb["rotated"][0]);
+        if ra.status == 200 && rb.status == 200 {
+            let same = a0["kid"] == b0["kid"]
+                && (a0["by_another_replica"] == true || b0["by_another_replica"] == true);
+            let chained = a0["previous_kid"] == b0["kid"] || b0["previous_kid"] == a0["kid"];
+            assert!(same || chained, "round {round}: {va} {vb}");
+        }
+    }
+}

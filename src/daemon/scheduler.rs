@@ -25,6 +25,8 @@ use crate::time::{Clock, Timestamp};
 pub const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// The longest wait between two reads of a shared state that failed.
 const SYNC_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How often a command waiting for a key is tried again.
+const RETRY_POLL: Duration = Duration::from_millis(100);
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
 
@@ -70,6 +72,20 @@ pub struct Rotated {
 /// How long an operator's rotation waits for its new next key before it
 /// answers anyway (RSA-4096 generation can take seconds).
 pub const ROTATE_NEXT_WAIT: Duration = Duration::from_secs(30);
+
+/// What became of an operator's command.
+enum Outcome {
+    /// Carried out (or refused): keys to generate, an answer still owed.
+    Done(Vec<Action>, Option<PendingRotation>),
+    /// To try again once the keys it waits for exist.
+    Retry(Command, std::time::Instant),
+}
+
+impl Outcome {
+    fn done(gens: Vec<Action>, pending: Option<PendingRotation>) -> Outcome {
+        Outcome::Done(gens, pending)
+    }
+}
 
 /// A rotation that committed and waits for its new next keys to answer.
 struct PendingRotation {
@@ -134,6 +150,7 @@ impl Scheduler {
         // operator's always (a revocation must not wait for a rotation's).
         let mut generating: JoinSet<Generated> = JoinSet::new();
         let mut pending: Vec<PendingRotation> = Vec::new();
+        let mut retry: Vec<(Command, std::time::Instant)> = Vec::new();
         // Retries of a shared state that cannot be read: capped, doubling.
         let mut sync_backoff = Duration::ZERO;
         loop {
@@ -213,6 +230,13 @@ impl Scheduler {
                 r.changes.clone()
             });
             self.answer_pending(&mut pending, generating.is_empty());
+            for (cmd, since) in std::mem::take(&mut retry) {
+                self.run_command(cmd, Some(since), &mut generating, &mut pending, &mut retry)
+                    .await;
+            }
+            if !retry.is_empty() {
+                sleep = sleep.min(RETRY_POLL);
+            }
             if let Some(p) = pending.iter().map(|p| p.until).min() {
                 sleep = sleep.min(p.saturating_duration_since(std::time::Instant::now()));
             }
@@ -234,13 +258,7 @@ impl Scheduler {
                     }
                 }
                 cmd = self.commands.recv() => match cmd {
-                    Some(cmd) => {
-                        let (gens, waiting) = self.command(cmd).await;
-                        if !gens.is_empty() {
-                            self.start_generation(&mut generating, gens);
-                        }
-                        pending.extend(waiting);
-                    }
+                    Some(cmd) => self.run_command(cmd, None, &mut generating, &mut pending, &mut retry).await,
                     None => break,
                 },
                 _ = self.shutdown.changed() => break,
@@ -248,6 +266,25 @@ impl Scheduler {
         }
         self.answer_pending(&mut pending, true);
         self.shared.set_scheduler_running(false);
+    }
+
+    async fn run_command(
+        &self,
+        cmd: Command,
+        since: Option<std::time::Instant>,
+        generating: &mut JoinSet<Generated>,
+        pending: &mut Vec<PendingRotation>,
+        retry: &mut Vec<(Command, std::time::Instant)>,
+    ) {
+        match self.command(cmd, since).await {
+            Outcome::Done(gens, waiting) => {
+                if !gens.is_empty() {
+                    self.start_generation(generating, gens);
+                }
+                pending.extend(waiting);
+            }
+            Outcome::Retry(cmd, since) => retry.push((cmd, since)),
+        }
     }
 
     /// Answers the rotations whose new next keys are committed; with
@@ -488,7 +525,11 @@ impl Scheduler {
 
     /// Carries an operator's command out: its transitions at once; the keys
     /// it needs are returned, for the caller to generate beside the timeline.
-    async fn command(&self, cmd: Command) -> (Vec<Action>, Option<PendingRotation>) {
+    /// `waiting_since`: when a rotation that met a next key still being
+    /// generated (here or by another replica) was first tried; it is
+    /// handed back in [`Outcome::Retry`] until that key exists or
+    /// [`ROTATE_NEXT_WAIT`] has passed.
+    async fn command(&self, cmd: Command, waiting_since: Option<std::time::Instant>) -> Outcome {
         // Any replica carries operator commands out: the store's
         // compare-and-set keeps replicas from undoing each other. One that
         // cannot read the shared state refuses rather than act on old keys.
@@ -509,7 +550,7 @@ impl Scheduler {
                     let _ = reply.send(Err(CommandError::Failed(why)));
                 }
             }
-            return (Vec::new(), None);
+            return Outcome::done(Vec::new(), None);
         }
         let now = self.clock.now();
         let state = lock(&self.ring).state().clone();
@@ -517,10 +558,18 @@ impl Scheduler {
             Command::Rotate { alg, force, reply } => {
                 let actions = match rotate(&state, &self.policy, now, alg, force) {
                     Ok(a) => a,
+                    Err(RotateError::NotReady {
+                        missing: "next", ..
+                    }) if waiting_since.is_none_or(|t| t.elapsed() < ROTATE_NEXT_WAIT) => {
+                        // The next key of a rotation just made is on its way:
+                        // answer by the rules once it is there.
+                        let since = waiting_since.unwrap_or_else(std::time::Instant::now);
+                        return Outcome::Retry(Command::Rotate { alg, force, reply }, since);
+                    }
                     Err(e) => {
                         tracing::info!(error = %e, "rotation refused");
                         let _ = reply.send(Err(CommandError::Rotate(e)));
-                        return (Vec::new(), None);
+                        return Outcome::done(Vec::new(), None);
                     }
                 };
                 let (gens, transitions): (Vec<Action>, Vec<Action>) =
@@ -565,7 +614,7 @@ impl Scheduler {
                             .collect();
                         tracing::info!("rotation already carried out by another replica");
                         let _ = reply.send(Ok(done));
-                        return (Vec::new(), None);
+                        return Outcome::done(Vec::new(), None);
                     }
                     match rotate(&fresh, &self.policy, self.clock.now(), alg, force) {
                         Ok(again) => {
@@ -575,7 +624,7 @@ impl Scheduler {
                         }
                         Err(e) => {
                             let _ = reply.send(Err(CommandError::Rotate(e)));
-                            return (Vec::new(), None);
+                            return Outcome::done(Vec::new(), None);
                         }
                     }
                 }
@@ -607,7 +656,7 @@ impl Scheduler {
                         Ok(()) => "the rotation was not committed".into(),
                     };
                     let _ = reply.send(Err(CommandError::Failed(msg)));
-                    return (Vec::new(), None);
+                    return Outcome::done(Vec::new(), None);
                 }
                 // The answer waits for the new next keys: an operator who
                 // rotates again gets the rules' answer, not "not ready".
@@ -616,19 +665,19 @@ impl Scheduler {
                     done,
                     until: std::time::Instant::now() + ROTATE_NEXT_WAIT,
                 };
-                (gens, Some(waiting))
+                Outcome::done(gens, Some(waiting))
             }
             Command::Revoke { kid, reply } => {
                 let actions = match revoke(&state, &self.policy, now, &kid) {
                     Ok(a) => a,
                     Err(e) => {
                         let _ = reply.send(Err(CommandError::Revoke(e)));
-                        return (Vec::new(), None);
+                        return Outcome::done(Vec::new(), None);
                     }
                 };
                 let Some(before) = state.find(&kid).cloned() else {
                     let _ = reply.send(Err(CommandError::Revoke(RevokeError::Unknown(kid))));
-                    return (Vec::new(), None);
+                    return Outcome::done(Vec::new(), None);
                 };
                 let (gens, transitions): (Vec<Action>, Vec<Action>) =
                     actions.into_iter().partition(Action::is_generate);
@@ -642,7 +691,7 @@ impl Scheduler {
                     let _ = reply.send(Err(CommandError::Failed(format!(
                         "revocation of {kid} was not committed: {msg}"
                     ))));
-                    return (Vec::new(), None);
+                    return Outcome::done(Vec::new(), None);
                 }
                 let promoted = (before.state == KeyState::Active)
                     .then(|| after.active(before.alg).map(|k| k.kid.clone()))
@@ -654,7 +703,7 @@ impl Scheduler {
                     was: before.state,
                     promoted,
                 }));
-                (gens, None)
+                Outcome::done(gens, None)
             }
         }
     }
