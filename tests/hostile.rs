@@ -189,3 +189,44 @@ async fn admin_allow_list_refuses_other_networks() {
     // The public listener is not restricted.
     assert_eq!(d.get_public("/.well-known/jwks.json").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_allow_sees_ipv4_clients_of_a_dual_stack_listener_as_ipv4() {
+    // Needs IPv6 and a dual-stack socket (IPV6_V6ONLY off).
+    let probe = match std::net::TcpListener::bind("[::]:0") {
+        Ok(l) => l,
+        Err(e) => {
+            println!("skipped: cannot bind [::]:0 ({e})");
+            return;
+        }
+    };
+    let port = probe.local_addr().unwrap().port();
+    if let Err(e) = TcpStream::connect(("127.0.0.1", port)) {
+        println!("skipped: [::] does not accept IPv4 clients here ({e})");
+        return;
+    }
+    drop(probe);
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let config = tmp.path().join("jwksd.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "keys_dir: {k}\nlisten:\n  public: 127.0.0.1:0\n  admin: \"[::]:0\"\nadmin:\n  operator_token_file: {k}/operator.token\n  signer_token_file: {k}/signer.token\n  allow: [127.0.0.1/32]\nlog:\n  format: json\n{FAST}",
+            k = keys.display()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start_with(tmp.path(), &config, &[]).await;
+    let port = addr(&d.admin).port();
+    let admin: SocketAddr = ([127, 0, 0, 1], port).into();
+    let req = format!(
+        "GET /v1/keys/active?alg=ES256 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        d.signer
+    );
+    let r = request_from("127.0.0.1", admin, req).await;
+    assert_eq!(status(&r), 200, "{r}");
+    let pulled = d.events("signing key pulled");
+    let peer = pulled[0]["peer"].as_str().unwrap();
+    assert!(peer.starts_with("127.0.0.1:"), "{peer}");
+}

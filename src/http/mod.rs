@@ -91,6 +91,9 @@ pub async fn serve<H, F>(
             },
             _ = shutdown.changed() => break,
         };
+        // An IPv4 client of a dual-stack ([::]) listener arrives as
+        // ::ffff:a.b.c.d: admin.allow, the limits and the logs all see a.b.c.d.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let shutdown = shutdown.clone();
