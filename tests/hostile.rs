@@ -399,7 +399,16 @@ async fn admin_allow_sees_ipv4_clients_of_a_dual_stack_listener_as_ipv4() {
     );
     let r = request_from("127.0.0.1", admin, req).await;
     assert_eq!(status(&r), 200, "{r}");
-    let pulled = d.events("signing key pulled");
+    // The log is read by another thread: wait for the line.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pulled = loop {
+        let e = d.events("signing key pulled");
+        if !e.is_empty() {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no signing key pulled line");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let peer = pulled[0]["peer"].as_str().unwrap();
     assert!(peer.starts_with("127.0.0.1:"), "{peer}");
 }
