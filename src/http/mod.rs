@@ -323,7 +323,11 @@ async fn serve_connection<I, H, F>(
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     tokio::select! {
-        _ = conn.as_mut() => {}
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(peer = %peer, error = %e, "connection closed on an error");
+            }
+        }
         _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
             // Finish the request in flight, then close.
             conn.as_mut().graceful_shutdown();
