@@ -224,6 +224,12 @@ pub struct Http {
     pub max_header_bytes: usize,
     /// Open connections per listener; more wait in the accept queue.
     pub max_connections: usize,
+    /// Open connections per client (IPv4 address, IPv6 /64) per listener;
+    /// more are closed at once.
+    pub max_connections_per_client: usize,
+    /// A connection whose response writes make no progress this long is
+    /// closed.
+    pub write_timeout: HumanDuration,
     /// Time in-flight requests get to finish at shutdown.
     pub shutdown_grace: HumanDuration,
 }
@@ -237,6 +243,8 @@ impl Default for Http {
             max_body_bytes: l.max_body_bytes,
             max_header_bytes: l.max_header_bytes,
             max_connections: l.max_connections,
+            max_connections_per_client: l.max_connections_per_client,
+            write_timeout: HumanDuration(l.write_timeout),
             shutdown_grace: HumanDuration(l.shutdown_grace),
         }
     }
@@ -250,6 +258,8 @@ impl Http {
             max_body_bytes: self.max_body_bytes,
             max_header_bytes: self.max_header_bytes,
             max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
+            write_timeout: self.write_timeout.0,
             shutdown_grace: self.shutdown_grace.0,
         }
     }
@@ -493,14 +503,24 @@ impl Config {
         for (field, zero) in [
             ("header_read_timeout", h.header_read_timeout.0.is_zero()),
             ("body_read_timeout", h.body_read_timeout.0.is_zero()),
+            ("write_timeout", h.write_timeout.0.is_zero()),
             ("max_connections", h.max_connections == 0),
+            (
+                "max_connections_per_client",
+                h.max_connections_per_client == 0,
+            ),
         ] {
             if zero {
                 return Err(text.error(&["http", field], "must be greater than zero"));
             }
         }
-        if h.max_connections > 1_000_000 {
-            return Err(text.error(&["http", "max_connections"], "expected at most 1000000"));
+        for (field, n) in [
+            ("max_connections", h.max_connections),
+            ("max_connections_per_client", h.max_connections_per_client),
+        ] {
+            if n > 1_000_000 {
+                return Err(text.error(&["http", field], "expected at most 1000000"));
+            }
         }
         if !(1024..=16 << 20).contains(&h.max_body_bytes) {
             return Err(text.error(
@@ -789,6 +809,10 @@ mod tests {
         );
         assert_eq!(c.keys_dir, d.keys_dir);
         assert_eq!(c.log.format, d.log.format);
+        assert_eq!(
+            format!("{:?}", c.http.limits()),
+            format!("{:?}", d.http.limits())
+        );
         // An empty file is the default.
         let e = parse("").unwrap();
         assert_eq!(e.listen.public, c.listen.public);
@@ -862,6 +886,11 @@ mod tests {
     fn http_limits_and_tls_placement_are_checked() {
         for (yaml, field) in [
             ("http:\n  max_connections: 0\n", "http.max_connections"),
+            (
+                "http:\n  max_connections_per_client: 0\n",
+                "http.max_connections_per_client",
+            ),
+            ("http:\n  write_timeout: 0s\n", "http.write_timeout"),
             (
                 "http:\n  header_read_timeout: 0s\n",
                 "http.header_read_timeout",

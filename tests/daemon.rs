@@ -920,3 +920,52 @@ async fn rotated_out_keys_stay_published_for_retention_then_leave() {
     assert_eq!(d.revoke(&retiring).await.status, 200);
     assert!(!d.kids().await.contains(&retiring));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_key_etag_changes_with_any_part_of_the_body_across_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let body = |lifetime: &str| {
+        format!(
+            "rotation:\n  every: 1h\ntokens:\n  max_lifetime: {lifetime}\n  clock_skew: 1s\njwks:\n  cache_max_age: 1s\n"
+        )
+    };
+    let mut d = Daemon::start(tmp.path(), &body("4s")).await;
+    let first = d.active_key("ES256").await;
+    assert_eq!(first.status, 200, "{}", first.error_message());
+    assert_eq!(first.json().unwrap()["max_token_lifetime_seconds"], 4);
+    let etag = first.header(header::ETAG).unwrap().to_owned();
+    assert_eq!(d.stop().code(), Some(0));
+    write_config(tmp.path(), &body("8s"));
+    d.restart().await;
+    let url = format!("{}/v1/keys/active?alg=ES256", d.admin);
+    let r = d
+        .client
+        .send(
+            Method::GET,
+            &url,
+            Some(&d.signer),
+            &[(header::IF_NONE_MATCH, etag.as_str())],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "a stale ETag matched the changed body");
+    let v = r.json().unwrap();
+    assert_eq!(v["kid"], first.json().unwrap()["kid"], "same key");
+    assert_eq!(v["max_token_lifetime_seconds"], 8);
+    assert_ne!(r.header(header::ETAG), Some(etag.as_str()));
+    // An unchanged body keeps its tag.
+    let new_tag = r.header(header::ETAG).unwrap().to_owned();
+    let again = d
+        .client
+        .send(
+            Method::GET,
+            &url,
+            Some(&d.signer),
+            &[(header::IF_NONE_MATCH, new_tag.as_str())],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.status, 304);
+}

@@ -6,6 +6,8 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use support::daemon::{Daemon, FAST, write_config_with};
@@ -188,4 +190,226 @@ async fn admin_allow_list_refuses_other_networks() {
     assert_eq!(status(&r), 200, "{r}");
     // The public listener is not restricted.
     assert_eq!(d.get_public("/.well-known/jwks.json").await.status, 200);
+}
+
+/// A client that pipelines JWKS requests on one connection and never reads
+/// the answers.
+struct Pipeliner {
+    /// Request bytes the server's side accepted so far.
+    written: Arc<AtomicU64>,
+    /// Set once a write failed: the server closed the connection.
+    closed: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Pipeliner {
+    async fn start(from: &str, to: SocketAddr) -> Pipeliner {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+        let s = sock.connect(to).await.unwrap().into_std().unwrap();
+        s.set_nonblocking(false).unwrap();
+        // Short, so the thread notices `stop`.
+        s.set_write_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let written = Arc::new(AtomicU64::new(0));
+        let closed = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (w, c, st) = (written.clone(), closed.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut s = s;
+            let chunk = "GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n\r\n".repeat(64);
+            // Where a partial write stopped: the stream must stay valid HTTP.
+            let mut at = 0;
+            while !st.load(Ordering::SeqCst) {
+                match s.write(&chunk.as_bytes()[at..]) {
+                    Ok(n) => {
+                        at = (at + n) % chunk.len();
+                        w.fetch_add(n as u64, Ordering::SeqCst);
+                    }
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => {
+                        c.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            }
+        });
+        Pipeliner {
+            written,
+            closed,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Pipeliner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Time a fresh client takes to get the JWK Set (status 0: no answer within
+/// the 10 s the helper waits).
+async fn fresh_client(from: &str, to: SocketAddr) -> (u16, Duration) {
+    let t = Instant::now();
+    let r = request_from(
+        from,
+        to,
+        "GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
+    )
+    .await;
+    (status(&r), t.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_never_read_their_responses_are_closed_by_the_write_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The header timeout is long, so only the write timeout can free a slot.
+    let d = Daemon::start(
+        tmp.path(),
+        &format!(
+            "{FAST}http:\n  header_read_timeout: 30s\n  max_connections: 4\n  max_connections_per_client: 2\n  write_timeout: 1s\n"
+        ),
+    )
+    .await;
+    let public = addr(&d.public);
+    let mut hogs = Vec::new();
+    for i in 0..4 {
+        hogs.push(Pipeliner::start(&format!("127.0.0.{}", 11 + i), public).await);
+    }
+    let (status, waited) = fresh_client("127.0.0.20", public).await;
+    println!("fifth client answered {status} after {waited:?}");
+    assert_eq!(status, 200, "fifth client not answered within {waited:?}");
+    assert!(
+        waited < Duration::from_secs(5),
+        "fifth client waited {waited:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !hogs.iter().all(Pipeliner::closed) {
+        assert!(
+            Instant::now() < deadline,
+            "a stalled connection stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(d.get_public("/readyz").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_take_every_connection_slot() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A write timeout far beyond the test: only the per-client cap helps.
+    let d = Daemon::start(
+        tmp.path(),
+        &format!(
+            "{FAST}http:\n  header_read_timeout: 30s\n  max_connections: 4\n  max_connections_per_client: 2\n  write_timeout: 60s\n"
+        ),
+    )
+    .await;
+    let public = addr(&d.public);
+    let mut hogs = Vec::new();
+    // Not 127.0.0.1: the harness's own client keeps a connection from there.
+    for _ in 0..4 {
+        hogs.push(Pipeliner::start("127.0.0.3", public).await);
+    }
+    let (status, waited) = fresh_client("127.0.0.2", public).await;
+    println!("another client answered {status} after {waited:?}");
+    assert_eq!(status, 200, "another client not answered within {waited:?}");
+    assert!(
+        waited < Duration::from_secs(5),
+        "another client waited {waited:?}"
+    );
+    // Two connections over the cap were closed at once; two are held.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hogs.iter().filter(|h| h.closed()).count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "connections over the cap stayed open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(hogs.iter().filter(|h| h.closed()).count(), 2);
+    // A held connection's backlog is bounded: the server stops reading
+    // requests it cannot answer, so the client's writes stall.
+    let held = hogs.iter().find(|h| !h.closed()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last = held.written.load(Ordering::SeqCst);
+    let mut since = Instant::now();
+    while since.elapsed() < Duration::from_secs(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the server kept reading requests"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = held.written.load(Ordering::SeqCst);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        }
+    }
+    println!("a pipelining client got {last} request bytes in before it stalled");
+    assert!(last < 64 << 20, "{last} bytes of requests taken");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_allow_sees_ipv4_clients_of_a_dual_stack_listener_as_ipv4() {
+    // Needs IPv6 and a dual-stack socket (IPV6_V6ONLY off).
+    let probe = match std::net::TcpListener::bind("[::]:0") {
+        Ok(l) => l,
+        Err(e) => {
+            println!("skipped: cannot bind [::]:0 ({e})");
+            return;
+        }
+    };
+    let port = probe.local_addr().unwrap().port();
+    if let Err(e) = TcpStream::connect(("127.0.0.1", port)) {
+        println!("skipped: [::] does not accept IPv4 clients here ({e})");
+        return;
+    }
+    drop(probe);
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let config = tmp.path().join("jwksd.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "keys_dir: {k}\nlisten:\n  public: 127.0.0.1:0\n  admin: \"[::]:0\"\nadmin:\n  operator_token_file: {k}/operator.token\n  signer_token_file: {k}/signer.token\n  allow: [127.0.0.1/32]\nlog:\n  format: json\n{FAST}",
+            k = keys.display()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start_with(tmp.path(), &config, &[]).await;
+    let port = addr(&d.admin).port();
+    let admin: SocketAddr = ([127, 0, 0, 1], port).into();
+    let req = format!(
+        "GET /v1/keys/active?alg=ES256 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        d.signer
+    );
+    let r = request_from("127.0.0.1", admin, req).await;
+    assert_eq!(status(&r), 200, "{r}");
+    // The log is read by another thread: wait for the line.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pulled = loop {
+        let e = d.events("signing key pulled");
+        if !e.is_empty() {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no signing key pulled line");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let peer = pulled[0]["peer"].as_str().unwrap();
+    assert!(peer.starts_with("127.0.0.1:"), "{peer}");
 }

@@ -61,8 +61,11 @@ struct NextInfo<'a> {
 struct ActiveResponse<'a> {
     kid: &'a str,
     alg: &'static str,
-    jwk: &'a serde_json::value::RawValue,
-    pem: &'a str,
+    /// The private members: `None` only in the ETag's input.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jwk: Option<&'a serde_json::value::RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pem: Option<&'a str>,
     activated_at: String,
     max_token_lifetime_seconds: u64,
     next: Option<NextInfo<'a>>,
@@ -145,33 +148,24 @@ impl Snapshot {
             let response = ActiveResponse {
                 kid: rec.kid.as_str(),
                 alg: alg.as_str(),
-                jwk: raw,
-                pem: &pem,
+                jwk: Some(raw),
+                pem: Some(&pem),
                 activated_at: activated.to_rfc3339(),
                 max_token_lifetime_seconds: policy.max_token_lifetime.as_secs(),
                 next: next_info,
             };
             let body = Zeroizing::new(serde_json::to_vec(&response).unwrap_or_default());
-            // The ETag names the key pair and the next key, never a hash of
-            // the private key itself.
-            let etag = strong_etag(
-                format!(
-                    "{}|{}|{}|{}",
-                    rec.kid,
-                    next.map(|n| n.kid.as_str()).unwrap_or(""),
-                    response
-                        .next
-                        .as_ref()
-                        .map(|n| n.earliest_activation.as_str())
-                        .unwrap_or(""),
-                    response
-                        .next
-                        .as_ref()
-                        .and_then(|n| n.scheduled_activation.as_deref())
-                        .unwrap_or("")
-                )
-                .as_bytes(),
-            );
+            // The ETag covers the whole body without hashing private key
+            // material: it hashes the body minus `jwk` and `pem`, which the
+            // kid determines (the RFC 7638 thumbprint of the public key,
+            // checked at load; one private key per public key). Stable
+            // across restarts, unlike a keyed hash under a per-process key.
+            let public_part = ActiveResponse {
+                jwk: None,
+                pem: None,
+                ..response
+            };
+            let etag = strong_etag(&serde_json::to_vec(&public_part).unwrap_or_default());
             active.insert(
                 alg,
                 Arc::new(ActiveKey {

@@ -221,6 +221,18 @@ fn create_token_file(path: &Path) -> Result<Zeroizing<String>, TokenError> {
     Ok(token)
 }
 
+/// The client an address belongs to, for per-client limits: an IPv4
+/// address, or an IPv6 /64 (one host usually has the whole prefix).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 /// Counts failed authentications per client over a sliding window, so that
 /// guessing tokens is slow while an honest typo never locks anyone out.
 pub struct FailureLimiter {
@@ -243,20 +255,6 @@ impl FailureLimiter {
         }
     }
 
-    /// IPv6 clients are counted by /64: one host usually has the whole prefix.
-    fn key(ip: IpAddr) -> IpAddr {
-        match ip {
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => {
-                    let s = v6.segments();
-                    IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-                }
-            },
-            v4 => v4,
-        }
-    }
-
     fn prune(q: &mut VecDeque<Instant>, now: Instant, window: Duration) {
         while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
             q.pop_front();
@@ -267,7 +265,7 @@ impl FailureLimiter {
     pub fn is_limited(&self, ip: IpAddr) -> bool {
         let now = Instant::now();
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        match peers.get_mut(&Self::key(ip)) {
+        match peers.get_mut(&client_key(ip)) {
             Some(q) => {
                 Self::prune(q, now, self.window);
                 q.len() > self.max
@@ -280,7 +278,7 @@ impl FailureLimiter {
     pub fn record_failure(&self, ip: IpAddr) -> usize {
         let now = Instant::now();
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        let key = Self::key(ip);
+        let key = client_key(ip);
         if peers.len() >= MAX_TRACKED_PEERS && !peers.contains_key(&key) {
             let window = self.window;
             peers.retain(|_, q| {

@@ -9,10 +9,13 @@ pub mod admin;
 pub mod auth;
 pub mod public;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,6 +29,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+use tokio::time::Sleep;
 
 pub type Body = Full<Bytes>;
 
@@ -40,6 +44,12 @@ pub struct Limits {
     pub max_body_bytes: usize,
     pub max_header_bytes: usize,
     pub max_connections: usize,
+    /// Open connections one client (IPv4 address, IPv6 /64) may hold per
+    /// listener.
+    pub max_connections_per_client: usize,
+    /// Time a response write may make no progress before the connection is
+    /// closed (a client that stops reading cannot hold a slot).
+    pub write_timeout: Duration,
     /// Time in-flight requests get to finish at shutdown.
     pub shutdown_grace: Duration,
 }
@@ -52,6 +62,8 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024,
             max_header_bytes: 16 * 1024,
             max_connections: 4096,
+            max_connections_per_client: 64,
+            write_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -71,6 +83,7 @@ pub async fn serve<H, F>(
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let clients = Arc::new(PerClient::new(limits.max_connections_per_client));
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => match p {
@@ -91,6 +104,15 @@ pub async fn serve<H, F>(
             },
             _ = shutdown.changed() => break,
         };
+        // An IPv4 client of a dual-stack ([::]) listener arrives as
+        // ::ffff:a.b.c.d: admin.allow, the limits and the logs all see a.b.c.d.
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let Some(client_slot) = clients.try_take(peer.ip()) else {
+            // Closed at once: waiting would hold a global slot for it.
+            tracing::debug!(peer = %peer, "connection closed: client at http.max_connections_per_client");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let shutdown = shutdown.clone();
@@ -98,7 +120,8 @@ pub async fn serve<H, F>(
         tokio::spawn(async move {
             match tls {
                 None => {
-                    serve_connection(TokioIo::new(stream), peer, limits, shutdown, handler).await
+                    let io = WriteTimeout::new(TokioIo::new(stream), limits.write_timeout);
+                    serve_connection(io, peer, limits, shutdown, handler).await
                 }
                 Some(acceptor) => {
                     // The handshake gets the same time as request headers.
@@ -106,7 +129,8 @@ pub async fn serve<H, F>(
                         .await
                     {
                         Ok(Ok(s)) => {
-                            serve_connection(TokioIo::new(s), peer, limits, shutdown, handler).await
+                            let io = WriteTimeout::new(TokioIo::new(s), limits.write_timeout);
+                            serve_connection(io, peer, limits, shutdown, handler).await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
@@ -115,6 +139,7 @@ pub async fn serve<H, F>(
                     }
                 }
             }
+            drop(client_slot);
             drop(permit);
         });
     }
@@ -122,6 +147,157 @@ pub async fn serve<H, F>(
     // Every connection holds a slot: all slots back means all done.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(limits.shutdown_grace, slots.acquire_many(all)).await;
+}
+
+/// Open connections per client, so that one client cannot take every slot.
+/// Holds only clients with an open connection: at most `max_connections`.
+struct PerClient {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One open connection of a client; given back on drop.
+struct ClientSlot {
+    clients: Arc<PerClient>,
+    key: IpAddr,
+}
+
+impl PerClient {
+    fn new(max: usize) -> PerClient {
+        PerClient {
+            max,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // Plain counters: a panic elsewhere leaves them usable.
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for `ip`'s client, or `None` when it is at its cap.
+    fn try_take(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
+        let key = auth::client_key(ip);
+        let mut open = self.lock();
+        let n = open.entry(key).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            clients: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.clients.lock();
+        if let Some(n) = open.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Connection IO whose writes fail with `TimedOut` once one has been
+/// pending (no progress) for `timeout`: a client that stops reading its
+/// responses cannot hold a connection. Progress, not the total time, is
+/// timed, so large responses to slow but live readers still go out.
+pub struct WriteTimeout<I> {
+    inner: I,
+    timeout: Duration,
+    /// Created at the first pending write, then reset for each stall.
+    sleep: Option<Pin<Box<Sleep>>>,
+    stalled: bool,
+}
+
+impl<I> WriteTimeout<I> {
+    pub fn new(inner: I, timeout: Duration) -> WriteTimeout<I> {
+        WriteTimeout {
+            inner,
+            timeout,
+            sleep: None,
+            stalled: false,
+        }
+    }
+
+    fn timed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = false;
+            return polled;
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.stalled {
+            sleep.as_mut().reset(deadline);
+            self.stalled = true;
+        }
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "response write made no progress within http.write_timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<I: hyper::rt::Read + Unpin> hyper::rt::Read for WriteTimeout<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for WriteTimeout<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.timed(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.timed(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.timed(cx, polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.timed(cx, polled)
+    }
 }
 
 async fn serve_connection<I, H, F>(
@@ -147,7 +323,11 @@ async fn serve_connection<I, H, F>(
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
     tokio::select! {
-        _ = conn.as_mut() => {}
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(peer = %peer, error = %e, "connection closed on an error");
+            }
+        }
         _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
             // Finish the request in flight, then close.
             conn.as_mut().graceful_shutdown();
@@ -241,6 +421,85 @@ pub fn if_none_match(req_header: Option<&HeaderValue>, etag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write side that accepts everything from `ready_at` on, and nothing
+    /// before.
+    struct Stuck {
+        ready_at: tokio::time::Instant,
+        wake: Pin<Box<Sleep>>,
+    }
+
+    impl Stuck {
+        fn until(ready_at: tokio::time::Instant) -> Stuck {
+            Stuck {
+                ready_at,
+                wake: Box::pin(tokio::time::sleep_until(ready_at)),
+            }
+        }
+    }
+
+    impl hyper::rt::Write for Stuck {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let this = self.get_mut();
+            if tokio::time::Instant::now() >= this.ready_at {
+                return Poll::Ready(Ok(buf.len()));
+            }
+            this.wake.as_mut().reset(this.ready_at);
+            let _ = this.wake.as_mut().poll(cx);
+            Poll::Pending
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    async fn write(io: &mut WriteTimeout<Stuck>) -> std::io::Result<usize> {
+        std::future::poll_fn(|cx| hyper::rt::Write::poll_write(Pin::new(&mut *io), cx, b"x")).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_fails_after_no_progress_for_the_timeout_not_after_a_total() {
+        let start = tokio::time::Instant::now();
+        let secs = Duration::from_secs;
+        let mut io = WriteTimeout::new(Stuck::until(start + secs(8)), secs(10));
+        // Two stalls of 8 s each: 16 s in all, but progress within 10 s.
+        assert_eq!(write(&mut io).await.unwrap(), 1);
+        io.inner.ready_at = start + secs(16);
+        assert_eq!(write(&mut io).await.unwrap(), 1);
+        assert_eq!(start.elapsed(), secs(16));
+        // A stall past the timeout fails, exactly when it runs out.
+        io.inner.ready_at = start + secs(1000);
+        let err = write(&mut io).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(start.elapsed(), secs(26));
+    }
+
+    #[test]
+    fn connections_are_capped_per_address_and_ipv6_prefix() {
+        let clients = Arc::new(PerClient::new(2));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let a1 = clients.try_take(ip("10.0.0.1")).unwrap();
+        let _a2 = clients.try_take(ip("::ffff:10.0.0.1")).unwrap();
+        assert!(clients.try_take(ip("10.0.0.1")).is_none());
+        assert!(clients.try_take(ip("10.0.0.2")).is_some());
+        drop(a1);
+        assert!(clients.try_take(ip("10.0.0.1")).is_some());
+        let _b1 = clients.try_take(ip("2001:db8::1")).unwrap();
+        let _b2 = clients.try_take(ip("2001:db8::ffff:2")).unwrap();
+        assert!(clients.try_take(ip("2001:db8::3")).is_none(), "same /64");
+        assert!(clients.try_take(ip("2001:db8:0:1::1")).is_some());
+        // Clients without open connections are forgotten.
+        drop(_b1);
+        drop(_b2);
+        assert!(!clients.lock().contains_key(&ip("2001:db8::")));
+    }
 
     #[test]
     fn if_none_match_handles_lists_star_and_weak_tags() {

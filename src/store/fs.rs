@@ -262,6 +262,17 @@ impl FsStore {
         Ok(())
     }
 
+    /// The directory sync that makes a committed state's rename durable.
+    fn sync_committed_state(&self) -> Result<(), StoreError> {
+        #[cfg(test)]
+        if tests::FAIL_STATE_SYNC.with(std::cell::Cell::get) {
+            return Err(io("fsync", &self.dir)(std::io::Error::from_raw_os_error(
+                libc::EIO,
+            )));
+        }
+        self.sync_dir()
+    }
+
     fn sync_dir(&self) -> Result<(), StoreError> {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
@@ -550,6 +561,9 @@ impl KeyStore for FsStore {
             return Err(StoreError::Inconsistent(problems));
         }
         if !repairs.is_empty() {
+            // The state read may not be durable yet (a sync that failed before
+            // a restart): make it so before destroying files it has ended.
+            self.sync_dir()?;
             for (repair, note) in repairs {
                 match &repair {
                     Repair::Remove(p) => fs::remove_file(p).map_err(io("remove", p))?,
@@ -598,9 +612,17 @@ impl KeyStore for FsStore {
         // keys the state now names). What fails is repaired by the next
         // commit or by load.
         inner.version = state.version;
-        if let Err(e) = self.sync_dir() {
-            tracing::warn!(error = %e, "state committed, but the key directory could not be synced");
-        }
+        // Until the rename is durable, a power loss can bring back the
+        // previous state, which may still name the keys this one ends: their
+        // files are destroyed only after a successful sync (here, at a later
+        // commit, or at load).
+        let durable = match self.sync_committed_state() {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "state committed, but the key directory could not be synced; ended keys' files are kept until it can be");
+                false
+            }
+        };
         let mut changed = false;
         for k in &state.keys {
             if !inner.on_disk.contains(&k.kid) {
@@ -620,7 +642,7 @@ impl KeyStore for FsStore {
         let ended: Vec<Kid> = inner
             .on_disk
             .iter()
-            .filter(|k| !live.contains(k))
+            .filter(|k| durable && !live.contains(k))
             .cloned()
             .collect();
         for kid in ended {
@@ -690,4 +712,116 @@ pub fn read_state(dir: &Path) -> Result<Option<KeyringState>, StoreError> {
             fix: "restore state.json from a backup of the key directory".into(),
         }])
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::keyring::Keyring;
+    use crate::keys::Alg;
+    use crate::lifecycle::{Policy, Schedule, plan, revoke};
+    use crate::time::{Clock, Timestamp};
+
+    thread_local! {
+        /// Fails the directory sync after a state's rename (EIO), on this
+        /// thread only.
+        pub(super) static FAIL_STATE_SYNC: Cell<bool> = const { Cell::new(false) };
+    }
+
+    struct Fixed(Timestamp);
+    impl Clock for Fixed {
+        fn now(&self) -> Timestamp {
+            self.0
+        }
+    }
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_millis(1_800_000_000_000 + s * 1000)
+    }
+
+    #[test]
+    fn ended_key_files_are_kept_until_the_state_that_ends_them_is_durable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let policy = Policy {
+            algorithms: vec![Alg::ES256],
+            rsa_bits: 2048,
+            schedule: Schedule::Every(Duration::from_secs(10)),
+            max_token_lifetime: Duration::from_secs(4),
+            clock_skew: Duration::from_secs(1),
+            jwks_cache_max_age: Duration::from_secs(1),
+            publish_ahead: Duration::from_secs(2),
+            signing_key_cache_max_age: Duration::from_secs(1),
+        };
+        let (mut ring, _) =
+            Keyring::load(Box::new(FsStore::open(tmp.path(), None).unwrap())).unwrap();
+        let p = plan(ring.state(), &policy, t(0));
+        ring.execute(&p.actions, &Fixed(t(0)))
+            .into_result()
+            .unwrap();
+        let next = ring.state().next_key(Alg::ES256).unwrap().kid.clone();
+        let file = tmp.path().join(format!("{next}.key"));
+        assert!(file.exists());
+
+        FAIL_STATE_SYNC.with(|f| f.set(true));
+        let actions = revoke(ring.state(), &policy, t(1), &next).unwrap();
+        let done = ring.execute(&actions, &Fixed(t(1)));
+        FAIL_STATE_SYNC.with(|f| f.set(false));
+        // The rename is the commit point: the revocation stands...
+        done.into_result().unwrap();
+        assert_eq!(ring.state().find(&next).unwrap().state, KeyState::Revoked);
+        // ...but until it is durable, a power loss can bring back the state
+        // that names the key: its file stays.
+        assert!(file.exists(), "deleted before the revocation was durable");
+
+        // Load destroys it once the state is durable.
+        drop(ring);
+        let store = FsStore::open(tmp.path(), None).unwrap();
+        let loaded = store.load().unwrap();
+        assert!(!file.exists());
+        assert!(
+            loaded.notes.iter().any(|n| n.contains("destroyed")),
+            "{:?}",
+            loaded.notes
+        );
+    }
+
+    #[test]
+    fn ended_key_files_left_by_a_failed_sync_go_at_the_next_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let policy = Policy {
+            algorithms: vec![Alg::ES256],
+            rsa_bits: 2048,
+            schedule: Schedule::Every(Duration::from_secs(10)),
+            max_token_lifetime: Duration::from_secs(4),
+            clock_skew: Duration::from_secs(1),
+            jwks_cache_max_age: Duration::from_secs(1),
+            publish_ahead: Duration::from_secs(2),
+            signing_key_cache_max_age: Duration::from_secs(1),
+        };
+        let (mut ring, _) =
+            Keyring::load(Box::new(FsStore::open(tmp.path(), None).unwrap())).unwrap();
+        let p = plan(ring.state(), &policy, t(0));
+        ring.execute(&p.actions, &Fixed(t(0)))
+            .into_result()
+            .unwrap();
+        let next = ring.state().next_key(Alg::ES256).unwrap().kid.clone();
+        let file = tmp.path().join(format!("{next}.key"));
+        FAIL_STATE_SYNC.with(|f| f.set(true));
+        let actions = revoke(ring.state(), &policy, t(1), &next).unwrap();
+        // Only the revocation: the replacement key comes with the next commit.
+        let transitions: Vec<_> = actions.into_iter().filter(|a| !a.is_generate()).collect();
+        ring.execute(&transitions, &Fixed(t(1)))
+            .into_result()
+            .unwrap();
+        FAIL_STATE_SYNC.with(|f| f.set(false));
+        assert!(file.exists());
+        let p = plan(ring.state(), &policy, t(2));
+        ring.execute(&p.actions, &Fixed(t(2)))
+            .into_result()
+            .unwrap();
+        assert!(!file.exists(), "the next durable commit destroys it");
+    }
 }

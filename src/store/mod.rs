@@ -44,7 +44,7 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// Atomically replaces the state, if the stored version is still
     /// `state.version - 1`. Private keys of keys the new state retired or
-    /// revoked are destroyed.
+    /// revoked are destroyed once the new state is durable.
     fn commit(&self, state: &KeyringState) -> Result<(), StoreError>;
 
     /// Where the store lives, for logs and errors.
