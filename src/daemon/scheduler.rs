@@ -157,8 +157,12 @@ impl Scheduler {
             let mut in_sync = true;
             if let Some(r) = &self.replication {
                 in_sync = self.sync().await;
-                sync_backoff = if in_sync {
-                    Duration::ZERO
+                // A store that does not answer is polled as usual (it is
+                // back when it is back); one whose state cannot be used is
+                // retried with a doubling backoff: nothing changes by itself.
+                let unreadable = self.shared.sync_failure().is_some_and(|f| !f.unreachable);
+                sync_backoff = if in_sync || !unreadable {
+                    r.poll
                 } else {
                     (sync_backoff * 2).clamp(r.poll, SYNC_BACKOFF_MAX.max(r.poll))
                 };
