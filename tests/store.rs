@@ -46,10 +46,13 @@ fn open(dir: &Path) -> FsStore {
 /// A store with an active and a next ES256 key.
 fn bootstrap(dir: &Path, master: Option<MasterKey>) -> Keyring {
     let (mut ring, _) = Keyring::load(Box::new(FsStore::open(dir, master).unwrap())).unwrap();
-    let p = plan(ring.state(), &policy(), t(0));
-    ring.execute(&p.actions, &Fixed(t(0)))
-        .into_result()
-        .unwrap();
+    // The first keys, then the promises recorded for them.
+    for _ in 0..2 {
+        let p = plan(ring.state(), &policy(), t(0));
+        ring.execute(&p.actions, &Fixed(t(0)))
+            .into_result()
+            .unwrap();
+    }
     ring
 }
 
@@ -286,7 +289,7 @@ fn damaged_or_future_state_is_refused_with_its_file() {
 
     fs::write(
         &state_path,
-        good.replacen("\"format\": 1", "\"format\": 99", 1),
+        good.replacen("\"format\": 2", "\"format\": 99", 1),
     )
     .unwrap();
     let msg = problems(Keyring::load(Box::new(open(tmp.path()))).err().unwrap());
