@@ -139,8 +139,9 @@ impl Shared {
     }
 
     /// Records why the shared state could not be read; returns true when
-    /// that is news (a different cause than before), for one log line per
-    /// change rather than per attempt.
+    /// that is news (no failure before, or the other kind: unreachable
+    /// versus unreadable), for one log line per change rather than per
+    /// attempt.
     pub fn set_sync_failure(&self, f: SyncFailure) -> bool {
         self.metrics.store_state_readable.set(0);
         let mut cur = self.sync_failure.lock().unwrap_or_else(|e| e.into_inner());

@@ -15,7 +15,7 @@ use crate::keyring::{Event, ExecuteError, Executed, Keyring, generate_staged};
 use crate::keys::KeyMaterial;
 use crate::keys::{Alg, Kid};
 use crate::lifecycle::{
-    Action, KeyState, Policy, RevokeError, RotateError, Trigger, plan, revoke, rotate,
+    Action, KeyState, KeyringState, Policy, RevokeError, RotateError, Trigger, plan, revoke, rotate,
 };
 use crate::store::StoreError;
 use crate::time::{Clock, Timestamp};
@@ -69,6 +69,10 @@ pub struct Rotated {
     pub by_another_replica: bool,
 }
 
+/// How often an operator's rotation is judged again when other replicas
+/// keep committing first.
+const ROTATE_ATTEMPTS: u32 = 3;
+
 /// How long an operator's rotation waits for its new next key before it
 /// answers anyway (RSA-4096 generation can take seconds).
 pub const ROTATE_NEXT_WAIT: Duration = Duration::from_secs(30);
@@ -79,12 +83,6 @@ enum Outcome {
     Done(Vec<Action>, Option<PendingRotation>),
     /// To try again once the keys it waits for exist.
     Retry(Command, std::time::Instant),
-}
-
-impl Outcome {
-    fn done(gens: Vec<Action>, pending: Option<PendingRotation>) -> Outcome {
-        Outcome::Done(gens, pending)
-    }
 }
 
 /// A rotation that committed and waits for its new next keys to answer.
@@ -294,6 +292,9 @@ impl Scheduler {
     /// Answers the rotations whose new next keys are committed; with
     /// `all`, or past their wait, the others too, with what there is.
     fn answer_pending(&self, pending: &mut Vec<PendingRotation>, all: bool) {
+        if pending.is_empty() {
+            return;
+        }
         let now = std::time::Instant::now();
         let state = lock(&self.ring).state().clone();
         let mut i = 0;
@@ -527,6 +528,107 @@ impl Scheduler {
         }
     }
 
+    /// An operator's rotation, judged on `state` (just read). When another
+    /// replica commits first, it is judged again on what that replica
+    /// committed, by the same rules as on one replica; when that was this
+    /// very rotation (the keys it would rotate out are no longer active),
+    /// it answers as done there.
+    async fn rotate_command(
+        &self,
+        arrived: KeyringState,
+        alg: Option<Alg>,
+        force: bool,
+        reply: oneshot::Sender<Result<Vec<Rotated>, CommandError>>,
+        waiting_since: Option<std::time::Instant>,
+    ) -> Outcome {
+        let mut state = arrived.clone();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let actions = match rotate(&state, &self.policy, self.clock.now(), alg, force) {
+                Ok(a) => a,
+                Err(RotateError::NotReady {
+                    missing: "next", ..
+                }) if waiting_since.is_none_or(|t| t.elapsed() < ROTATE_NEXT_WAIT) => {
+                    // The next key of a rotation just made is on its way
+                    // (here or on another replica): answer by the rules
+                    // once it is there.
+                    let since = waiting_since.unwrap_or_else(std::time::Instant::now);
+                    return Outcome::Retry(Command::Rotate { alg, force, reply }, since);
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "rotation refused");
+                    let _ = reply.send(Err(CommandError::Rotate(e)));
+                    return Outcome::Done(Vec::new(), None);
+                }
+            };
+            let (gens, transitions): (Vec<Action>, Vec<Action>) =
+                actions.into_iter().partition(Action::is_generate);
+            // (algorithm, key made active, key rotated out)
+            let pairs: Vec<(Alg, Kid, Kid)> = transitions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Activate { kid, .. } => {
+                        let alg = state.find(kid)?.alg;
+                        Some((alg, kid.clone(), state.active(alg)?.kid.clone()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let result = self.execute(transitions, false).await;
+            if let Err(ExecuteError::Store(StoreError::Conflict { .. })) = &result
+                && attempts < ROTATE_ATTEMPTS
+            {
+                self.sync().await;
+                state = lock(&self.ring).state().clone();
+                let rotated_out = |(alg, _, previous): &(Alg, Kid, Kid)| {
+                    arrived.active(*alg).is_some_and(|k| &k.kid == previous)
+                        && state
+                            .find(previous)
+                            .is_some_and(|k| k.state != KeyState::Active)
+                };
+                if pairs.iter().all(rotated_out) {
+                    let done = pairs
+                        .iter()
+                        .filter_map(|(alg, _, previous)| {
+                            let kid = state.active(*alg)?.kid.clone();
+                            Some(rotated(&state, *alg, kid, previous.clone(), true))
+                        })
+                        .collect();
+                    tracing::info!("rotation already carried out by another replica");
+                    let _ = reply.send(Ok(done));
+                    return Outcome::Done(Vec::new(), None);
+                }
+                continue;
+            }
+            let after = lock(&self.ring).state().clone();
+            let done: Vec<Rotated> = pairs
+                .into_iter()
+                .filter(|(_, kid, _)| after.find(kid).is_some_and(|k| k.state == KeyState::Active))
+                .map(|(alg, kid, previous)| rotated(&after, alg, kid, previous, false))
+                .collect();
+            if done.is_empty() {
+                let msg = match result {
+                    Err(e) => e.to_string(),
+                    Ok(()) => "the rotation was not committed".into(),
+                };
+                let _ = reply.send(Err(CommandError::Failed(msg)));
+                return Outcome::Done(Vec::new(), None);
+            }
+            for r in done.iter().filter(|r| r.forced) {
+                tracing::warn!(alg = %r.alg, kid = %r.kid, "forced rotation: the new key signs before verifiers' caches can know it");
+            }
+            // The answer waits for the new next keys: an operator who
+            // rotates again gets the rules' answer, not "not ready".
+            let waiting = PendingRotation {
+                reply,
+                done,
+                until: std::time::Instant::now() + ROTATE_NEXT_WAIT,
+            };
+            return Outcome::Done(gens, Some(waiting));
+        }
+    }
+
     /// Carries an operator's command out: its transitions at once; the keys
     /// it needs are returned, for the caller to generate beside the timeline.
     /// `waiting_since`: when a rotation that met a next key still being
@@ -554,134 +656,26 @@ impl Scheduler {
                     let _ = reply.send(Err(CommandError::Failed(why)));
                 }
             }
-            return Outcome::done(Vec::new(), None);
+            return Outcome::Done(Vec::new(), None);
         }
         let now = self.clock.now();
         let state = lock(&self.ring).state().clone();
         match cmd {
             Command::Rotate { alg, force, reply } => {
-                let actions = match rotate(&state, &self.policy, now, alg, force) {
-                    Ok(a) => a,
-                    Err(RotateError::NotReady {
-                        missing: "next", ..
-                    }) if waiting_since.is_none_or(|t| t.elapsed() < ROTATE_NEXT_WAIT) => {
-                        // The next key of a rotation just made is on its way:
-                        // answer by the rules once it is there.
-                        let since = waiting_since.unwrap_or_else(std::time::Instant::now);
-                        return Outcome::Retry(Command::Rotate { alg, force, reply }, since);
-                    }
-                    Err(e) => {
-                        tracing::info!(error = %e, "rotation refused");
-                        let _ = reply.send(Err(CommandError::Rotate(e)));
-                        return Outcome::done(Vec::new(), None);
-                    }
-                };
-                let (gens, transitions): (Vec<Action>, Vec<Action>) =
-                    actions.into_iter().partition(Action::is_generate);
-                let pairs: Vec<(Alg, Kid, Kid)> = transitions
-                    .iter()
-                    .filter_map(|a| match a {
-                        Action::Activate { kid, .. } => {
-                            let alg = state.find(kid)?.alg;
-                            Some((alg, kid.clone(), state.active(alg)?.kid.clone()))
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                let mut result = self.execute(transitions, false).await;
-                if let Err(ExecuteError::Store(StoreError::Conflict { .. })) = &result {
-                    // Another replica committed first. Judge again on what
-                    // it committed, by the same rules as on one replica.
-                    self.sync().await;
-                    let fresh = lock(&self.ring).state().clone();
-                    // The keys this command would have rotated out were
-                    // active when it arrived and are not any more.
-                    let same = pairs.iter().all(|(alg, _, previous)| {
-                        fresh
-                            .find(previous)
-                            .is_some_and(|k| k.state != KeyState::Active)
-                            && fresh.active(*alg).is_some()
-                    });
-                    if same {
-                        let done = pairs
-                            .iter()
-                            .filter_map(|(alg, _, previous)| {
-                                Some(Rotated {
-                                    alg: *alg,
-                                    kid: fresh.active(*alg)?.kid.clone(),
-                                    previous_kid: previous.clone(),
-                                    forced: false,
-                                    next_kid: fresh.next_key(*alg).map(|k| k.kid.clone()),
-                                    by_another_replica: true,
-                                })
-                            })
-                            .collect();
-                        tracing::info!("rotation already carried out by another replica");
-                        let _ = reply.send(Ok(done));
-                        return Outcome::done(Vec::new(), None);
-                    }
-                    match rotate(&fresh, &self.policy, self.clock.now(), alg, force) {
-                        Ok(again) => {
-                            let (_, t): (Vec<Action>, Vec<Action>) =
-                                again.into_iter().partition(Action::is_generate);
-                            result = self.execute(t, false).await;
-                        }
-                        Err(e) => {
-                            let _ = reply.send(Err(CommandError::Rotate(e)));
-                            return Outcome::done(Vec::new(), None);
-                        }
-                    }
-                }
-                let after = lock(&self.ring).state().clone();
-                let done: Vec<Rotated> = pairs
-                    .into_iter()
-                    .filter(|(_, kid, _)| after.find(kid).is_some_and(|k| k.state == KeyState::Active))
-                    .map(|(alg, kid, previous_kid)| {
-                        let forced = after
-                            .find(&kid)
-                            .and_then(|k| k.transitions.last())
-                            .is_some_and(|t| t.trigger == Trigger::Forced);
-                        if forced {
-                            tracing::warn!(alg = %alg, kid = %kid, "forced rotation: the new key signs before verifiers' caches can know it");
-                        }
-                        Rotated {
-                            alg,
-                            kid,
-                            previous_kid,
-                            forced,
-                            next_kid: None,
-                            by_another_replica: false,
-                        }
-                    })
-                    .collect();
-                if done.is_empty() {
-                    let msg = match result {
-                        Err(e) => e.to_string(),
-                        Ok(()) => "the rotation was not committed".into(),
-                    };
-                    let _ = reply.send(Err(CommandError::Failed(msg)));
-                    return Outcome::done(Vec::new(), None);
-                }
-                // The answer waits for the new next keys: an operator who
-                // rotates again gets the rules' answer, not "not ready".
-                let waiting = PendingRotation {
-                    reply,
-                    done,
-                    until: std::time::Instant::now() + ROTATE_NEXT_WAIT,
-                };
-                Outcome::done(gens, Some(waiting))
+                self.rotate_command(state, alg, force, reply, waiting_since)
+                    .await
             }
             Command::Revoke { kid, reply } => {
                 let actions = match revoke(&state, &self.policy, now, &kid) {
                     Ok(a) => a,
                     Err(e) => {
                         let _ = reply.send(Err(CommandError::Revoke(e)));
-                        return Outcome::done(Vec::new(), None);
+                        return Outcome::Done(Vec::new(), None);
                     }
                 };
                 let Some(before) = state.find(&kid).cloned() else {
                     let _ = reply.send(Err(CommandError::Revoke(RevokeError::Unknown(kid))));
-                    return Outcome::done(Vec::new(), None);
+                    return Outcome::Done(Vec::new(), None);
                 };
                 let (gens, transitions): (Vec<Action>, Vec<Action>) =
                     actions.into_iter().partition(Action::is_generate);
@@ -695,7 +689,7 @@ impl Scheduler {
                     let _ = reply.send(Err(CommandError::Failed(format!(
                         "revocation of {kid} was not committed: {msg}"
                     ))));
-                    return Outcome::done(Vec::new(), None);
+                    return Outcome::Done(Vec::new(), None);
                 }
                 let promoted = (before.state == KeyState::Active)
                     .then(|| after.active(before.alg).map(|k| k.kid.clone()))
@@ -707,8 +701,30 @@ impl Scheduler {
                     was: before.state,
                     promoted,
                 }));
-                Outcome::done(gens, None)
+                Outcome::Done(gens, None)
             }
         }
+    }
+}
+
+/// The answer for one algorithm rotated to `kid`, as `state` records it.
+fn rotated(
+    state: &KeyringState,
+    alg: Alg,
+    kid: Kid,
+    previous_kid: Kid,
+    by_another_replica: bool,
+) -> Rotated {
+    let forced = state
+        .find(&kid)
+        .and_then(|k| k.transitions.last())
+        .is_some_and(|t| t.trigger == Trigger::Forced);
+    Rotated {
+        alg,
+        kid,
+        previous_kid,
+        forced,
+        next_kid: state.next_key(alg).map(|k| k.kid.clone()),
+        by_another_replica,
     }
 }

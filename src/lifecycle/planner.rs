@@ -4,11 +4,11 @@
 //! generation is an [`Action`] the shell carries out. That keeps every
 //! timeline rule in one place, testable over months of simulated time.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use crate::keys::{Alg, Kid};
-use std::time::Duration;
-
 use crate::lifecycle::policy::{MANUAL_RETIRING_LIMIT, Policy, duration_ms};
 use crate::lifecycle::state::{
     EarlierJwks, EarlyActivation, KeyRecord, KeyState, KeyringState, Promised, STATE_FORMAT,
@@ -278,26 +278,13 @@ pub fn rotate(
     let mut pairs = Vec::new();
     let mut too_early: Vec<(Alg, Timestamp)> = Vec::new();
     for &a in &algs {
-        let (active, next) = match (state.active(a), state.next_key(a)) {
-            (Some(active), Some(next)) => (active, next),
-            (None, Some(_)) => {
-                return Err(RotateError::NotReady {
-                    alg: a,
-                    missing: "active",
-                });
-            }
-            (Some(_), None) => {
-                return Err(RotateError::NotReady {
-                    alg: a,
-                    missing: "next",
-                });
-            }
-            (None, None) => {
-                return Err(RotateError::NotReady {
-                    alg: a,
-                    missing: "active or next",
-                });
-            }
+        let (Some(active), Some(next)) = (state.active(a), state.next_key(a)) else {
+            let missing = match (state.active(a), state.next_key(a)) {
+                (Some(_), _) => "next",
+                (None, Some(_)) => "active",
+                (None, None) => "active or next",
+            };
+            return Err(RotateError::NotReady { alg: a, missing });
         };
         let manual: Vec<&KeyRecord> = state
             .in_state(a, KeyState::Retiring)

@@ -188,8 +188,8 @@ impl Policy {
 
     /// How long after a replica last read and applied a shared state it may
     /// still sign and hand out the keys it holds:
-    /// `signing_key.cache_max_age + store.poll_interval`. Past it, the leader may have rotated or
-    /// revoked them without this replica knowing. (The excess over the
+    /// `signing_key.cache_max_age + store.poll_interval`. Past it, the
+    /// leader may have rotated or revoked them without this replica knowing. (The excess over the
     /// signer cache, `poll_interval`, must fit in `tokens.clock_skew`; the
     /// configuration checks that.)
     pub fn freshness_window(&self, poll_interval: Duration) -> Duration {

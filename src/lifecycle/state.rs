@@ -186,10 +186,6 @@ pub struct Served {
 }
 
 impl Served {
-    pub fn jwks_cache_max_age(&self) -> Duration {
-        Duration::from_millis(self.jwks_cache_max_age_ms)
-    }
-
     /// Until when a JWK Set served under an earlier max-age may be cached.
     pub fn jwks_cached_until(&self) -> Option<Timestamp> {
         self.earlier_jwks.as_ref().map(|e| e.cached_until)

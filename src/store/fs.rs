@@ -742,10 +742,8 @@ mod tests {
         Timestamp::from_millis(1_800_000_000_000 + s * 1000)
     }
 
-    #[test]
-    fn ended_key_files_are_kept_until_the_state_that_ends_them_is_durable() {
-        let tmp = tempfile::tempdir().unwrap();
-        let policy = Policy {
+    fn policy() -> Policy {
+        Policy {
             algorithms: vec![Alg::ES256],
             rsa_bits: 2048,
             schedule: Schedule::Every(Duration::from_secs(10)),
@@ -754,7 +752,13 @@ mod tests {
             jwks_cache_max_age: Duration::from_secs(1),
             publish_ahead: Duration::from_secs(2),
             signing_key_cache_max_age: Duration::from_secs(1),
-        };
+        }
+    }
+
+    #[test]
+    fn ended_key_files_are_kept_until_the_state_that_ends_them_is_durable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let policy = policy();
         let (mut ring, _) =
             Keyring::load(Box::new(FsStore::open(tmp.path(), None).unwrap())).unwrap();
         let p = plan(ring.state(), &policy, t(0));
@@ -791,16 +795,7 @@ mod tests {
     #[test]
     fn ended_key_files_left_by_a_failed_sync_go_at_the_next_commit() {
         let tmp = tempfile::tempdir().unwrap();
-        let policy = Policy {
-            algorithms: vec![Alg::ES256],
-            rsa_bits: 2048,
-            schedule: Schedule::Every(Duration::from_secs(10)),
-            max_token_lifetime: Duration::from_secs(4),
-            clock_skew: Duration::from_secs(1),
-            jwks_cache_max_age: Duration::from_secs(1),
-            publish_ahead: Duration::from_secs(2),
-            signing_key_cache_max_age: Duration::from_secs(1),
-        };
+        let policy = policy();
         let (mut ring, _) =
             Keyring::load(Box::new(FsStore::open(tmp.path(), None).unwrap())).unwrap();
         let p = plan(ring.state(), &policy, t(0));
