@@ -73,6 +73,7 @@ pub struct Metrics {
     pub rotations: Family<RotationLabels, Counter>,
     pub last_rotation: Family<AlgLabels, FloatGauge>,
     pub generation_failures: Family<AlgLabels, Counter>,
+    pub key_waits: Family<AlgLabels, Counter>,
     pub lifecycle_failures: Family<ActionLabels, Counter>,
     pub lifecycle_failing: Gauge,
     pub jwks_200: Counter,
@@ -132,6 +133,12 @@ impl Metrics {
             "key_generation_failures",
             "Failed key generations",
             generation_failures.clone(),
+        );
+        let key_waits = Family::<AlgLabels, Counter>::default();
+        registry.register(
+            "key_waits",
+            "Requests (sign, active key) that found no active key and waited for one being generated",
+            key_waits.clone(),
         );
         let lifecycle_failures = Family::<ActionLabels, Counter>::default();
         registry.register(
@@ -228,6 +235,7 @@ impl Metrics {
             rotations,
             last_rotation,
             generation_failures,
+            key_waits,
             lifecycle_failures,
             lifecycle_failing,
             jwks_200,

@@ -23,6 +23,7 @@ use crate::http::admin::AdminApi;
 use crate::http::auth::{TokenError, Tokens};
 use crate::http::{self, Limits};
 use crate::keyring::Keyring;
+use crate::keys::Alg;
 use crate::lifecycle::Policy;
 use crate::metrics::{AlgLabels, Metrics};
 use crate::store::KeyStore;
@@ -36,6 +37,8 @@ pub use snapshot::Snapshot;
 /// What the HTTP handlers share with the scheduler.
 pub struct Shared {
     pub snapshot: ArcSwapOption<Snapshot>,
+    /// Bumped each time a new snapshot is swapped in.
+    published: watch::Sender<u64>,
     pub metrics: Metrics,
     pub policy: Arc<Policy>,
     pub issuer: Option<String>,
@@ -166,6 +169,46 @@ impl Shared {
             tracing::info!("store reachable again");
         }
         was && !ok
+    }
+
+    /// Swaps in a new snapshot and wakes whoever waits for one.
+    pub fn publish(&self, snap: Snapshot) {
+        self.snapshot.store(Some(Arc::new(snap)));
+        self.published.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The active key of `alg`. When there is none (revoked while no next
+    /// key was ready: its emergency replacement is being generated), waits
+    /// up to [`ACTIVE_KEY_WAIT`] for one to be published instead of failing
+    /// the request.
+    pub async fn active_key(&self, alg: Alg) -> Option<Arc<snapshot::ActiveKey>> {
+        let mut published = self.published.subscribe();
+        let until = tokio::time::Instant::now() + ACTIVE_KEY_WAIT;
+        let mut counted = false;
+        loop {
+            if let Some(k) = self
+                .snapshot
+                .load()
+                .as_ref()
+                .and_then(|s| s.active.get(&alg))
+            {
+                return Some(k.clone());
+            }
+            if !self.policy.algorithms.contains(&alg) || !self.scheduler_running() {
+                return None;
+            }
+            if !counted {
+                counted = true;
+                self.metrics
+                    .key_waits
+                    .get_or_create(&crate::metrics::AlgLabels { alg: alg.into() })
+                    .inc();
+            }
+            match tokio::time::timeout_at(until, published.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return None,
+            }
+        }
     }
 
     pub fn scheduler_running(&self) -> bool {
@@ -488,6 +531,7 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
     let limits = config.http.limits();
     let shared = Arc::new(Shared {
         snapshot: ArcSwapOption::empty(),
+        published: watch::Sender::new(0),
         metrics: Metrics::new(),
         policy: policy.clone(),
         issuer: config.tokens.issuer.clone(),
@@ -649,6 +693,11 @@ async fn lead(
 }
 
 /// How often certificate files are checked for changes.
+/// How long a request for the active key (or a signature) waits for one
+/// being generated, when there is none: an RSA-4096 key takes a few seconds
+/// (runbook.md, "Revoking the active key").
+pub const ACTIVE_KEY_WAIT: Duration = Duration::from_secs(20);
+
 const TLS_WATCH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Reloads TLS certificates on SIGHUP and when their files change. Without

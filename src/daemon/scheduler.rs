@@ -312,10 +312,15 @@ impl Scheduler {
         }
     }
 
-    /// Starts generating (and staging) keys on a blocking thread.
+    /// Starts generating (and staging) keys, each on a blocking thread of
+    /// its own and committed as soon as it is made: an emergency active key
+    /// never waits for the next key generated beside it.
     fn start_generation(&self, set: &mut JoinSet<Generated>, actions: Vec<Action>) {
         let store = lock(&self.ring).store();
-        set.spawn_blocking(move || generate_staged(&*store, &actions));
+        for a in actions.into_iter().filter(Action::is_generate) {
+            let store = store.clone();
+            set.spawn_blocking(move || generate_staged(&*store, std::slice::from_ref(&a)));
+        }
     }
 
     /// Commits finished keys, records metrics and publishes.
@@ -521,7 +526,7 @@ impl Scheduler {
                             .set_published(alg, st, snap.count(alg, st) as i64);
                     }
                 }
-                self.shared.snapshot.store(Some(Arc::new(snap)));
+                self.shared.publish(snap);
             }
             Ok(Err(e)) => tracing::error!(error = %e, "cannot load an active key for signing"),
             Err(e) => tracing::error!(error = %e, "snapshot task failed"),

@@ -169,7 +169,7 @@ pub async fn handle(
         );
     }
     match route {
-        Route::ActiveKey => active_key(&api.shared, &req, role, peer),
+        Route::ActiveKey => active_key(&api.shared, &req, role, peer).await,
         Route::Sign => sign(&api.shared, req).await,
         Route::Keys => keys(&api.shared),
         Route::Rotate => rotate(&api.shared, req, peer).await,
@@ -207,6 +207,21 @@ fn snapshot_or_503(shared: &Shared) -> Result<Arc<Snapshot>, Response<Body>> {
     })
 }
 
+/// Tries of a signature that meets no active key between the wait and the
+/// signing task.
+const SIGN_ATTEMPTS: usize = 3;
+
+fn no_active_key(alg: Alg) -> Response<Body> {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no_active_key",
+        format!(
+            "{alg} has no active key: none was published within {}s (see /readyz)",
+            crate::daemon::ACTIVE_KEY_WAIT.as_secs()
+        ),
+    )
+}
+
 fn pick_alg(shared: &Shared, given: Option<&str>) -> Result<Alg, Response<Body>> {
     choose_alg(&shared.policy.algorithms, given).map_err(Refusal::response)
 }
@@ -218,26 +233,21 @@ fn query_param<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
     })
 }
 
-fn active_key(
+async fn active_key(
     shared: &Shared,
     req: &Request<Incoming>,
     role: Role,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let snap = match snapshot_or_503(shared) {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
+    if let Err(r) = snapshot_or_503(shared) {
+        return r;
+    }
     let alg = match pick_alg(shared, query_param(req, "alg")) {
         Ok(a) => a,
         Err(r) => return r,
     };
-    let Some(active) = snap.active.get(&alg) else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_active_key",
-            format!("{alg} has no active key yet"),
-        );
+    let Some(active) = shared.active_key(alg).await else {
+        return no_active_key(alg);
     };
     let mut r = if if_none_match(req.headers().get(header::IF_NONE_MATCH), &active.etag) {
         let mut r = Response::new(Body::default());
@@ -442,16 +452,28 @@ async fn sign(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             return refusal.response();
         }
     };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let job = SignJob {
-        alg,
-        payload,
-        reply: tx,
-    };
-    let result = match shared.sign_jobs.send(job).await {
-        Ok(()) => rx.await.ok(),
-        Err(_) => None,
-    };
+    // No active key: one is being generated (see `Shared::active_key`).
+    // The signing task answers `NoActiveKey` if it went between the two.
+    let mut result = None;
+    for _ in 0..SIGN_ATTEMPTS {
+        if shared.active_key(alg).await.is_none() {
+            result = Some(Err(SignError::NoActiveKey));
+            break;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = SignJob {
+            alg,
+            payload: payload.clone(),
+            reply: tx,
+        };
+        result = match shared.sign_jobs.send(job).await {
+            Ok(()) => rx.await.ok(),
+            Err(_) => None,
+        };
+        if !matches!(result, Some(Err(SignError::NoActiveKey))) {
+            break;
+        }
+    }
     match result {
         Some(Ok((kid, token))) => {
             shared.metrics.sign_result(Some(alg), "ok");
@@ -468,11 +490,7 @@ async fn sign(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         }
         Some(Err(SignError::NoActiveKey)) => {
             shared.metrics.sign_result(Some(alg), "unavailable");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_active_key",
-                format!("{alg} has no active key yet"),
-            )
+            no_active_key(alg)
         }
         Some(Err(SignError::Failed(kid, e))) => {
             shared.metrics.sign_result(Some(alg), "error");
