@@ -23,6 +23,7 @@ fn policy() -> Policy {
         jwks_cache_max_age: Duration::from_secs(300),
         publish_ahead: Duration::from_secs(360),
         signing_key_cache_max_age: Duration::from_secs(60),
+        propagation: Duration::ZERO,
     }
 }
 

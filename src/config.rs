@@ -554,9 +554,10 @@ impl Config {
             return Err(text.error(&["store", "poll_interval"], "must be greater than zero"));
         }
         if self.store_url().is_some() && self.store.poll_interval.0 > self.tokens.clock_skew.0 {
-            // A replica that has not heard from the store signs for up to
-            // signing_key.cache_max_age + poll_interval: the excess over the
-            // signer cache must fit in the skew verifiers allow.
+            // A replica learns of a new next key up to poll_interval after
+            // it was committed, and serves the JWK Set without it meanwhile:
+            // publish_ahead counts tokens.clock_skew for that. (The retention
+            // counts it explicitly: Policy::propagation.)
             return Err(text.error(
                 &["store", "poll_interval"],
                 "must not exceed tokens.clock_skew with a shared store",
@@ -664,6 +665,11 @@ impl Config {
                 .map(|d| d.0)
                 .unwrap_or_else(|| Policy::default_publish_ahead(cache, clock_skew)),
             signing_key_cache_max_age: self.signing_key.cache_max_age.0,
+            propagation: match self.store_url() {
+                Some(_) => crate::store::postgres::deadline::COMMIT
+                    .saturating_add(self.store.poll_interval.0),
+                None => crate::store::fs::COMMIT_WINDOW,
+            },
         }
     }
 
@@ -718,11 +724,12 @@ impl Config {
         ));
         out.push_str(&format!(
             "a rotated-out key stays published {} (retention = signing_key.cache_max_age {} + \
-             tokens.max_lifetime {} + tokens.clock_skew {})\n",
+             tokens.max_lifetime {} + tokens.clock_skew {} + propagation {})\n",
             format_duration(p.retention()),
             format_duration(p.signing_key_cache_max_age),
             format_duration(p.max_token_lifetime),
-            format_duration(p.clock_skew)
+            format_duration(p.clock_skew),
+            format_duration(p.propagation)
         ));
         out.push_str(&format!(
             "at most {} keys per algorithm are published at once\n",
@@ -790,7 +797,7 @@ mod tests {
         assert_eq!(c.algorithms, vec![Alg::ES256, Alg::RS256]);
         let p = c.policy(now()).unwrap();
         assert_eq!(p.publish_ahead, Duration::from_secs(6 * 60));
-        assert_eq!(p.retention(), Duration::from_secs(24 * 3600 + 120));
+        assert_eq!(p.retention(), Duration::from_secs(24 * 3600 + 120 + 2));
         // The embedded file and the compiled-in defaults agree.
         let d = Config::default();
         let dp = d.policy(now()).unwrap();

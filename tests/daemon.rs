@@ -776,7 +776,7 @@ fn check_config_rejects_each_bad_config_with_a_useful_message() {
         text.contains("published at least 2s before they sign"),
         "{text}"
     );
-    assert!(text.contains("stays published 6s"), "{text}");
+    assert!(text.contains("stays published 8s"), "{text}");
     // The built-in default.
     let out = std::process::Command::new(BIN)
         .arg("check-config")

@@ -37,6 +37,7 @@ fn policy() -> Policy {
         jwks_cache_max_age: secs(2),
         publish_ahead: secs(3),
         signing_key_cache_max_age: secs(2),
+        propagation: secs(0),
     }
 }
 
@@ -481,25 +482,29 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
         (5 * M..=7 * 24 * H), // max lifetime
         (0u64..=48 * H),      // period above publish_ahead
         any::<bool>(),
+        (0u64..=30), // propagation (the store's commit window and poll)
     )
-        .prop_map(|(cache, skew, extra, sk, life, period, cron)| {
-            let publish_ahead = cache + skew + extra;
-            let schedule = if cron && publish_ahead <= 6 * H {
-                Schedule::cron("0 0 */6 * * *").unwrap()
-            } else {
-                Schedule::Every(secs(publish_ahead + period))
-            };
-            Policy {
-                algorithms: vec![Alg::ES256, Alg::RS256],
-                rsa_bits: 2048,
-                schedule,
-                max_token_lifetime: secs(life),
-                clock_skew: secs(skew),
-                jwks_cache_max_age: secs(cache),
-                publish_ahead: secs(publish_ahead),
-                signing_key_cache_max_age: secs(sk),
-            }
-        })
+        .prop_map(
+            |(cache, skew, extra, sk, life, period, cron, propagation)| {
+                let publish_ahead = cache + skew + extra;
+                let schedule = if cron && publish_ahead <= 6 * H {
+                    Schedule::cron("0 0 */6 * * *").unwrap()
+                } else {
+                    Schedule::Every(secs(publish_ahead + period))
+                };
+                Policy {
+                    algorithms: vec![Alg::ES256, Alg::RS256],
+                    rsa_bits: 2048,
+                    schedule,
+                    max_token_lifetime: secs(life),
+                    clock_skew: secs(skew),
+                    jwks_cache_max_age: secs(cache),
+                    publish_ahead: secs(publish_ahead),
+                    signing_key_cache_max_age: secs(sk),
+                    propagation: secs(propagation),
+                }
+            },
+        )
 }
 
 proptest! {

@@ -123,6 +123,7 @@ fn store_migrates_once_compares_and_sets_and_leases() {
         jwks_cache_max_age: Duration::from_secs(1),
         publish_ahead: Duration::from_secs(2),
         signing_key_cache_max_age: Duration::from_secs(1),
+        propagation: Duration::ZERO,
     };
     let t0 = Timestamp::from_millis(1_800_000_000_000);
     let (mut ring_a, _) = Keyring::load(Box::new(a)).unwrap();

@@ -178,3 +178,95 @@ async fn two_operators_rotating_at_once_on_two_replicas_both_get_the_rules_answe
         }
     }
 }
+
+/// A rotation whose commit waits seconds on the state row's lock (held by
+/// another session, as a slow transaction or a vacuum would): every copy of
+/// the old key handed out meanwhile, here or on the replica that learns of
+/// the rotation a poll later, still expires in time for its last token to
+/// verify until the key retires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_whose_commit_waits_on_a_lock_keeps_the_old_key_published_long_enough() {
+    let pg = Cluster::start();
+    let url = pg.database("locked");
+    let tmp = tempfile::tempdir().unwrap();
+    // signing_key.cache_max_age 4 s, tokens 4 s, skew 1 s, poll 500 ms.
+    let body = "algorithms: [ES256]\nrotation:\n  every: 1h\ntokens:\n  max_lifetime: 4s\n  clock_skew: 1s\njwks:\n  cache_max_age: 1s\nsigning_key:\n  cache_max_age: 4s\nstore:\n  leader_lease: 2s\n  poll_interval: 500ms\n";
+    let r0 = replica(&tmp.path().join("r0"), &url, body).await;
+    let r1 = replica(&tmp.path().join("r1"), &url, body).await;
+    let old = r0.active_key("ES256").await.json().unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+
+    // Another session holds the state row for 4 s (under the server's 5 s
+    // lock timeout, so the commit waits rather than fails).
+    let mut lock = pg.psql(
+        "locked",
+        "BEGIN; SELECT 1 FROM jwksd_state WHERE id = 1 FOR UPDATE; SELECT pg_sleep(4); COMMIT;",
+    );
+    let locker = std::thread::spawn(move || lock.output().unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rotating = tokio::spawn({
+        let (client, url, token) = (
+            r0.client.clone(),
+            format!("{}/v1/rotate", r0.admin),
+            r0.operator.clone(),
+        );
+        async move {
+            client
+                .post_json(&url, Some(&token), &serde_json::json!({"force": true}))
+                .await
+                .unwrap()
+        }
+    });
+    // Every copy of the old key handed out, on either replica: when it
+    // expires.
+    let mut last_expiry: f64 = 0.0;
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        for d in [&r0, &r1] {
+            let asked = unix();
+            let r = d.active_key("ES256").await;
+            if r.status != 200 || r.json().unwrap()["kid"] != old.as_str() {
+                continue;
+            }
+            let max_age: f64 = r
+                .header("cache-control")
+                .and_then(|v| v.strip_prefix("private, max-age="))
+                .and_then(|v| v.parse().ok())
+                .unwrap();
+            last_expiry = last_expiry.max(asked + max_age);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = rotating.await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    assert!(locker.join().unwrap().status.success());
+    let keys = r0.keys().await;
+    let k = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == old.as_str())
+        .unwrap();
+    assert_eq!(k["state"], "retiring", "{k}");
+    let retire_at = chrono::DateTime::parse_from_rfc3339(k["retire_at"].as_str().unwrap())
+        .unwrap()
+        .timestamp_millis() as f64
+        / 1000.0;
+    // A signer signs with its copy until it expires; that token lives 4 s
+    // and verifiers accept it 1 s longer.
+    let needed = last_expiry + 4.0 + 1.0;
+    eprintln!("retire_at - needed = {:.2} s", retire_at - needed);
+    assert!(
+        retire_at >= needed,
+        "{old} retires at {retire_at:.2}, {:.2} s before the last token signed with a copy handed out meanwhile stops verifying",
+        needed - retire_at
+    );
+}

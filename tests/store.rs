@@ -32,6 +32,7 @@ fn policy() -> Policy {
         jwks_cache_max_age: Duration::from_secs(1),
         publish_ahead: Duration::from_secs(2),
         signing_key_cache_max_age: Duration::from_secs(1),
+        propagation: Duration::ZERO,
     }
 }
 

@@ -63,8 +63,53 @@ pub struct Shared {
     last_sync: Mutex<std::time::Instant>,
     /// Why the last read of the shared state failed, while it does.
     sync_failure: Mutex<Option<SyncFailure>>,
-    /// How long after `last_sync` the keys held may still be used.
+    /// When the commit in flight started, if one is: the keys held are
+    /// vouched for only until the freshness window after it.
+    commit_started: Mutex<Option<std::time::Instant>>,
+    /// How long after `last_sync` (with a shared store) or the start of a
+    /// commit in flight the keys held may still be used.
     freshness: Duration,
+}
+
+/// Why a process may not sign with or hand out the keys it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotCurrent {
+    /// A commit has been in flight this long, past the freshness window:
+    /// the store is slow or stalled.
+    CommitInFlight(Duration),
+    /// The shared state was last read and applied this long ago.
+    NotSynced(Duration),
+}
+
+impl std::fmt::Display for NotCurrent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotCurrent::CommitInFlight(d) => write!(
+                f,
+                "a commit has been in flight for {} s (the store is slow or stalled): signing \
+                 refused until it finishes",
+                d.as_secs()
+            ),
+            NotCurrent::NotSynced(d) => write!(
+                f,
+                "shared state not read for {} s: signing refused until it is",
+                d.as_secs()
+            ),
+        }
+    }
+}
+
+/// Marks a commit in flight while it lives.
+pub struct CommitInFlight<'a>(&'a Shared);
+
+impl Drop for CommitInFlight<'_> {
+    fn drop(&mut self) {
+        *self
+            .0
+            .commit_started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+    }
 }
 
 /// Why a replica cannot bring its key ring up to date with the shared state.
@@ -102,18 +147,56 @@ impl Shared {
         self.signing_key_max_age().is_some()
     }
 
+    /// Why the keys held may not be used now, when they may not.
+    pub fn not_current(&self) -> Option<NotCurrent> {
+        if self.keys_current() {
+            return None;
+        }
+        let in_flight = self.commit_age();
+        let since_sync = self.store_shared.then(|| self.since_sync());
+        Some(match (in_flight, since_sync) {
+            (Some(c), Some(s)) if c >= s => NotCurrent::CommitInFlight(c),
+            (Some(c), None) => NotCurrent::CommitInFlight(c),
+            (_, s) => NotCurrent::NotSynced(s.unwrap_or_default()),
+        })
+    }
+
+    fn commit_age(&self) -> Option<Duration> {
+        self.commit_started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|t| t.elapsed())
+    }
+
     /// The max-age to serve with the active key now; `None`: do not serve it.
+    /// The keys held were last known current when the shared state was last
+    /// read, or, when a commit is in flight, when it started.
     pub fn signing_key_max_age(&self) -> Option<Duration> {
-        let since = self.store_shared.then(|| self.since_sync());
+        let in_flight = self.commit_age();
+        let shared = self.store_shared.then(|| self.since_sync());
+        let since = match (shared, in_flight) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
         self.policy.signing_key_max_age(since, self.freshness)
+    }
+
+    /// Marks a commit as in flight until the returned guard drops.
+    pub fn commit_in_flight(&self) -> CommitInFlight<'_> {
+        *self
+            .commit_started
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
+        CommitInFlight(self)
     }
 
     /// `Cache-Control` of `/v1/keys/active` now.
     pub fn signing_key_cache_control(&self) -> HeaderValue {
-        if !self.store_shared {
+        let max_age = self.signing_key_max_age();
+        if max_age == Some(self.policy.signing_key_cache_max_age) {
             return self.signing_key_cache_control.clone();
         }
-        match self.signing_key_max_age() {
+        match max_age {
             Some(d) => cache_control("private", d),
             None => HeaderValue::from_static("no-store"),
         }
@@ -127,9 +210,14 @@ impl Shared {
             .elapsed()
     }
 
-    /// The key ring is what the store holds: just read, or just committed.
-    pub fn mark_synced(&self) {
-        *self.last_sync.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+    /// The key ring is what the store held at `at`: when the read that
+    /// returned it started (it may have taken seconds), or when this
+    /// replica's own commit started.
+    pub fn mark_synced(&self, at: std::time::Instant) {
+        {
+            let mut last = self.last_sync.lock().unwrap_or_else(|e| e.into_inner());
+            *last = (*last).max(at);
+        }
         self.metrics.store_state_readable.set(1);
         let was = self
             .sync_failure
@@ -550,7 +638,8 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         store_reachable: AtomicBool::new(true),
         last_sync: Mutex::new(std::time::Instant::now()),
         sync_failure: Mutex::new(None),
-        freshness: policy.freshness_window(config.store.poll_interval.0),
+        commit_started: Mutex::new(None),
+        freshness: policy.freshness_window(store_shared.then_some(config.store.poll_interval.0)),
     });
 
     let replication = store_shared.then(|| scheduler::Replication {

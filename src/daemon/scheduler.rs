@@ -15,7 +15,8 @@ use crate::keyring::{Event, ExecuteError, Executed, Keyring, generate_staged};
 use crate::keys::KeyMaterial;
 use crate::keys::{Alg, Kid};
 use crate::lifecycle::{
-    Action, KeyState, KeyringState, Policy, RevokeError, RotateError, Trigger, plan, revoke, rotate,
+    Action, EarlyActivation, KeyState, KeyringState, Policy, RevokeError, RotateError, Trigger,
+    plan, revoke, rotate,
 };
 use crate::store::StoreError;
 use crate::time::{Clock, Timestamp};
@@ -312,14 +313,32 @@ impl Scheduler {
         }
     }
 
-    /// Starts generating (and staging) keys, each on a blocking thread of
-    /// its own and committed as soon as it is made: an emergency active key
-    /// never waits for the next key generated beside it.
+    /// Starts generating (and staging) keys on blocking threads: an
+    /// emergency active key (its predecessor revoked with no next key to
+    /// promote) on one of its own, committed as soon as it is made, so that
+    /// signing never waits for the next key generated beside it; the
+    /// others together, committed at once.
     fn start_generation(&self, set: &mut JoinSet<Generated>, actions: Vec<Action>) {
         let store = lock(&self.ring).store();
-        for a in actions.into_iter().filter(Action::is_generate) {
+        let (alone, together): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .filter(Action::is_generate)
+            .partition(|a| {
+                matches!(
+                    a,
+                    Action::Generate {
+                        role: KeyState::Active,
+                        early: Some(EarlyActivation::Emergency),
+                        ..
+                    }
+                )
+            });
+        for a in alone {
             let store = store.clone();
             set.spawn_blocking(move || generate_staged(&*store, std::slice::from_ref(&a)));
+        }
+        if !together.is_empty() {
+            set.spawn_blocking(move || generate_staged(&*store, &together));
         }
     }
 
@@ -346,13 +365,14 @@ impl Scheduler {
         let ring = self.ring.clone();
         let clock = self.clock.clone();
         let before = lock(&self.ring).state().version;
+        let started = std::time::Instant::now();
         let executed =
             tokio::task::spawn_blocking(move || lock(&ring).commit_generated(made, &*clock))
                 .await
                 .map_err(|e| {
                     ExecuteError::Store(StoreError::Other(format!("commit task failed: {e}")))
                 })?;
-        match self.settle(&[], before, executed, true).await {
+        match self.settle(&[], before, started, executed, true).await {
             Err(ExecuteError::Store(StoreError::Conflict { .. })) => {
                 self.sync().await;
                 Ok(())
@@ -367,10 +387,11 @@ impl Scheduler {
     /// holds.
     async fn sync(&self) -> bool {
         let ring = self.ring.clone();
+        let started = std::time::Instant::now();
         let error = match tokio::task::spawn_blocking(move || lock(&ring).reload()).await {
             Ok(Ok(changed)) => {
                 self.shared.set_store_reachable(true);
-                self.shared.mark_synced();
+                self.shared.mark_synced(started);
                 if changed {
                     self.publish().await;
                 }
@@ -401,6 +422,10 @@ impl Scheduler {
         let clock = self.clock.clone();
         let acts = actions.clone();
         let before = lock(&self.ring).state().version;
+        // Until what it commits is served, the keys it may deactivate are
+        // handed out only within the freshness window (Policy::propagation).
+        let _in_flight = self.shared.commit_in_flight();
+        let started = std::time::Instant::now();
         let executed =
             tokio::task::spawn_blocking(move || lock(&ring).execute(&acts, &*clock)).await;
         let executed = match executed {
@@ -413,7 +438,8 @@ impl Scheduler {
                 )));
             }
         };
-        self.settle(&actions, before, executed, background).await
+        self.settle(&actions, before, started, executed, background)
+            .await
     }
 
     /// After a step: metrics, publishing what was committed (even when a
@@ -422,6 +448,7 @@ impl Scheduler {
         &self,
         actions: &[Action],
         before: u64,
+        started: std::time::Instant,
         executed: Executed,
         background: bool,
     ) -> Result<(), ExecuteError> {
@@ -433,7 +460,7 @@ impl Scheduler {
         );
         if lock(&self.ring).state().version != before {
             // What this replica committed is what the store holds.
-            self.shared.mark_synced();
+            self.shared.mark_synced(started);
             self.publish().await;
         }
         match executed.error {

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use crate::daemon::scheduler::{Command, CommandError, Revoked, Rotated};
 use crate::daemon::signing::{SignError, SignJob};
-use crate::daemon::{Shared, Snapshot};
+use crate::daemon::{NotCurrent, Shared, Snapshot};
 use crate::http::auth::{AuthError, FailureLimiter, Role, Tokens};
 use crate::http::{
     Body, bytes_response, error, if_none_match, json, method_not_allowed, not_found, read_body,
@@ -153,19 +153,29 @@ pub async fn handle(
             "this endpoint needs the operator token",
         );
     }
-    if matches!(route, Route::ActiveKey | Route::Sign) && !api.shared.keys_current() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unreachable",
-            format!(
+    if matches!(route, Route::ActiveKey | Route::Sign)
+        && let Some(why) = api.shared.not_current()
+    {
+        let message = match why {
+            NotCurrent::NotSynced(d) => format!(
                 "this replica has not read the shared key-ring state for {} s ({}): it cannot \
                  confirm its keys are current; use another replica",
-                api.shared.since_sync().as_secs(),
+                d.as_secs(),
                 match api.shared.sync_failure() {
                     Some(f) if !f.unreachable => "the state cannot be read: see this replica's log",
                     _ => "the store does not answer",
                 }
             ),
+            NotCurrent::CommitInFlight(d) => format!(
+                "a commit to the key store has been in flight for {} s: the keys it may change \
+                 are not handed out or used until it finishes; check the store (disk or database)",
+                d.as_secs()
+            ),
+        };
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unreachable",
+            message,
         );
     }
     match route {

@@ -87,11 +87,8 @@ fn readiness(shared: &Shared) -> Response<Body> {
                         .to_owned(),
                 );
             }
-            if !shared.keys_current() {
-                reasons.push(format!(
-                    "shared state not read for {} s: signing refused until it is",
-                    shared.since_sync().as_secs()
-                ));
+            if let Some(why) = shared.not_current() {
+                reasons.push(why.to_string());
             }
             // The last known keys are served while they are still the
             // right ones: until a scheduled rotation is overdue.

@@ -120,6 +120,14 @@ pub struct Policy {
     /// `signing_key.cache_max_age`: how long a signer may keep using a key it
     /// pulled.
     pub signing_key_cache_max_age: Duration,
+    /// How long after the planner's `now` a committed change may still be
+    /// unknown to a reader, so that a key it deactivates may still be handed
+    /// out and sign: the store's commit window (a key directory's 2 s, past
+    /// which this process stops handing out keys until the commit returns;
+    /// PostgreSQL's 10 s commit deadline), plus, with a shared store,
+    /// `store.poll_interval` (a replica learns of the change at its next
+    /// read). Part of the retention; derived from the store, not configured.
+    pub propagation: Duration,
 }
 
 /// Manual rotations whose retired-out keys may be published at once, per
@@ -166,9 +174,10 @@ pub enum PolicyError {
 }
 
 impl Policy {
-    /// How long a key stays published after it stops being active, under
-    /// this configuration alone: signers may still use it for
-    /// `signing_key.cache_max_age`, the last token it signs lives
+    /// How long a key stays published after the planner deactivates it,
+    /// under this configuration alone: every reader knows of the change
+    /// within `propagation`, signers may still use a copy they pulled before
+    /// for `signing_key.cache_max_age`, the last token it signs lives
     /// `tokens.max_lifetime`, and verifiers accept it `tokens.clock_skew`
     /// longer. A key's actual retention also honours what was promised
     /// while it was active: [`Policy::retention_of`].
@@ -184,16 +193,23 @@ impl Policy {
         held.signing_key_cache_max_age()
             .saturating_add(held.max_token_lifetime())
             .saturating_add(self.clock_skew)
+            .saturating_add(self.propagation)
     }
 
-    /// How long after a replica last read and applied a shared state it may
-    /// still sign and hand out the keys it holds:
-    /// `signing_key.cache_max_age + store.poll_interval`. Past it, the
-    /// leader may have rotated or revoked them without this replica knowing. (The excess over the
-    /// signer cache, `poll_interval`, must fit in `tokens.clock_skew`; the
-    /// configuration checks that.)
-    pub fn freshness_window(&self, poll_interval: Duration) -> Duration {
-        self.signing_key_cache_max_age.saturating_add(poll_interval)
+    /// How long the keys a process holds may still be signed with and
+    /// handed out after they were last known current, so that every copy
+    /// expires within what [`Policy::retention`] covers:
+    /// - with a shared store (`poll_interval` given), after the replica last
+    ///   read and applied the state (or committed it):
+    ///   `signing_key.cache_max_age + store.poll_interval`. Past it, the
+    ///   leader may have rotated or revoked them without this replica
+    ///   knowing;
+    /// - with its own store, after a commit started that has not finished:
+    ///   `signing_key.cache_max_age + propagation` (a stalled disk must not
+    ///   keep a key it is deactivating in use past its retention).
+    pub fn freshness_window(&self, poll_interval: Option<Duration>) -> Duration {
+        self.signing_key_cache_max_age
+            .saturating_add(poll_interval.unwrap_or(self.propagation))
     }
 
     /// The `max-age` to serve with the active key: the configured one, but
@@ -362,6 +378,7 @@ mod tests {
             jwks_cache_max_age: Duration::from_secs(1),
             publish_ahead: Duration::from_secs(2),
             signing_key_cache_max_age: Duration::from_secs(1),
+            propagation: Duration::ZERO,
         }
     }
 
@@ -369,7 +386,7 @@ mod tests {
     fn a_replica_never_serves_a_key_past_its_freshness_window() {
         let mut p = policy(3);
         p.signing_key_cache_max_age = Duration::from_secs(4);
-        let w = p.freshness_window(Duration::from_secs(2));
+        let w = p.freshness_window(Some(Duration::from_secs(2)));
         assert_eq!(w, Duration::from_secs(6));
         let s = Duration::from_secs;
         assert_eq!(p.signing_key_max_age(None, w), Some(s(4)));
@@ -387,8 +404,14 @@ mod tests {
     }
 
     #[test]
-    fn retention_adds_signer_cache_lifetime_and_skew() {
-        assert_eq!(policy(3).retention(), Duration::from_secs(6));
+    fn retention_adds_signer_cache_lifetime_skew_and_propagation() {
+        let mut p = policy(3);
+        assert_eq!(p.retention(), Duration::from_secs(6));
+        p.propagation = Duration::from_millis(10_500);
+        assert_eq!(p.retention(), Duration::from_millis(16_500));
+        // Its own store: a commit in flight for longer than the commit
+        // window stops the keys being handed out.
+        assert_eq!(p.freshness_window(None), Duration::from_millis(11_500));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use p256::pkcs8::SecretDocument;
 use zeroize::Zeroizing;
@@ -28,6 +29,13 @@ use crate::lifecycle::state::{STATE_FORMAT, format_readable};
 use crate::lifecycle::{KeyState, KeyringState};
 use crate::store::seal::{self, MasterKey};
 use crate::store::{KeyStore, Loaded, Problem, StoreError};
+
+/// How long a commit (local writes and fsyncs, normally milliseconds) may
+/// be in flight before this process stops handing out and signing with the
+/// keys it may change, until it returns: part of the retention
+/// (`Policy::propagation`), so that a stalled disk cannot keep a key it is
+/// deactivating in use past its retention.
+pub const COMMIT_WINDOW: Duration = Duration::from_secs(2);
 
 const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = ".lock";
@@ -752,6 +760,7 @@ mod tests {
             jwks_cache_max_age: Duration::from_secs(1),
             publish_ahead: Duration::from_secs(2),
             signing_key_cache_max_age: Duration::from_secs(1),
+            propagation: Duration::ZERO,
         }
     }
 

@@ -63,7 +63,8 @@ pub mod deadline {
     /// Reading the state or its version, staging or discarding a key.
     pub const QUERY: Duration = Duration::from_secs(5);
     /// A commit: above the server's lock timeout (5 s), so a commit waiting
-    /// on a lock gets the server's clearer error first.
+    /// on a lock gets the server's clearer error first. The retention
+    /// counts it (`Policy::propagation`).
     pub const COMMIT: Duration = Duration::from_secs(10);
     /// Migrations wait for another replica's under the advisory lock.
     pub const MIGRATE: Duration = Duration::from_secs(15);

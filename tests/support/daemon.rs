@@ -13,7 +13,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_jwksd");
 
 /// Second-scale timings: rotate every 3 s, tokens live 4 s, verifiers cache
 /// 1 s, skew 1 s (so publish_ahead is 2 s), signers cache 1 s (so a key
-/// rotated out stays published 6 s).
+/// rotated out stays published 8 s: 1 + 4 + 1 + the key directory's 2 s
+/// commit window).
 pub const FAST: &str = "rotation:\n  every: 3s\ntokens:\n  max_lifetime: 4s\n  clock_skew: 1s\njwks:\n  cache_max_age: 1s\nsigning_key:\n  cache_max_age: 1s\n";
 
 pub struct Daemon {

@@ -164,28 +164,31 @@ impl Cluster {
 
     /// Runs SQL in `db`, returns psql's unaligned output.
     pub fn sql(&self, db: &str, sql: &str) -> String {
-        let out = self
-            .cmd("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                db,
-                "-qAtc",
-                sql,
-            ])
-            .output()
-            .unwrap();
+        let out = self.psql(db, sql).output().unwrap();
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The psql command that runs SQL in `db`, to run beside the test.
+    pub fn psql(&self, db: &str, sql: &str) -> Command {
+        let mut c = self.cmd("psql");
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-qAtc",
+            sql,
+        ]);
+        c
     }
 
     pub fn data_dir(&self) -> &Path {
