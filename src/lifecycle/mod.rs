@@ -1,11 +1,13 @@
 //! The key lifecycle: plain state, the timeline policy, and the pure planner.
 
+pub mod action;
 pub mod planner;
 pub mod policy;
 pub mod state;
 
+pub use action::Action;
 pub use planner::{
-    Action, Deferred, Plan, RevokeError, RotateError, Upcoming, UpcomingEvent, deferred,
+    Deferred, Plan, RevokeError, RotateError, Upcoming, UpcomingEvent, deferred,
     earliest_activation, plan, record_promises, revoke, rotate, upcoming, with_promises,
 };
 pub use policy::{Policy, PolicyError, Schedule};

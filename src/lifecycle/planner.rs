@@ -9,56 +9,12 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::keys::{Alg, Kid};
+pub use crate::lifecycle::action::Action;
 use crate::lifecycle::policy::{MANUAL_RETIRING_LIMIT, Policy, duration_ms};
 use crate::lifecycle::state::{
-    EarlierJwks, EarlyActivation, KeyRecord, KeyState, KeyringState, Promised, STATE_FORMAT,
-    Served, Trigger,
+    EarlierJwks, EarlyActivation, KeyRecord, KeyState, KeyringState, STATE_FORMAT, Trigger,
 };
 use crate::time::{Timestamp, format_duration};
-
-/// A change the shell must carry out. Transitions come before generations
-/// in a plan; the shell commits them in that order.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Generate a keypair and add it in `role` (`Next`, or `Active` when the
-    /// algorithm has no key that could be promoted).
-    Generate {
-        alg: Alg,
-        rsa_bits: u32,
-        role: KeyState,
-        trigger: Trigger,
-        early: Option<EarlyActivation>,
-        /// Recorded on the key when it is added as active.
-        promised: Promised,
-    },
-    /// next -> active; `promised` is what the configuration promises
-    /// signers from now on.
-    Activate {
-        kid: Kid,
-        trigger: Trigger,
-        early: Option<EarlyActivation>,
-        promised: Promised,
-    },
-    /// Records the promises the configuration makes from now on, keeping
-    /// those made under earlier, larger values: see [`record_promises`].
-    RecordPromises { served: Served, signing: Promised },
-    /// active -> retiring; published until `retire_at`.
-    Deactivate {
-        kid: Kid,
-        trigger: Trigger,
-        retire_at: Timestamp,
-    },
-    /// retiring (or next) -> retired: out of the JWKS, private key destroyed.
-    Retire { kid: Kid, trigger: Trigger },
-    /// Out of the JWKS at once, private key destroyed.
-    Revoke { kid: Kid },
-}
-
-impl Action {
-    pub fn is_generate(&self) -> bool {
-        matches!(self, Action::Generate { .. })
-    }
-}
 
 /// What is due next, for the scheduler's wake-up and for operators.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::{Alg, Kid, PublicKey};
-use crate::lifecycle::planner::Action;
+use crate::lifecycle::action::Action;
 use crate::time::Timestamp;
 
 /// Version of the persisted state format written; bumped on changes an
