@@ -304,21 +304,23 @@ fn rsa_pkcs8(key: &rsa::RsaPrivateKey) -> Result<Zeroizing<Vec<u8>>, rsa::pkcs1:
         return Err(rsa::pkcs1::Error::Version);
     };
     let secret = |v: Vec<u8>| Zeroizing::new(v);
-    let one = rsa::BigUint::from(1u8);
     let n = key.n().to_bytes_be();
     let e = key.e().to_bytes_be();
     let d = secret(key.d().to_bytes_be());
     let p_bytes = secret(p.to_bytes_be());
     let q_bytes = secret(q.to_bytes_be());
-    // The remainders are computed in num-bigint-dig temporaries, which are
-    // not wiped; they hold dP and dQ, not d (see runbook.md).
-    let dp = secret((key.d() % (p - &one)).to_bytes_be());
-    let dq = secret((key.d() % (q - &one)).to_bytes_be());
-    let qinv = secret(
-        key.crt_coefficient()
-            .ok_or(rsa::pkcs1::Error::Crypto)?
-            .to_bytes_be(),
-    );
+    // The CRT values the key computed at generation (computing them here,
+    // as `to_pkcs8_der` does, would leave p - 1 and q - 1 in unwiped
+    // temporaries).
+    let (dp, dq, qinv) = match (key.dp(), key.dq(), key.qinv()) {
+        (Some(dp), Some(dq), Some(qinv)) => (dp, dq, qinv),
+        _ => return Err(rsa::pkcs1::Error::Crypto),
+    };
+    let dp = secret(dp.to_bytes_be());
+    let dq = secret(dq.to_bytes_be());
+    // A copy as an unsigned number, wiped as it is dropped.
+    let qinv = Zeroizing::new(qinv.to_biguint().ok_or(rsa::pkcs1::Error::Crypto)?);
+    let qinv = secret(qinv.to_bytes_be());
     let pkcs1 = RsaPrivateKey {
         modulus: UintRef::new(&n)?,
         public_exponent: UintRef::new(&e)?,
@@ -874,6 +876,12 @@ mod tests {
     fn rs256_generation_has_requested_size() {
         let k = generate(Alg::RS256, 2048).unwrap();
         assert_eq!(k.public.rsa_bits(), Some(2048));
+        // Every member of the PKCS#8, the CRT values included, is right.
+        let rsa = openssl::pkey::PKey::private_key_from_der(&k.pkcs8)
+            .unwrap()
+            .rsa()
+            .unwrap();
+        assert!(rsa.check_key().unwrap());
         assert!(matches!(
             generate(Alg::RS256, 1024),
             Err(KeyError::RsaBits(1024))
