@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::keyring::Keyring;
-use crate::keys::{Alg, KeyError, Kid, PublishedJwk};
+use crate::keys::{Alg, KeyError, Kid, PrivateJwk, PublishedJwk, SecretBuf};
 use crate::lifecycle::{
     KeyState, KeyringState, Policy, Upcoming, UpcomingEvent, earliest_activation, upcoming,
     with_promises,
@@ -63,7 +63,7 @@ struct ActiveResponse<'a> {
     alg: &'static str,
     /// The private members: `None` only in the ETag's input.
     #[serde(skip_serializing_if = "Option::is_none")]
-    jwk: Option<&'a serde_json::value::RawValue>,
+    jwk: Option<PrivateJwk<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pem: Option<&'a str>,
     activated_at: String,
@@ -135,26 +135,28 @@ impl Snapshot {
                     scheduled_activation: scheduled,
                 }
             });
-            let jwk = key.private_jwk_json()?;
+            // Every private member stays in a zeroizing buffer, from
+            // OpenSSL's key to the response body (see runbook.md).
+            let jwk = key.private_jwk()?;
             let pem = key.pkcs8_pem()?;
-            // Borrowed, so the private JWK is not copied out of its
-            // zeroizing buffer.
-            let raw: &serde_json::value::RawValue =
-                serde_json::from_str(&jwk).map_err(|e| KeyError::Parse {
-                    alg,
-                    reason: e.to_string(),
-                })?;
             let activated = rec.activated_at.unwrap_or(rec.published_at);
             let response = ActiveResponse {
                 kid: rec.kid.as_str(),
                 alg: alg.as_str(),
-                jwk: Some(raw),
+                jwk: Some(jwk),
                 pem: Some(&pem),
                 activated_at: activated.to_rfc3339(),
                 max_token_lifetime_seconds: policy.max_token_lifetime.as_secs(),
                 next: next_info,
             };
-            let body = Zeroizing::new(serde_json::to_vec(&response).unwrap_or_default());
+            // Straight into a buffer that wipes what it leaves behind as it
+            // grows (an RSA-4096 body is about 7 KiB).
+            let mut body = SecretBuf::with_capacity(8192);
+            serde_json::to_writer(&mut body, &response).map_err(|e| KeyError::Parse {
+                alg,
+                reason: e.to_string(),
+            })?;
+            let body = body.into_inner();
             // The ETag covers the whole body without hashing private key
             // material: it hashes the body minus `jwk` and `pem`, which the
             // kid determines (the RFC 7638 thumbprint of the public key,

@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use crate::daemon::scheduler::{Command, CommandError, Revoked, Rotated};
 use crate::daemon::signing::{SignError, SignJob};
+use crate::daemon::snapshot::ActiveKey;
 use crate::daemon::{NotCurrent, Shared, Snapshot};
 use crate::http::auth::{AuthError, FailureLimiter, Role, Tokens};
 use crate::http::{
@@ -265,7 +266,13 @@ async fn active_key(
         r
     } else {
         tracing::info!(role = role.as_str(), peer = %peer, alg = %alg, kid = %active.kid, "signing key pulled");
-        bytes_response(StatusCode::OK, Bytes::copy_from_slice(&active.response))
+        // No copy: the body sent is the snapshot's own zeroizing buffer,
+        // kept alive by the response and wiped when the snapshot and every
+        // response that holds it are dropped.
+        bytes_response(
+            StatusCode::OK,
+            Bytes::from_owner(ActiveBody(Arc::clone(&active))),
+        )
     };
     let h = r.headers_mut();
     h.insert(header::CACHE_CONTROL, shared.signing_key_cache_control());
@@ -273,6 +280,15 @@ async fn active_key(
         h.insert(header::ETAG, v);
     }
     r
+}
+
+/// The `/v1/keys/active` body of one active key, lent to hyper.
+struct ActiveBody(Arc<ActiveKey>);
+
+impl AsRef<[u8]> for ActiveBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.response
+    }
 }
 
 /// Why a request was refused: status, machine-readable code, message.

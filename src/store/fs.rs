@@ -369,7 +369,10 @@ fn holds_key_material(dir: &Path) -> Result<bool, StoreError> {
 
 fn read_limited(path: &Path, limit: u64) -> std::io::Result<Zeroizing<Vec<u8>>> {
     let f = File::open(path)?;
-    let mut buf = Zeroizing::new(Vec::new());
+    // Sized up front: a buffer that grew while reading would leave the
+    // first part of the file (a private key) in memory freed unwiped.
+    let size = f.metadata()?.len().min(limit) as usize;
+    let mut buf = Zeroizing::new(Vec::with_capacity(size + 1));
     f.take(limit + 1).read_to_end(&mut buf)?;
     if buf.len() as u64 > limit {
         return Err(std::io::Error::other(format!("larger than {limit} bytes")));
