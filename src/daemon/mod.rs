@@ -497,6 +497,44 @@ pub async fn run(
     Ok(())
 }
 
+impl Shared {
+    fn new(
+        config: &Config,
+        policy: Arc<Policy>,
+        steady: Arc<SteadyClock>,
+        store_shared: bool,
+        commands: mpsc::Sender<scheduler::Command>,
+        sign_jobs: mpsc::Sender<signing::SignJob>,
+    ) -> Shared {
+        let clock: Arc<dyn Clock> = steady.clone();
+        Shared {
+            snapshot: ArcSwapOption::empty(),
+            published: watch::Sender::new(0),
+            metrics: Metrics::new(),
+            policy: policy.clone(),
+            issuer: config.tokens.issuer.clone(),
+            audience: config.tokens.audience.clone(),
+            jwks_cache_control: cache_control("public", policy.jwks_cache_max_age),
+            signing_key_cache_control: cache_control("private", policy.signing_key_cache_max_age),
+            commands,
+            sign_jobs,
+            clock,
+            steady,
+            limits: config.http.limits(),
+            scheduler_running: AtomicBool::new(false),
+            lifecycle_error: Mutex::new(None),
+            store_shared,
+            leader_until: Mutex::new(None),
+            store_reachable: AtomicBool::new(true),
+            last_sync: Mutex::new(std::time::Instant::now()),
+            sync_failure: Mutex::new(None),
+            commit_started: Mutex::new(None),
+            freshness: policy
+                .freshness_window(store_shared.then_some(config.store.poll_interval.0)),
+        }
+    }
+}
+
 /// Loads the store, binds both listeners and starts serving.
 pub async fn start(opts: Options) -> Result<Running, DaemonError> {
     let Options {
@@ -617,30 +655,14 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
     let (sign_tx, sign_rx) = mpsc::channel(1024);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let limits = config.http.limits();
-    let shared = Arc::new(Shared {
-        snapshot: ArcSwapOption::empty(),
-        published: watch::Sender::new(0),
-        metrics: Metrics::new(),
-        policy: policy.clone(),
-        issuer: config.tokens.issuer.clone(),
-        audience: config.tokens.audience.clone(),
-        jwks_cache_control: cache_control("public", policy.jwks_cache_max_age),
-        signing_key_cache_control: cache_control("private", policy.signing_key_cache_max_age),
-        commands: cmd_tx,
-        sign_jobs: sign_tx,
-        clock: clock.clone(),
+    let shared = Arc::new(Shared::new(
+        &config,
+        policy.clone(),
         steady,
-        limits,
-        scheduler_running: AtomicBool::new(false),
-        lifecycle_error: Mutex::new(None),
         store_shared,
-        leader_until: Mutex::new(None),
-        store_reachable: AtomicBool::new(true),
-        last_sync: Mutex::new(std::time::Instant::now()),
-        sync_failure: Mutex::new(None),
-        commit_started: Mutex::new(None),
-        freshness: policy.freshness_window(store_shared.then_some(config.store.poll_interval.0)),
-    });
+        cmd_tx,
+        sign_tx,
+    ));
 
     let replication = store_shared.then(|| scheduler::Replication {
         changes: Arc::new(tokio::sync::Notify::new()),
@@ -846,5 +868,83 @@ async fn wait_for_signal() {
         _ => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared(store_shared: bool) -> Shared {
+        let config = Config::default();
+        let steady = Arc::new(SteadyClock::new(
+            Arc::new(SystemClock),
+            os_monotonic(),
+            Duration::from_secs(60),
+        ));
+        let policy = Arc::new(config.policy(steady.now()).unwrap());
+        let (commands, _) = mpsc::channel(1);
+        let (sign_jobs, _) = mpsc::channel(1);
+        Shared::new(&config, policy, steady, store_shared, commands, sign_jobs)
+    }
+
+    fn started_ago(s: &Shared, ago: Duration) {
+        *s.commit_started.lock().unwrap() = std::time::Instant::now().checked_sub(ago);
+    }
+
+    /// A key directory's commit that stalls: the keys it may deactivate are
+    /// handed out only until signing_key.cache_max_age (1 min) + the 2 s
+    /// commit window after it started, then not at all until it returns.
+    #[test]
+    fn a_stalled_commit_stops_the_keys_being_handed_out_past_its_window() {
+        let s = shared(false);
+        assert_eq!(s.signing_key_max_age(), Some(Duration::from_secs(60)));
+        assert_eq!(
+            s.signing_key_cache_control(),
+            HeaderValue::from_static("private, max-age=60")
+        );
+        let guard = s.commit_in_flight();
+        started_ago(&s, Duration::from_secs(30));
+        let left = s.signing_key_max_age().unwrap();
+        assert!(left <= Duration::from_secs(32) && left > Duration::from_secs(31));
+        assert_eq!(
+            s.signing_key_cache_control(),
+            HeaderValue::from_static("private, max-age=31")
+        );
+        assert!(s.not_current().is_none());
+        started_ago(&s, Duration::from_secs(63));
+        assert_eq!(s.signing_key_max_age(), None);
+        assert_eq!(
+            s.signing_key_cache_control(),
+            HeaderValue::from_static("no-store")
+        );
+        assert!(matches!(
+            s.not_current(),
+            Some(NotCurrent::CommitInFlight(d)) if d >= Duration::from_secs(63)
+        ));
+        drop(guard);
+        assert_eq!(s.signing_key_max_age(), Some(Duration::from_secs(60)));
+        assert!(s.not_current().is_none());
+    }
+
+    /// A replica: the window runs from the start of the last read that
+    /// applied the state, and a commit in flight since earlier counts.
+    #[test]
+    fn a_replica_counts_its_window_from_the_older_of_read_and_commit() {
+        let s = shared(true);
+        // signing_key.cache_max_age 1 min + poll_interval 2 s.
+        s.mark_synced(std::time::Instant::now());
+        assert!(s.signing_key_max_age().unwrap() > Duration::from_secs(59));
+        let _guard = s.commit_in_flight();
+        started_ago(&s, Duration::from_secs(61));
+        assert!(s.signing_key_max_age().unwrap() <= Duration::from_secs(1));
+        // A read that started before the last one does not move it back.
+        s.mark_synced(std::time::Instant::now() - Duration::from_secs(10));
+        assert!(s.not_current().is_none());
+        started_ago(&s, Duration::from_secs(63));
+        assert!(matches!(
+            s.not_current(),
+            Some(NotCurrent::CommitInFlight(_))
+        ));
     }
 }

@@ -133,20 +133,7 @@ impl Cluster {
 
     /// A fresh database; returns its URL.
     pub fn database(&self, name: &str) -> String {
-        let mut psql = self.cmd("psql");
-        psql.args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &self.port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-qc",
-        ])
-        .arg(format!("CREATE DATABASE {name}"));
-        run(&mut psql);
+        run(&mut self.psql("postgres", &format!("CREATE DATABASE {name}")));
         self.url(name)
     }
 
