@@ -13,9 +13,9 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
 use crate::client::{Client, ClientError, Reply};
+use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigSource, LogFormat};
 use crate::http::auth;
-use crate::time::{Clock, SystemClock};
 
 #[derive(Parser, Debug)]
 #[command(

@@ -7,11 +7,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::clock::Clock;
 use crate::keys::{self, KeyMaterial, Kid};
 use crate::lifecycle::state::ApplyError;
-use crate::lifecycle::{Action, KeyState, KeyringState, NewKey, Trigger};
+use crate::lifecycle::{Action, KeyState, KeyringState, NewKey, Trigger, still_wanted};
 use crate::store::{KeyStore, StoreError};
-use crate::time::Clock;
 
 /// A lifecycle transition that was committed, for logs and metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -248,11 +248,7 @@ impl Keyring {
             else {
                 continue;
             };
-            let free = match role {
-                KeyState::Active => next.active(*alg).is_none(),
-                _ => next.next_key(*alg).is_none(),
-            };
-            if !free || key.alg != *alg {
+            if !still_wanted(&next, &a) || key.alg != *alg {
                 self.store.discard(&key.kid);
                 continue;
             }

@@ -12,13 +12,17 @@
 //! policy, now) into actions; the shell carries them out and publishes an
 //! immutable snapshot that the HTTP handlers read.
 //!
-//! - [`time`]: millisecond timestamps, the injectable clock, and the steady
-//!   clock that does not follow wall-clock jumps.
-//! - [`keys`]: keypair generation (p256, rsa), PKCS#8, public JWK, RFC 7638
-//!   kid, and signing through josekit/OpenSSL.
-//! - [`lifecycle`]: the pure core. `state` is plain data, `policy` the
-//!   timeline rules, `planner` the functions from (state, policy, now) to
-//!   actions and the next wake-up. No clock, no I/O, no randomness.
+//! - [`time`]: millisecond timestamps and durations as text. Pure.
+//! - [`clock`]: the injectable clock the shell reads, and the steady clock
+//!   that does not follow wall-clock jumps.
+//! - [`keys`]: `id` (algorithm, kid, public key: plain data, the one part
+//!   the core uses), `material` (a keypair in zeroizing buffers, read into
+//!   OpenSSL), `generate` (p256, rsa, at a low priority), `jwk` (public and
+//!   private JWKs), `sign` (JWS signers over OpenSSL).
+//! - [`lifecycle`]: the pure core. `state` is plain data, `action` the
+//!   changes it takes, `policy` the timeline rules, `planner` the functions
+//!   from (state, policy, now) to actions and the next wake-up. No clock, no
+//!   I/O, no randomness: a test holds it to `keys::id` and `time`.
 //! - [`store`]: the durable [`store::KeyStore`] trait; `fs` keeps keys in a
 //!   directory (atomic writes, lock, consistency check), `postgres` shares
 //!   them between replicas (compare-and-set, leader lease, notifications),
@@ -36,6 +40,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod http;

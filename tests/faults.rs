@@ -7,13 +7,14 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use jwksd::client::Client;
+use jwksd::clock::{Clock, SystemClock};
 use jwksd::config::{Config, ConfigSource};
 use jwksd::daemon::{self, Options, Running};
 use jwksd::keys::{KeyMaterial, Kid};
 use jwksd::lifecycle::KeyringState;
 use jwksd::store::fs::FsStore;
 use jwksd::store::{KeyStore, Loaded, StoreError};
-use jwksd::time::{Clock, SystemClock, Timestamp};
+use jwksd::time::Timestamp;
 use serde_json::{Value, json};
 
 /// A directory store whose writes fail while `fail` is set (ENOSPC).

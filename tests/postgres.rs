@@ -8,12 +8,13 @@ use std::collections::HashSet;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use jwksd::clock::Clock;
 use jwksd::keyring::Keyring;
 use jwksd::keys::Alg;
 use jwksd::lifecycle::{KeyState, KeyringState, Policy, Schedule, Trigger, plan};
 use jwksd::store::postgres::PgStore;
 use jwksd::store::{MasterKey, StoreError};
-use jwksd::time::{Clock, Timestamp};
+use jwksd::time::Timestamp;
 use serde_json::{Value, json};
 use support::daemon::{BIN, Daemon, FAST, write_config};
 use support::pg::Cluster;

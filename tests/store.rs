@@ -6,12 +6,13 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use jwksd::clock::Clock;
 use jwksd::keyring::Keyring;
 use jwksd::keys::Alg;
 use jwksd::lifecycle::{KeyState, Policy, Schedule, plan, revoke};
 use jwksd::store::fs::FsStore;
 use jwksd::store::{KeyStore, MasterKey, StoreError};
-use jwksd::time::{Clock, Timestamp};
+use jwksd::time::Timestamp;
 
 struct Fixed(Timestamp);
 impl Clock for Fixed {

@@ -18,6 +18,7 @@ use hyper::header::HeaderValue;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::clock::{Clock, SteadyClock, SystemClock, os_monotonic};
 use crate::config::{Config, ConfigSource};
 use crate::http::admin::AdminApi;
 use crate::http::auth::{TokenError, Tokens};
@@ -30,7 +31,6 @@ use crate::store::KeyStore;
 use crate::store::fs::FsStore;
 use crate::store::postgres::PgStore;
 use crate::store::{MasterKey, SealError, StoreError};
-use crate::time::{Clock, SteadyClock, SystemClock, os_monotonic};
 use crate::tls::ReloadingTls;
 pub use snapshot::Snapshot;
 

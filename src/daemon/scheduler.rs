@@ -9,6 +9,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+use crate::clock::Clock;
 use crate::daemon::Shared;
 use crate::daemon::snapshot::Snapshot;
 use crate::keyring::{Event, ExecuteError, Executed, Keyring, generate_staged};
@@ -19,7 +20,7 @@ use crate::lifecycle::{
     plan, revoke, rotate,
 };
 use crate::store::StoreError;
-use crate::time::{Clock, Timestamp};
+use crate::time::Timestamp;
 
 /// The longest the scheduler sleeps: bounds how late it notices a wall
 /// clock that jumped.
@@ -181,12 +182,7 @@ impl Scheduler {
                 }
                 // Woken by the generation finishing, the retry time, or the
                 // next transition on the timeline, whichever comes first.
-                wake = crate::lifecycle::upcoming(&state, &self.policy, now)
-                    .first()
-                    .map(|u| u.at)
-                    .into_iter()
-                    .chain(retry_at)
-                    .min();
+                wake = plan.next_event.into_iter().chain(retry_at).min();
             }
             if leading && !transitions.is_empty() {
                 if retry_at.is_none_or(|r| r <= now) {

@@ -2,7 +2,7 @@
 //! key ring. Apart from the planner so that the state can apply an action
 //! without importing the rules that chose it.
 
-use crate::keys::{Alg, Kid};
+use crate::keys::id::{Alg, Kid};
 use crate::lifecycle::state::{EarlyActivation, KeyState, Promised, Served, Trigger};
 use crate::time::Timestamp;
 
@@ -30,7 +30,7 @@ pub enum Action {
         promised: Promised,
     },
     /// Records the promises the configuration makes from now on, keeping
-    /// those made under earlier, larger values: see [`record_promises`].
+    /// those made under earlier, larger values: see [`crate::lifecycle::record_promises`].
     RecordPromises { served: Served, signing: Promised },
     /// active -> retiring; published until `retire_at`.
     Deactivate {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::keys::{Alg, Kid};
+use crate::keys::id::{Alg, Kid};
 pub use crate::lifecycle::action::Action;
 use crate::lifecycle::policy::{MANUAL_RETIRING_LIMIT, Policy, duration_ms};
 use crate::lifecycle::state::{
@@ -43,6 +43,9 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// When to call [`plan`] again if nothing else happens first.
     pub wake_at: Option<Timestamp>,
+    /// The next transition on the timeline, past the actions of this plan:
+    /// when to call [`plan`] again while its generations are in flight.
+    pub next_event: Option<Timestamp>,
 }
 
 /// What the scheduler must do at `now`.
@@ -52,6 +55,7 @@ pub fn plan(state: &KeyringState, policy: &Policy, now: Timestamp) -> Plan {
         return Plan {
             actions: vec![a],
             wake_at: Some(now),
+            next_event: Some(now),
         };
     }
     let mut actions = Vec::new();
@@ -149,12 +153,17 @@ pub fn plan(state: &KeyringState, policy: &Policy, now: Timestamp) -> Plan {
     }
 
     actions.sort_by_key(Action::is_generate);
+    let next_event = upcoming(state, policy, now).first().map(|u| u.at);
     let wake_at = if actions.is_empty() {
-        upcoming(state, policy, now).first().map(|u| u.at)
+        next_event
     } else {
         Some(now)
     };
-    Plan { actions, wake_at }
+    Plan {
+        actions,
+        wake_at,
+        next_event,
+    }
 }
 
 /// Upcoming transitions, soonest first.
@@ -348,6 +357,22 @@ pub fn revoke(
     Ok(actions)
 }
 
+/// Whether a key generated for `action` (a [`Action::Generate`]) is still
+/// wanted in `state`: generation runs beside the timeline, and meanwhile
+/// another key may have taken its place (a revocation's replacement, another
+/// replica's commit). A key no longer wanted is discarded, never committed.
+pub fn still_wanted(state: &KeyringState, action: &Action) -> bool {
+    match action {
+        Action::Generate {
+            alg,
+            role: KeyState::Active,
+            ..
+        } => state.active(*alg).is_none(),
+        Action::Generate { alg, .. } => state.next_key(*alg).is_none(),
+        _ => false,
+    }
+}
+
 /// When the scheduled rotation of `active` falls due.
 fn rotation_due(active: &KeyRecord, policy: &Policy) -> Option<Timestamp> {
     policy
@@ -372,7 +397,7 @@ pub fn earliest_activation(state: &KeyringState, next: &KeyRecord, policy: &Poli
 /// one recorded takes effect only once what was promised under the earlier
 /// one has expired. For the JWK Set that is `now` + the earlier max-age
 /// (a set served just before this configuration took over); for an active
-/// key, its recorded [`Promised`] keeps the larger values until it retires.
+/// key, its recorded [`Promised`](crate::lifecycle::Promised) keeps the larger values until it retires.
 /// `None` when the state already records this configuration.
 pub fn record_promises(state: &KeyringState, policy: &Policy, now: Timestamp) -> Option<Action> {
     let configured = duration_ms(policy.jwks_cache_max_age);

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::keys::{Alg, RSA_BITS};
+use crate::keys::id::{Alg, RSA_BITS};
 use crate::lifecycle::state::Promised;
 use crate::time::{Timestamp, format_duration};
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{Alg, Kid, PublicKey};
+use crate::keys::id::{Alg, Kid, PublicKey};
 use crate::lifecycle::action::Action;
 use crate::time::Timestamp;
 

@@ -731,10 +731,11 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::clock::Clock;
     use crate::keyring::Keyring;
     use crate::keys::Alg;
     use crate::lifecycle::{Policy, Schedule, plan, revoke};
-    use crate::time::{Clock, Timestamp};
+    use crate::time::Timestamp;
 
     thread_local! {
         /// Fails the directory sync after a state's rename (EIO), on this

@@ -1,0 +1,19 @@
+//! What can go wrong with a key, named with its algorithm or kid.
+
+use super::id::{Alg, Kid};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("unknown algorithm {0:?}: expected ES256 or RS256")]
+    UnknownAlg(String),
+    #[error("invalid kid: expected 1 to 128 characters of A-Z, a-z, 0-9, '-' and '_'")]
+    InvalidKid,
+    #[error("unsupported RSA key size {0}: expected 2048, 3072 or 4096")]
+    RsaBits(u32),
+    #[error("{alg} key generation failed: {reason}")]
+    Generate { alg: Alg, reason: String },
+    #[error("stored {alg} private key is not valid PKCS#8 for that algorithm: {reason}")]
+    Parse { alg: Alg, reason: String },
+    #[error("signing with {kid} failed: {reason}")]
+    Sign { kid: Kid, reason: String },
+}
