@@ -9,8 +9,10 @@
 //!
 //! Data flows one way: configuration becomes a [`lifecycle::Policy`]; the
 //! store yields a [`lifecycle::KeyringState`]; the pure planner turns (state,
-//! policy, now) into actions; the shell carries them out and publishes an
-//! immutable snapshot that the HTTP handlers read.
+//! policy, now) into actions and the pure [`lifecycle::Driver`] decides when
+//! to carry them out; the shell carries them out and publishes an
+//! immutable snapshot that the HTTP handlers read. `docs/architecture.md`
+//! draws it, and says where a new rule, store or endpoint goes.
 //!
 //! - [`time`]: millisecond timestamps and durations as text. Pure.
 //! - [`clock`]: the injectable clock the shell reads, and the steady clock
@@ -21,17 +23,21 @@
 //!   private JWKs), `sign` (JWS signers over OpenSSL).
 //! - [`lifecycle`]: the pure core. `state` is plain data, `action` the
 //!   changes it takes, `policy` the timeline rules, `planner` the functions
-//!   from (state, policy, now) to actions and the next wake-up. No clock, no
-//!   I/O, no randomness: a test holds it to `keys::id` and `time`.
-//! - [`store`]: the durable [`store::KeyStore`] trait; `fs` keeps keys in a
-//!   directory (atomic writes, lock, consistency check), `postgres` shares
-//!   them between replicas (compare-and-set, leader lease, notifications),
-//!   `seal` encrypts private keys at rest under a master key.
+//!   from (state, policy, now) to actions and the next wake-up, `driver` the
+//!   scheduler as a state machine (fed outcomes, polled for work: backoff,
+//!   generations in flight, leadership). No clock, no I/O, no randomness: a
+//!   test holds it to `keys::id` and `time`.
+//! - [`store`]: the durable [`store::KeyStore`] trait; `check` is the one
+//!   consistency check of a loaded state against the private keys held
+//!   (pure); `fs` keeps keys in a directory (atomic writes, lock), `postgres`
+//!   shares them between replicas (compare-and-set, leader lease,
+//!   notifications), `seal` encrypts private keys at rest under a master key.
 //! - [`keyring`]: the key ring in memory and where actions are carried out
 //!   (generate, stage, commit).
 //! - [`config`]: the YAML configuration, validated, and the policy it sets.
-//! - [`daemon`]: the shell: the scheduler (the one writer), the signing
-//!   queue, the snapshot readers see, start-up and shutdown.
+//! - [`daemon`]: the shell: the scheduler task (the one writer, performing
+//!   what the driver decides), the signing queue, the snapshot readers see,
+//!   start-up and shutdown.
 //! - [`http`]: the hyper server, the public and admin APIs, authentication.
 //! - [`tls`]: rustls configurations for both listeners, reloaded on change.
 //! - [`metrics`]: Prometheus metrics.

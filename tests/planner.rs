@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use jwksd::keys::Alg;
 use jwksd::lifecycle::{
-    Action, EarlyActivation, KeyState, Policy, RevokeError, RotateError, Schedule, Trigger,
+    Action, Driver, EarlyActivation, KeyState, Policy, RevokeError, RotateError, Schedule, Trigger,
     UpcomingEvent, plan, upcoming,
 };
 use jwksd::time::Timestamp;
 use proptest::prelude::*;
-use support::sim::Sim;
+use support::sim::{Faults, Sim};
 
 const S: u64 = 1;
 const M: u64 = 60;
@@ -555,6 +555,55 @@ proptest! {
         prop_assert!(sim.violations.is_empty(), "{:#?}", sim.violations);
     }
 
+    /// The daemon's own scheduler, the same `Driver` the daemon runs, over
+    /// months of simulated time: commits that fail, key generations that
+    /// take up to hours and fail, restarts and configuration changes. I1 to
+    /// I5 hold, and no key signs early except the first ones.
+    #[test]
+    fn the_scheduler_keeps_the_invariants_through_failures(
+        policy in arb_policy(),
+        seed in any::<u64>(),
+        commit_fails in 0.0f64..0.4,
+        generation_fails in 0.0f64..0.4,
+        generation_max_pct in 1u64..200,
+        ops in prop::collection::vec(op(), 1..60),
+    ) {
+        let period = policy.schedule.min_period(t0()).unwrap();
+        let mut faults = Faults::new(seed, commit_fails, generation_fails, period * (generation_max_pct as u32) / 100);
+        let mut sim = Sim::new(policy, t0());
+        let mut driver = Driver::new(None);
+        for op in ops {
+            let period = sim.policy.schedule.min_period(sim.now).unwrap();
+            let scaled = |n: u64| period * (n as u32) / 100;
+            match op {
+                Op::Restart => {
+                    sim.restart();
+                    driver = Driver::new(None);
+                }
+                Op::Reconfigure(p, down) => {
+                    sim.reconfigure(*p, scaled(down));
+                    driver = Driver::new(None);
+                }
+                Op::Downtime(n) => {
+                    sim.downtime(scaled(n));
+                    driver = Driver::new(None);
+                }
+                // Operators' commands are not the driver's: time passes.
+                other => {
+                    let n = match other { Op::Advance(n) => n, _ => 50 };
+                    let until = sim.now.saturating_add(scaled(n));
+                    sim.run_driven(&mut driver, until, &mut faults);
+                }
+            }
+            prop_assert!(sim.violations.is_empty(), "{:#?}", sim.violations);
+        }
+        sim.check_history();
+        prop_assert!(sim.violations.is_empty(), "{:#?}", sim.violations);
+        for o in sim.keys.values() {
+            prop_assert!(matches!(o.early, None | Some(EarlyActivation::Bootstrap)), "{o:?}");
+        }
+    }
+
     /// Without operator intervention, every rotation is safe: no key ever
     /// signs early except the first ones.
     #[test]
@@ -619,4 +668,32 @@ fn a_next_key_promoted_after_a_revocation_is_an_emergency_not_a_bootstrap() {
             ..
         }
     )));
+}
+
+/// A month of daily rotations run by the daemon's scheduler (the `Driver`)
+/// while three commits in ten fail and key generations take up to an hour
+/// and fail as often: every rotation still happens, late by at most the
+/// retries, and every invariant holds.
+#[test]
+fn a_month_of_the_scheduler_with_failing_commits_and_generations() {
+    let mut p = policy();
+    p.schedule = Schedule::Every(secs(24 * H));
+    p.publish_ahead = secs(6 * M);
+    p.max_token_lifetime = secs(H);
+    let mut sim = Sim::new(p, t0());
+    let mut driver = Driver::new(None);
+    let mut faults = Faults::new(7, 0.3, 0.3, secs(H));
+    let until = t0().saturating_add(secs(30 * 24 * H));
+    sim.run_driven(&mut driver, until, &mut faults);
+    assert_clean(&mut sim);
+    let rotations = &sim.scheduled_rotations[&Alg::ES256];
+    assert!(
+        rotations.len() >= 28,
+        "{} rotations in 30 days",
+        rotations.len()
+    );
+    for pair in rotations.windows(2) {
+        let gap = pair[1].since(pair[0]);
+        assert!(gap >= secs(24 * H), "rotated {gap:?} after the last one");
+    }
 }

@@ -1,6 +1,8 @@
-//! The scheduler: the one task that changes the key ring. It sleeps until
-//! the planner's next wake-up (or an operator's command), carries the
-//! actions out on a blocking thread, and swaps in a new snapshot.
+//! The scheduler: the one task that changes the key ring. It performs what
+//! the [`Driver`] decides (commits and key generations, on blocking
+//! threads), sleeps until the driver's next wake-up (or an operator's
+//! command, a change notification, a generation finishing), and swaps in a
+//! new snapshot after every change.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,21 +18,20 @@ use crate::keyring::{Event, ExecuteError, Executed, Keyring, generate_staged};
 use crate::keys::KeyMaterial;
 use crate::keys::{Alg, Kid};
 use crate::lifecycle::{
-    Action, EarlyActivation, KeyState, KeyringState, Policy, RevokeError, RotateError, Trigger,
-    plan, revoke, rotate,
+    Action, Committed, Driver, KeyState, KeyringState, Policy, RevokeError, RotateError, Synced,
+    Trigger, Work, revoke, rotate,
 };
 use crate::store::StoreError;
-use crate::time::Timestamp;
 
 /// The longest the scheduler sleeps: bounds how late it notices a wall
 /// clock that jumped.
 pub const MAX_SLEEP: Duration = Duration::from_secs(30);
-/// The longest wait between two reads of a shared state that failed.
-const SYNC_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How often a command waiting for a key is tried again.
 const RETRY_POLL: Duration = Duration::from_millis(100);
-const BACKOFF_START: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// How long shutdown waits for a key generation in flight.
+const GENERATION_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+/// The most pieces of work done before the scheduler sleeps again.
+const WORK_PER_WAKE: usize = 32;
 
 pub enum Command {
     Rotate {
@@ -142,96 +143,56 @@ impl Scheduler {
         if !lock(&self.ring).state().keys.is_empty() {
             self.publish().await;
         }
-        let mut backoff = BACKOFF_START;
-        let mut retry_at: Option<Timestamp> = None;
+        let mut driver = Driver::new(self.replication.as_ref().map(|r| r.poll));
         // Key generation runs beside the timeline: retirements and rotations
         // never wait for an RSA key to be found.
-        // Generation tasks in flight: the planner's one at a time, an
-        // operator's always (a revocation must not wait for a rotation's).
         let mut generating: JoinSet<Generated> = JoinSet::new();
         let mut pending: Vec<PendingRotation> = Vec::new();
         let mut retry: Vec<(Command, std::time::Instant)> = Vec::new();
-        // Retries of a shared state that cannot be read: capped, doubling.
-        let mut sync_backoff = Duration::ZERO;
         loop {
-            let mut in_sync = true;
-            if let Some(r) = &self.replication {
-                in_sync = self.sync().await;
-                // A store that does not answer is polled as usual (it is
-                // back when it is back); one whose state cannot be used is
-                // retried with a doubling backoff: nothing changes by itself.
-                let unreadable = self.shared.sync_failure().is_some_and(|f| !f.unreachable);
-                sync_backoff = if in_sync || !unreadable {
-                    r.poll
-                } else {
-                    (sync_backoff * 2).clamp(r.poll, SYNC_BACKOFF_MAX.max(r.poll))
-                };
+            if self.replication.is_some() {
+                let synced = self.sync().await;
+                driver.synced(synced);
             }
-            // Only the leader runs the planner, and only on the state it
-            // just read; every replica serves.
-            let leading = self.shared.is_leader() && in_sync;
+            driver.set_leader(self.shared.is_leader());
+            // Everything due now, as the driver says; bounded in case a
+            // store keeps answering without changing anything.
+            for _ in 0..WORK_PER_WAKE {
+                let state = lock(&self.ring).state().clone();
+                let Some(work) = driver.poll(&state, &self.policy, self.clock.now()) else {
+                    break;
+                };
+                self.perform(work, &mut driver, &mut generating).await;
+            }
             let now = self.clock.now();
             let state = lock(&self.ring).state().clone();
-            let plan = plan(&state, &self.policy, now);
-            let mut wake = plan.wake_at;
-            let (gens, transitions): (Vec<Action>, Vec<Action>) =
-                plan.actions.into_iter().partition(Action::is_generate);
-            if leading && !gens.is_empty() && transitions.is_empty() {
-                if generating.is_empty() && retry_at.is_none_or(|r| r <= now) {
-                    self.start_generation(&mut generating, gens.clone());
-                }
-                // Woken by the generation finishing, the retry time, or the
-                // next transition on the timeline, whichever comes first.
-                wake = plan.next_event.into_iter().chain(retry_at).min();
-            }
-            if leading && !transitions.is_empty() {
-                if retry_at.is_none_or(|r| r <= now) {
-                    match self.execute(transitions, true).await {
-                        Ok(()) => {
-                            backoff = BACKOFF_START;
-                            retry_at = None;
-                            // The keys this step needs, under its trigger.
-                            if generating.is_empty() && !gens.is_empty() {
-                                self.start_generation(&mut generating, gens);
-                            }
-                            continue;
-                        }
-                        Err(ExecuteError::Store(StoreError::Conflict { expected, found })) => {
-                            // Another writer committed first: that counts
-                            // as done. Reload and plan again.
-                            tracing::info!(expected, found, "the stored state moved on; reloading");
-                            self.sync().await;
-                            continue;
-                        }
-                        Err(e) => {
-                            let at = now.saturating_add(backoff);
-                            tracing::error!(error = %e, retry_at = %at, "lifecycle step failed; current keys keep serving");
-                            retry_at = Some(at);
-                            backoff = (backoff * 2).min(BACKOFF_MAX);
-                        }
-                    }
-                }
-                wake = retry_at;
-            }
-            let mut sleep = wake
-                .map(|w| w.since(now))
-                .unwrap_or(MAX_SLEEP)
-                .min(MAX_SLEEP);
-            if !leading {
-                sleep = MAX_SLEEP;
-            }
-            let changes = self.replication.as_ref().map(|r| {
-                sleep = if in_sync {
-                    sleep.min(r.poll)
+            let wake = driver.poll_timeout(&state, &self.policy, now);
+            let mut sleep = if driver.leading() {
+                wake.map(|w| w.since(now))
+                    .unwrap_or(MAX_SLEEP)
+                    .min(MAX_SLEEP)
+            } else {
+                MAX_SLEEP
+            };
+            if let Some(every) = driver.sync_interval() {
+                sleep = if driver.in_sync() {
+                    sleep.min(every)
                 } else {
-                    sync_backoff
+                    every
                 };
-                r.changes.clone()
-            });
+            }
+            let changes = self.replication.as_ref().map(|r| r.changes.clone());
             self.answer_pending(&mut pending, generating.is_empty());
             for (cmd, since) in std::mem::take(&mut retry) {
-                self.run_command(cmd, Some(since), &mut generating, &mut pending, &mut retry)
-                    .await;
+                self.run_command(
+                    cmd,
+                    Some(since),
+                    &mut driver,
+                    &mut generating,
+                    &mut pending,
+                    &mut retry,
+                )
+                .await;
             }
             if !retry.is_empty() {
                 sleep = sleep.min(RETRY_POLL);
@@ -243,42 +204,80 @@ impl Scheduler {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = async { match &changes { Some(c) => c.notified().await, None => std::future::pending().await } } => {}
                 Some(done) = generating.join_next(), if !generating.is_empty() => {
-                    match self.finish_generation(done).await {
-                        Ok(()) => {
-                            backoff = BACKOFF_START;
-                            retry_at = None;
-                        }
+                    let ok = match self.finish_generation(done).await {
+                        Ok(()) => true,
                         Err(e) => {
-                            let at = self.clock.now().saturating_add(backoff);
+                            let at = self.clock.now().saturating_add(driver.backoff());
                             tracing::error!(error = %e, retry_at = %at, "key generation failed; current keys keep serving");
-                            retry_at = Some(at);
-                            backoff = (backoff * 2).min(BACKOFF_MAX);
+                            false
                         }
-                    }
+                    };
+                    driver.generated(ok, self.clock.now());
                 }
                 cmd = self.commands.recv() => match cmd {
-                    Some(cmd) => self.run_command(cmd, None, &mut generating, &mut pending, &mut retry).await,
+                    Some(cmd) => self.run_command(cmd, None, &mut driver, &mut generating, &mut pending, &mut retry).await,
                     None => break,
                 },
                 _ = self.shutdown.changed() => break,
             }
         }
         self.answer_pending(&mut pending, true);
+        // A generation in flight holds the store: let it finish (its key
+        // stays staged, and the next load discards it), within bounds.
+        if tokio::time::timeout(GENERATION_SHUTDOWN_WAIT, generating.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "a key generation was still running at shutdown; its staged key is discarded at the next start"
+            );
+        }
         self.shared.set_scheduler_running(false);
+    }
+
+    /// Carries out one piece of the driver's work and tells it the outcome.
+    async fn perform(&self, work: Work, driver: &mut Driver, generating: &mut JoinSet<Generated>) {
+        match work {
+            Work::Sync => {
+                let synced = self.sync().await;
+                driver.synced(synced);
+            }
+            Work::Generate(batches) => self.spawn_generation(generating, batches),
+            Work::Commit(actions) => {
+                let outcome = match self.execute(actions, true).await {
+                    Ok(()) => Committed::Done,
+                    Err(ExecuteError::Store(StoreError::Conflict { expected, found })) => {
+                        // Another writer committed first: that counts as
+                        // done. Read it, and plan again.
+                        tracing::info!(expected, found, "the stored state moved on; reloading");
+                        Committed::Conflict
+                    }
+                    Err(e) => {
+                        let at = self.clock.now().saturating_add(driver.backoff());
+                        tracing::error!(error = %e, retry_at = %at, "lifecycle step failed; current keys keep serving");
+                        Committed::Failed
+                    }
+                };
+                driver.committed(outcome, self.clock.now());
+            }
+        }
     }
 
     async fn run_command(
         &self,
         cmd: Command,
         since: Option<std::time::Instant>,
+        driver: &mut Driver,
         generating: &mut JoinSet<Generated>,
         pending: &mut Vec<PendingRotation>,
         retry: &mut Vec<(Command, std::time::Instant)>,
     ) {
         match self.command(cmd, since).await {
             Outcome::Done(gens, waiting) => {
-                if !gens.is_empty() {
-                    self.start_generation(generating, gens);
+                if !gens.is_empty()
+                    && let Work::Generate(batches) = driver.generate(gens)
+                {
+                    self.spawn_generation(generating, batches);
                 }
                 pending.extend(waiting);
             }
@@ -309,32 +308,13 @@ impl Scheduler {
         }
     }
 
-    /// Starts generating (and staging) keys on blocking threads: an
-    /// emergency active key (its predecessor revoked with no next key to
-    /// promote) on one of its own, committed as soon as it is made, so that
-    /// signing never waits for the next key generated beside it; the
-    /// others together, committed at once.
-    fn start_generation(&self, set: &mut JoinSet<Generated>, actions: Vec<Action>) {
+    /// Starts generating (and staging) each batch of keys on a blocking
+    /// thread of its own (see [`Driver::generate`]).
+    fn spawn_generation(&self, set: &mut JoinSet<Generated>, batches: Vec<Vec<Action>>) {
         let store = lock(&self.ring).store();
-        let (alone, together): (Vec<Action>, Vec<Action>) = actions
-            .into_iter()
-            .filter(Action::is_generate)
-            .partition(|a| {
-                matches!(
-                    a,
-                    Action::Generate {
-                        role: KeyState::Active,
-                        early: Some(EarlyActivation::Emergency),
-                        ..
-                    }
-                )
-            });
-        for a in alone {
+        for batch in batches {
             let store = store.clone();
-            set.spawn_blocking(move || generate_staged(&*store, std::slice::from_ref(&a)));
-        }
-        if !together.is_empty() {
-            set.spawn_blocking(move || generate_staged(&*store, &together));
+            set.spawn_blocking(move || generate_staged(&*store, &batch));
         }
     }
 
@@ -381,7 +361,7 @@ impl Scheduler {
     /// publishes it; tracks whether the store answers and whether its state
     /// could be applied. Returns whether the key ring is now what the store
     /// holds.
-    async fn sync(&self) -> bool {
+    async fn sync(&self) -> Synced {
         let ring = self.ring.clone();
         let started = std::time::Instant::now();
         let error = match tokio::task::spawn_blocking(move || lock(&ring).reload()).await {
@@ -391,7 +371,7 @@ impl Scheduler {
                 if changed {
                     self.publish().await;
                 }
-                return true;
+                return Synced::Current;
             }
             Ok(Err(e)) => e,
             Err(e) => StoreError::Other(format!("sync task failed: {e}")),
@@ -407,7 +387,11 @@ impl Scheduler {
         } else if news {
             tracing::error!(error = %error, "cannot read the shared key-ring state; this replica stops leading and stops signing once its freshness window is over; retrying with backoff");
         }
-        false
+        if unreachable {
+            Synced::Unreachable
+        } else {
+            Synced::Unreadable
+        }
     }
 
     /// Carries out actions on a blocking thread, records metrics, publishes.
@@ -667,7 +651,7 @@ impl Scheduler {
         // Any replica carries operator commands out: the store's
         // compare-and-set keeps replicas from undoing each other. One that
         // cannot read the shared state refuses rather than act on old keys.
-        if self.replication.is_some() && !self.sync().await {
+        if self.replication.is_some() && self.sync().await != Synced::Current {
             let why = format!(
                 "this replica cannot read the shared key-ring state ({}); send the command to \
                  another replica",

@@ -1,11 +1,13 @@
 //! The key lifecycle: plain state, the timeline policy, and the pure planner.
 
 pub mod action;
+pub mod driver;
 pub mod planner;
 pub mod policy;
 pub mod state;
 
 pub use action::Action;
+pub use driver::{Committed, Driver, Synced, Work};
 pub use planner::{
     Deferred, Plan, RevokeError, RotateError, Upcoming, UpcomingEvent, deferred,
     earliest_activation, plan, record_promises, revoke, rotate, still_wanted, upcoming,
@@ -26,6 +28,7 @@ mod purity {
     const CORE: &[(&str, &str)] = &[
         ("lifecycle/mod.rs", include_str!("mod.rs")),
         ("lifecycle/action.rs", include_str!("action.rs")),
+        ("lifecycle/driver.rs", include_str!("driver.rs")),
         ("lifecycle/planner.rs", include_str!("planner.rs")),
         ("lifecycle/policy.rs", include_str!("policy.rs")),
         ("lifecycle/state.rs", include_str!("state.rs")),

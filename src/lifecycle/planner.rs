@@ -529,6 +529,11 @@ pub fn deferred(state: &KeyringState, policy: &Policy, now: Timestamp) -> Vec<De
                 k.promised.max_token_lifetime_ms,
                 configured.max_token_lifetime_ms,
             ),
+            (
+                "tokens.clock_skew",
+                k.promised.clock_skew_ms,
+                configured.clock_skew_ms,
+            ),
         ] {
             if promised > conf {
                 out.push(Deferred {

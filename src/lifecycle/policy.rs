@@ -186,13 +186,14 @@ impl Policy {
     }
 
     /// The retention of a key that was active under `promised`: the rule
-    /// above with each of signing_key.cache_max_age and tokens.max_lifetime
-    /// replaced by the larger of the configured and the promised value.
+    /// above with each of signing_key.cache_max_age, tokens.max_lifetime and
+    /// tokens.clock_skew replaced by the larger of the configured and the
+    /// promised value.
     pub fn retention_of(&self, promised: &Promised) -> Duration {
         let held = self.promised().max(*promised);
         held.signing_key_cache_max_age()
             .saturating_add(held.max_token_lifetime())
-            .saturating_add(self.clock_skew)
+            .saturating_add(held.clock_skew())
             .saturating_add(self.propagation)
     }
 
@@ -234,6 +235,7 @@ impl Policy {
         Promised {
             signing_key_cache_max_age_ms: duration_ms(self.signing_key_cache_max_age),
             max_token_lifetime_ms: duration_ms(self.max_token_lifetime),
+            clock_skew_ms: duration_ms(self.clock_skew),
         }
     }
 

@@ -127,12 +127,13 @@ pub struct Transition {
     pub trigger: Trigger,
 }
 
-/// What signers were promised about one key while it was active: the
-/// largest `signing_key.cache_max_age` served with it on `/v1/keys/active`
-/// and the largest `tokens.max_lifetime` allowed for tokens it signed. Its
-/// retention is computed from the larger of these and the configuration
-/// ([`crate::lifecycle::Policy::retention_of`]), so lowering either takes
-/// effect only for keys activated afterwards.
+/// What signers and verifiers were promised about one key while it was
+/// active: the largest `signing_key.cache_max_age` served with it on
+/// `/v1/keys/active`, the largest `tokens.max_lifetime` allowed for tokens
+/// it signed, and the largest `tokens.clock_skew` (the leeway verifiers were
+/// told to allow those tokens). Its retention is computed from the larger of
+/// these and the configuration ([`crate::lifecycle::Policy::retention_of`]),
+/// so lowering any takes effect only for keys activated afterwards.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Promised {
@@ -140,6 +141,13 @@ pub struct Promised {
     pub signing_key_cache_max_age_ms: u64,
     #[serde(default)]
     pub max_token_lifetime_ms: u64,
+    /// Absent in states written before it was recorded (and when zero).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub clock_skew_ms: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Promised {
@@ -155,6 +163,10 @@ impl Promised {
         Duration::from_millis(self.max_token_lifetime_ms)
     }
 
+    pub fn clock_skew(&self) -> Duration {
+        Duration::from_millis(self.clock_skew_ms)
+    }
+
     /// The larger of two promises, field by field.
     pub fn max(self, other: Promised) -> Promised {
         Promised {
@@ -162,6 +174,7 @@ impl Promised {
                 .signing_key_cache_max_age_ms
                 .max(other.signing_key_cache_max_age_ms),
             max_token_lifetime_ms: self.max_token_lifetime_ms.max(other.max_token_lifetime_ms),
+            clock_skew_ms: self.clock_skew_ms.max(other.clock_skew_ms),
         }
     }
 

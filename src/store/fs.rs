@@ -25,8 +25,9 @@ use p256::pkcs8::SecretDocument;
 use zeroize::Zeroizing;
 
 use crate::keys::{KeyMaterial, Kid};
+use crate::lifecycle::KeyringState;
 use crate::lifecycle::state::{STATE_FORMAT, format_readable};
-use crate::lifecycle::{KeyState, KeyringState};
+use crate::store::check::{self, Finding, Unnamed};
 use crate::store::seal::{self, MasterKey};
 use crate::store::{KeyStore, Loaded, Problem, StoreError};
 
@@ -474,39 +475,41 @@ impl KeyStore for FsStore {
         let mut keys = HashMap::new();
         let mut sealing = HashMap::new();
         let live: HashSet<&Kid> = state.keys.iter().map(|k| &k.kid).collect();
-        for k in &state.keys {
-            let path = self.key_path(&k.kid);
-            if k.public.thumbprint() != k.kid {
-                problems.push(Problem {
-                    path: state_path.clone(),
-                    what: format!(
-                        "key {} does not carry its own public key (the kid is not its thumbprint)",
-                        k.kid
-                    ),
-                    fix: "state.json was altered: restore it from a backup".into(),
-                });
-                continue;
-            }
-            let mut read_from = path.clone();
-            if !key_files.contains(&k.kid) {
-                if pending_files.contains(&k.kid) {
-                    // Committed, but the rename after the commit did not happen.
-                    read_from = self.pending_path(&k.kid);
-                    repairs.push((
-                        Repair::Rename(read_from.clone(), path.clone()),
-                        format!("completed the commit of {}", path.display()),
-                    ));
-                } else if k.state == KeyState::Retiring {
+        // A key committed but not yet renamed from `.pending` is held too.
+        let held: Vec<&Kid> = key_files
+            .iter()
+            .chain(
+                pending_files
+                    .iter()
+                    .filter(|k| live.contains(k) && !key_files.contains(*k)),
+            )
+            .collect();
+        let (findings, unnamed) = check::check(&state, held.iter().copied());
+        for finding in findings {
+            let k = match finding {
+                Finding::NotItsOwnKey(k) => {
+                    problems.push(Problem {
+                        path: state_path.clone(),
+                        what: format!(
+                            "key {} does not carry its own public key (the kid is not its thumbprint)",
+                            k.kid
+                        ),
+                        fix: "state.json was altered: restore it from a backup".into(),
+                    });
+                    continue;
+                }
+                Finding::MissingRetiring(k) => {
                     notes.push(format!(
                         "private key of retiring key {} is missing ({}): it still verifies and \
                          will not sign again, so nothing is lost",
                         k.kid,
-                        path.display()
+                        self.key_path(&k.kid).display()
                     ));
                     continue;
-                } else {
+                }
+                Finding::Missing(k) => {
                     problems.push(Problem {
-                        path,
+                        path: self.key_path(&k.kid),
                         what: format!(
                             "private key of the {} {} key {} is missing",
                             k.state, k.alg, k.kid
@@ -517,6 +520,17 @@ impl KeyStore for FsStore {
                     });
                     continue;
                 }
+                Finding::Held(k) => k,
+            };
+            let path = self.key_path(&k.kid);
+            let mut read_from = path.clone();
+            if !key_files.contains(&k.kid) {
+                // Committed, but the rename after the commit did not happen.
+                read_from = self.pending_path(&k.kid);
+                repairs.push((
+                    Repair::Rename(read_from.clone(), path.clone()),
+                    format!("completed the commit of {}", path.display()),
+                ));
             }
             match self.read_key(&k.kid, k.alg, &read_from) {
                 Ok((key, how)) => {
@@ -549,10 +563,9 @@ impl KeyStore for FsStore {
                 ),
             ));
         }
-        let ended: HashSet<&Kid> = state.history.iter().map(|k| &k.kid).collect();
-        for kid in key_files.iter().filter(|k| !live.contains(k)) {
+        for Unnamed { kid, ended } in unnamed {
             let path = self.key_path(kid);
-            if ended.contains(kid) {
+            if ended {
                 repairs.push((
                     Repair::Remove(path.clone()),
                     format!("destroyed {} of a retired or revoked key", path.display()),
@@ -734,7 +747,7 @@ mod tests {
     use crate::clock::Clock;
     use crate::keyring::Keyring;
     use crate::keys::Alg;
-    use crate::lifecycle::{Policy, Schedule, plan, revoke};
+    use crate::lifecycle::{KeyState, Policy, Schedule, plan, revoke};
     use crate::time::Timestamp;
 
     thread_local! {

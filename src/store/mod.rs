@@ -6,6 +6,7 @@
 //! [`KeyStore::commit`]), and the commit is the one atomic step that makes a
 //! change real.
 
+pub mod check;
 pub mod fs;
 pub mod postgres;
 pub mod seal;

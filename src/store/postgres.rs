@@ -23,7 +23,7 @@
 
 mod tls;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -35,6 +35,7 @@ pub use tls::SslMode;
 use crate::keys::{Alg, KeyMaterial, Kid};
 use crate::lifecycle::KeyringState;
 use crate::lifecycle::state::{STATE_FORMAT, format_readable};
+use crate::store::check::{self, Finding};
 use crate::store::seal::{self, MasterKey};
 use crate::store::{KeyStore, Loaded, Problem, StoreError};
 
@@ -657,45 +658,55 @@ impl KeyStore for PgStore {
         };
         let sealed: HashMap<String, (String, Vec<u8>)> =
             rows.into_iter().map(|(k, a, s)| (k, (a, s))).collect();
-        let live: HashSet<String> = state.keys.iter().map(|k| k.kid.to_string()).collect();
+        let held: Vec<Kid> = sealed.keys().filter_map(|k| k.parse().ok()).collect();
         let mut keys = HashMap::new();
-        for k in &state.keys {
-            match sealed.get(k.kid.as_str()) {
-                None if k.state == crate::lifecycle::KeyState::Retiring => notes.push(format!(
+        let (findings, unnamed) = check::check(&state, held.iter());
+        for finding in findings {
+            match finding {
+                Finding::MissingRetiring(k) => notes.push(format!(
                     "private key of retiring key {} is missing: it still verifies and will not sign again",
                     k.kid
                 )),
-                None => problems.push(Problem {
+                Finding::Missing(k) => problems.push(Problem {
                     path: key_path(k.kid.as_str()),
                     what: format!("private key of the {} {} key {} is missing", k.state, k.alg, k.kid),
                     fix: "restore the database from a backup; see \"A private key is missing\" in runbook.md".into(),
                 }),
-                Some(_) if k.public.thumbprint() != k.kid => problems.push(Problem {
+                Finding::NotItsOwnKey(k) => problems.push(Problem {
                     path: PathBuf::from("jwksd_state"),
                     what: format!("key {} does not carry its own public key (the kid is not its thumbprint)", k.kid),
                     fix: "the state was altered: restore the database from a backup".into(),
                 }),
-                Some((_, bytes)) => match self.open_key(&k.kid, k.alg, bytes) {
-                    Ok((key, previous)) => {
-                        if previous {
-                            notes.push(format!(
-                                "key {} is sealed with the previous master key: run `jwksd rekey`",
-                                k.kid
-                            ));
+                Finding::Held(k) => {
+                    let Some((_, bytes)) = sealed.get(k.kid.as_str()) else {
+                        continue;
+                    };
+                    match self.open_key(&k.kid, k.alg, bytes) {
+                        Ok((key, previous)) => {
+                            if previous {
+                                notes.push(format!(
+                                    "key {} is sealed with the previous master key: run `jwksd rekey`",
+                                    k.kid
+                                ));
+                            }
+                            keys.insert(k.kid.clone(), key);
                         }
-                        keys.insert(k.kid.clone(), key);
+                        Err(e) => problems.push(Problem {
+                            path: key_path(k.kid.as_str()),
+                            what: format!("cannot open sealed key: {e}"),
+                            fix: "configure the master key this database was sealed with".into(),
+                        }),
                     }
-                    Err(e) => problems.push(Problem {
-                        path: key_path(k.kid.as_str()),
-                        what: format!("cannot open sealed key: {e}"),
-                        fix: "configure the master key this database was sealed with".into(),
-                    }),
-                },
+                }
             }
         }
-        for kid in sealed.keys().filter(|k| !live.contains(*k)) {
+        // A committed private key the state does not name, ended or not: a
+        // commit deletes ended keys' rows in the same transaction.
+        let mut unknown: Vec<String> = unnamed.iter().map(|u| u.kid.to_string()).collect();
+        unknown.extend(sealed.keys().filter(|k| k.parse::<Kid>().is_err()).cloned());
+        for kid in unknown {
             problems.push(Problem {
-                path: key_path(kid),
+                path: key_path(&kid),
                 what: "a committed private key that the state does not know".into(),
                 fix: "the database was restored inconsistently; restore it from one backup".into(),
             });

@@ -1,6 +1,8 @@
-//! A simulated shell around the pure planner: it carries out actions with
+//! A simulated shell around the pure core: it carries out actions with
 //! fake keys, advances simulated time, restarts, and records what was
-//! published when, so that tests can check the lifecycle invariants.
+//! published when, so that tests can check the lifecycle invariants. It
+//! runs the planner directly ([`Sim::advance`]) or through the daemon's own
+//! scheduler, the [`Driver`], with injected faults ([`Sim::run_driven`]).
 
 #![allow(dead_code)]
 
@@ -9,8 +11,8 @@ use std::time::Duration;
 
 use jwksd::keys::{Alg, Kid, PublicKey};
 use jwksd::lifecycle::{
-    Action, EarlyActivation, KeyState, KeyringState, NewKey, Policy, RevokeError, RotateError,
-    plan, revoke, rotate,
+    Action, Committed, Driver, EarlyActivation, KeyState, KeyringState, NewKey, Policy,
+    RevokeError, RotateError, Synced, Work, plan, revoke, rotate, still_wanted,
 };
 use jwksd::time::Timestamp;
 
@@ -326,6 +328,78 @@ impl Sim {
         }
     }
 
+    /// The daemon's own scheduler (the same [`Driver`]) runs from now until
+    /// `until`, with the faults `faults` injects: commits that fail, key
+    /// generations that take time and fail. Generations still in flight at
+    /// `until` finish first (a stop would discard them; a restart does).
+    pub fn run_driven(&mut self, driver: &mut Driver, until: Timestamp, faults: &mut Faults) {
+        let mut in_flight: Vec<(Timestamp, Vec<Action>, bool)> = Vec::new();
+        for _ in 0..200_000 {
+            while let Some(i) = in_flight.iter().position(|g| g.0 <= self.now) {
+                let (_, batch, ok) = in_flight.swap_remove(i);
+                if ok {
+                    let wanted: Vec<Action> = batch
+                        .into_iter()
+                        .filter(|a| still_wanted(&self.state, a))
+                        .collect();
+                    if !wanted.is_empty() {
+                        self.execute(&wanted);
+                    }
+                }
+                driver.generated(ok, self.now);
+            }
+            let mut done = 0;
+            while let Some(work) = driver.poll(&self.state, &self.policy, self.now) {
+                done += 1;
+                if done > 64 {
+                    self.violations
+                        .push(format!("{:?}: the driver did not settle", self.now));
+                    return;
+                }
+                match work {
+                    Work::Sync => driver.synced(Synced::Current),
+                    Work::Commit(actions) => {
+                        if faults.fail(faults.commit) {
+                            driver.committed(Committed::Failed, self.now);
+                        } else {
+                            self.execute(&actions);
+                            driver.committed(Committed::Done, self.now);
+                        }
+                    }
+                    Work::Generate(batches) => {
+                        for b in batches {
+                            let takes = faults.generation_time();
+                            let ok = !faults.fail(faults.generation);
+                            in_flight.push((self.now.saturating_add(takes), b, ok));
+                        }
+                    }
+                }
+            }
+            let next = driver
+                .poll_timeout(&self.state, &self.policy, self.now)
+                .into_iter()
+                .chain(in_flight.iter().map(|g| g.0))
+                .min();
+            match next {
+                Some(t) if t <= until || !in_flight.is_empty() => {
+                    if t <= self.now {
+                        self.violations.push(format!(
+                            "{:?}: woken at {t:?}, not in the future, with nothing to do",
+                            self.now
+                        ));
+                        return;
+                    }
+                    self.now = t;
+                }
+                _ => {
+                    self.now = self.now.max(until);
+                    return;
+                }
+            }
+        }
+        self.violations.push("run_driven did not finish".into());
+    }
+
     /// Saves the state as the store would and loads it back.
     pub fn restart(&mut self) {
         let saved = serde_json::to_string(&self.state).unwrap();
@@ -458,5 +532,45 @@ impl Sim {
                 self.violations.push(format!("{kid}: lost"));
             }
         }
+    }
+}
+
+/// Faults injected into [`Sim::run_driven`], from a seeded generator so
+/// that a failing case replays.
+pub struct Faults {
+    /// Probability that a commit fails.
+    pub commit: f64,
+    /// Probability that a key generation fails.
+    pub generation: f64,
+    /// The longest a key generation takes.
+    pub generation_max: Duration,
+    state: u64,
+}
+
+impl Faults {
+    pub fn new(seed: u64, commit: f64, generation: f64, generation_max: Duration) -> Faults {
+        Faults {
+            commit,
+            generation,
+            generation_max,
+            state: seed | 1,
+        }
+    }
+
+    fn next(&mut self) -> u64 {
+        // xorshift64: enough to spread faults; no cryptography here.
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state
+    }
+
+    fn fail(&mut self, p: f64) -> bool {
+        (self.next() % 1_000_000) as f64 / 1_000_000.0 < p
+    }
+
+    fn generation_time(&mut self) -> Duration {
+        let max = self.generation_max.as_millis().max(1) as u64;
+        Duration::from_millis(self.next() % max)
     }
 }

@@ -1,0 +1,501 @@
+//! The scheduler as a state machine, in the manner of quinn-proto's
+//! `Connection`: it is told what happened (a commit's outcome, a
+//! generation's, a read of the shared state, leadership) and polled for what
+//! to do next and when to be polled again. Backoff, the generations in
+//! flight and leadership live here; the daemon's task only performs the
+//! [`Work`] it returns, and the simulation tests drive this same machine
+//! over months of simulated time, failures and restarts included.
+//!
+//! Operators' commands are judged by [`crate::lifecycle::rotate`] and
+//! [`crate::lifecycle::revoke`]; the keys they need are generated through
+//! [`Driver::generate`], so that they count as generations in flight here.
+
+use std::time::Duration;
+
+use crate::lifecycle::action::Action;
+use crate::lifecycle::planner::plan;
+use crate::lifecycle::policy::Policy;
+use crate::lifecycle::state::{EarlyActivation, KeyState, KeyringState};
+use crate::time::Timestamp;
+
+/// The first wait after a failed step; it doubles up to [`BACKOFF_MAX`].
+pub const BACKOFF_START: Duration = Duration::from_secs(1);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// The longest wait between two reads of a shared state that could not be
+/// used (nothing changes by itself: a master key, a newer format).
+pub const SYNC_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// What the shell must do now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Work {
+    /// Read the shared state again, then report with [`Driver::synced`]:
+    /// another writer committed first.
+    Sync,
+    /// Commit these transitions in one commit, then report with
+    /// [`Driver::committed`].
+    Commit(Vec<Action>),
+    /// Generate these keys beside the timeline, each batch on a thread of
+    /// its own and committed as soon as it is made (a key no longer
+    /// [`crate::lifecycle::still_wanted`] is discarded); report each batch
+    /// with [`Driver::generated`].
+    Generate(Vec<Vec<Action>>),
+}
+
+/// How a commit ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Committed {
+    Done,
+    /// Another writer committed first: that counts as done once the state
+    /// is read again.
+    Conflict,
+    Failed,
+}
+
+/// How a read of the shared state ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Synced {
+    /// Read and applied: the key ring is what the store holds.
+    Current,
+    /// The store did not answer (or not in time): polled as usual, it is
+    /// back when it is back.
+    Unreachable,
+    /// The store answered with a state this replica cannot use: retried
+    /// with a doubling backoff.
+    Unreadable,
+}
+
+#[derive(Clone, Debug)]
+pub struct Driver {
+    backoff: Duration,
+    /// No step is tried again before this, after a failure.
+    retry_at: Option<Timestamp>,
+    /// Generation batches in flight, the planner's and operators' alike:
+    /// the planner starts one only when none is.
+    generating: usize,
+    /// The keys the plan being committed needs, generated once it commits
+    /// (under the trigger of that plan).
+    after_commit: Vec<Action>,
+    /// A commit lost to another writer: read before planning again.
+    must_sync: bool,
+    /// This replica holds the leader lease (always, with a store of its own).
+    leader: bool,
+    /// The key ring is what the store holds.
+    in_sync: bool,
+    /// With a shared store: how often it is read when nothing else wakes
+    /// the scheduler.
+    poll: Option<Duration>,
+    sync_backoff: Duration,
+}
+
+impl Driver {
+    /// A driver for a store of its own (`poll` `None`: always the leader,
+    /// always in sync) or a shared one read every `poll`.
+    pub fn new(poll: Option<Duration>) -> Driver {
+        Driver {
+            backoff: BACKOFF_START,
+            retry_at: None,
+            generating: 0,
+            after_commit: Vec::new(),
+            must_sync: false,
+            leader: poll.is_none(),
+            in_sync: true,
+            poll,
+            sync_backoff: poll.unwrap_or_default(),
+        }
+    }
+
+    /// Whether this replica holds the leader lease now.
+    pub fn set_leader(&mut self, leader: bool) {
+        self.leader = leader || self.poll.is_none();
+    }
+
+    /// Only the leader runs the planner, and only on the state it just read
+    /// (or committed); every replica serves.
+    pub fn leading(&self) -> bool {
+        self.leader && self.in_sync
+    }
+
+    /// Whether the key ring is what the store holds, as last read.
+    pub fn in_sync(&self) -> bool {
+        self.in_sync
+    }
+
+    /// Generation batches in flight.
+    pub fn generating(&self) -> usize {
+        self.generating
+    }
+
+    /// A read of the shared state ended.
+    pub fn synced(&mut self, outcome: Synced) {
+        self.in_sync = outcome == Synced::Current;
+        if self.in_sync {
+            self.must_sync = false;
+        }
+        let poll = self.poll.unwrap_or_default();
+        self.sync_backoff = match outcome {
+            Synced::Current | Synced::Unreachable => poll,
+            Synced::Unreadable => (self.sync_backoff * 2).clamp(poll, SYNC_BACKOFF_MAX.max(poll)),
+        };
+    }
+
+    /// How long until the shared state should be read again when nothing
+    /// else happens (`None`: the store is this process's own).
+    pub fn sync_interval(&self) -> Option<Duration> {
+        self.poll.map(|_| self.sync_backoff)
+    }
+
+    /// What to do now, at `now`, on `state` as the shell holds it. Call
+    /// until it answers `None`, carrying out each [`Work`] in turn.
+    pub fn poll(&mut self, state: &KeyringState, policy: &Policy, now: Timestamp) -> Option<Work> {
+        if self.must_sync {
+            self.must_sync = false;
+            return Some(Work::Sync);
+        }
+        if !self.leading() {
+            self.after_commit.clear();
+            return None;
+        }
+        if !self.after_commit.is_empty() && self.generating == 0 {
+            let gens = std::mem::take(&mut self.after_commit);
+            return Some(self.generate(gens));
+        }
+        self.after_commit.clear();
+        let p = plan(state, policy, now);
+        let (gens, transitions): (Vec<Action>, Vec<Action>) =
+            p.actions.into_iter().partition(Action::is_generate);
+        let may_retry = self.retry_at.is_none_or(|r| r <= now);
+        if !transitions.is_empty() {
+            if !may_retry {
+                return None;
+            }
+            self.after_commit = gens;
+            return Some(Work::Commit(transitions));
+        }
+        if !gens.is_empty() && self.generating == 0 && may_retry {
+            return Some(self.generate(gens));
+        }
+        None
+    }
+
+    /// When to poll again if nothing happens first (`None`: only when
+    /// something does, or when the state is read again).
+    pub fn poll_timeout(
+        &self,
+        state: &KeyringState,
+        policy: &Policy,
+        now: Timestamp,
+    ) -> Option<Timestamp> {
+        if self.must_sync || (!self.after_commit.is_empty() && self.generating == 0) {
+            return Some(now);
+        }
+        if !self.leading() {
+            return None;
+        }
+        let retry = self.retry_at.filter(|r| *r > now);
+        let p = plan(state, policy, now);
+        let transitions = p.actions.iter().any(|a| !a.is_generate());
+        let gens = p.actions.iter().any(Action::is_generate);
+        if transitions {
+            return Some(retry.unwrap_or(now));
+        }
+        if gens {
+            if self.generating == 0 && retry.is_none() {
+                return Some(now);
+            }
+            // Woken by the generation finishing, the retry time, or the
+            // next transition on the timeline, whichever comes first.
+            return p.next_event.into_iter().chain(retry).min();
+        }
+        p.wake_at
+    }
+
+    /// A commit of [`Work::Commit`] ended at `now`.
+    pub fn committed(&mut self, outcome: Committed, now: Timestamp) {
+        match outcome {
+            Committed::Done => {
+                self.succeeded();
+                if self.generating > 0 {
+                    // The planner asks again once those are done.
+                    self.after_commit.clear();
+                }
+            }
+            Committed::Conflict => {
+                self.after_commit.clear();
+                self.must_sync = true;
+            }
+            Committed::Failed => {
+                self.after_commit.clear();
+                self.failed(now);
+            }
+        }
+    }
+
+    /// One batch of [`Work::Generate`] ended at `now`: its keys were made
+    /// and committed (or discarded as no longer wanted), or it failed.
+    pub fn generated(&mut self, ok: bool, now: Timestamp) {
+        self.generating = self.generating.saturating_sub(1);
+        if ok {
+            self.succeeded();
+        } else {
+            self.failed(now);
+        }
+    }
+
+    /// The batches in which to generate `actions`' keys, counted as in
+    /// flight: an emergency active key (its predecessor revoked with no
+    /// next key to promote) alone, so that signing never waits for the next
+    /// key generated beside it; the others together, committed at once.
+    pub fn generate(&mut self, actions: Vec<Action>) -> Work {
+        let (alone, together): (Vec<Action>, Vec<Action>) = actions
+            .into_iter()
+            .filter(Action::is_generate)
+            .partition(|a| {
+                matches!(
+                    a,
+                    Action::Generate {
+                        role: KeyState::Active,
+                        early: Some(EarlyActivation::Emergency),
+                        ..
+                    }
+                )
+            });
+        let mut batches: Vec<Vec<Action>> = alone.into_iter().map(|a| vec![a]).collect();
+        if !together.is_empty() {
+            batches.push(together);
+        }
+        self.generating += batches.len();
+        Work::Generate(batches)
+    }
+
+    fn succeeded(&mut self) {
+        self.backoff = BACKOFF_START;
+        self.retry_at = None;
+    }
+
+    fn failed(&mut self, now: Timestamp) {
+        self.retry_at = Some(now.saturating_add(self.backoff));
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    /// The wait after the next failure.
+    pub fn backoff(&self) -> Duration {
+        self.backoff
+    }
+
+    /// When a failed step is tried again, while one is waiting.
+    pub fn retry_at(&self) -> Option<Timestamp> {
+        self.retry_at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::id::{Alg, PublicKey};
+    use crate::lifecycle::state::NewKey;
+
+    fn policy() -> Policy {
+        let s = Duration::from_secs;
+        Policy {
+            algorithms: vec![Alg::ES256],
+            rsa_bits: 2048,
+            schedule: crate::lifecycle::Schedule::Every(s(3)),
+            max_token_lifetime: s(4),
+            clock_skew: s(1),
+            jwks_cache_max_age: s(1),
+            publish_ahead: s(2),
+            signing_key_cache_max_age: s(1),
+            propagation: Duration::ZERO,
+        }
+    }
+
+    fn t(ms: i64) -> Timestamp {
+        Timestamp::from_millis(1_000_000 + ms)
+    }
+
+    fn key(n: u32) -> NewKey {
+        let public = PublicKey::Ec {
+            crv: "P-256".into(),
+            x: format!("x{n}"),
+            y: "y".into(),
+        };
+        NewKey {
+            kid: public.thumbprint(),
+            alg: Alg::ES256,
+            public,
+        }
+    }
+
+    /// Carries a generation batch out on `state`, as the shell commits it.
+    fn commit_batch(state: &mut KeyringState, batch: &[Action], now: Timestamp, n: &mut u32) {
+        for a in batch {
+            *n += 1;
+            if crate::lifecycle::still_wanted(state, a) {
+                state.apply(a, now, Some(key(*n))).unwrap();
+            }
+        }
+        state.version += 1;
+    }
+
+    /// Polls and carries out all work due at `now` (generations finish at
+    /// once); returns what was done.
+    fn run(d: &mut Driver, s: &mut KeyringState, p: &Policy, now: Timestamp) -> Vec<Work> {
+        let mut n = s.version as u32 * 10;
+        let mut done = Vec::new();
+        while let Some(w) = d.poll(s, p, now) {
+            match &w {
+                Work::Commit(a) => {
+                    for x in a {
+                        s.apply(x, now, None).unwrap();
+                    }
+                    s.version += 1;
+                    d.committed(Committed::Done, now);
+                }
+                Work::Generate(batches) => {
+                    for b in batches {
+                        commit_batch(s, b, now, &mut n);
+                        d.generated(true, now);
+                    }
+                }
+                Work::Sync => d.synced(Synced::Current),
+            }
+            done.push(w);
+            assert!(done.len() < 16, "{done:?}");
+        }
+        done
+    }
+
+    #[test]
+    fn bootstrap_generates_once_then_waits_for_the_schedule() {
+        let p = policy();
+        let mut d = Driver::new(None);
+        let mut s = KeyringState::default();
+        let mut n = 0;
+        let Some(Work::Generate(batches)) = d.poll(&s, &p, t(0)) else {
+            panic!("first keys")
+        };
+        assert_eq!(batches.len(), 1);
+        assert_eq!(d.generating(), 1);
+        // Nothing more while they are made: no second generation, and no
+        // wake-up before the generation says it is done.
+        assert_eq!(d.poll(&s, &p, t(10)), None);
+        assert!(d.poll_timeout(&s, &p, t(10)).is_none_or(|w| w > t(10)));
+        commit_batch(&mut s, &batches[0], t(50), &mut n);
+        d.generated(true, t(50));
+        run(&mut d, &mut s, &p, t(50));
+        assert!(s.active(Alg::ES256).is_some() && s.next_key(Alg::ES256).is_some());
+        // Woken for the scheduled rotation, not before.
+        assert_eq!(d.poll_timeout(&s, &p, t(60)), Some(t(3050)));
+        // The rotation commits, then its new next key is generated under
+        // the rotation's trigger.
+        let done = run(&mut d, &mut s, &p, t(3050));
+        assert!(matches!(done[0], Work::Commit(_)), "{done:?}");
+        let Work::Generate(b) = &done[1] else {
+            panic!("{done:?}")
+        };
+        assert!(matches!(
+            b[0][0],
+            Action::Generate {
+                trigger: crate::lifecycle::state::Trigger::Schedule,
+                ..
+            }
+        ));
+    }
+
+    fn bootstrapped() -> (Driver, KeyringState, Policy) {
+        let p = policy();
+        let mut d = Driver::new(None);
+        let mut s = KeyringState::default();
+        run(&mut d, &mut s, &p, t(0));
+        (d, s, p)
+    }
+
+    #[test]
+    fn failures_back_off_doubling_and_a_success_resets() {
+        let (mut d, s, p) = bootstrapped();
+        let due = t(3000);
+        let Some(Work::Commit(_)) = d.poll(&s, &p, due) else {
+            panic!("the rotation")
+        };
+        d.committed(Committed::Failed, due);
+        assert_eq!(d.poll(&s, &p, t(3500)), None);
+        assert_eq!(d.poll_timeout(&s, &p, t(3500)), Some(t(4000)));
+        let Some(Work::Commit(_)) = d.poll(&s, &p, t(4000)) else {
+            panic!("retried at the backoff")
+        };
+        d.committed(Committed::Failed, t(4000));
+        assert_eq!(d.retry_at(), Some(t(6000)));
+        let Some(Work::Commit(_)) = d.poll(&s, &p, t(6000)) else {
+            panic!()
+        };
+        d.committed(Committed::Done, t(6000));
+        assert_eq!(d.retry_at(), None);
+    }
+
+    /// While a retried generation is in flight the scheduler is not woken
+    /// again and again: the retry time is past, the generation will say.
+    #[test]
+    fn a_generation_in_flight_is_waited_for_not_spun_on() {
+        let p = policy();
+        let mut d = Driver::new(None);
+        let s = KeyringState::default();
+        let Some(Work::Generate(_)) = d.poll(&s, &p, t(0)) else {
+            panic!()
+        };
+        d.generated(false, t(100));
+        assert_eq!(d.poll(&s, &p, t(500)), None);
+        let Some(Work::Generate(_)) = d.poll(&s, &p, t(1100)) else {
+            panic!("retried")
+        };
+        let wake = d.poll_timeout(&s, &p, t(1200));
+        assert!(wake.is_none_or(|w| w > t(1200)), "{wake:?}");
+    }
+
+    #[test]
+    fn a_lost_compare_and_set_reads_the_state_before_planning_again() {
+        let (_, s, p) = bootstrapped();
+        let mut d = Driver::new(Some(Duration::from_secs(2)));
+        assert_eq!(d.poll(&s, &p, t(3000)), None, "not the leader");
+        d.set_leader(true);
+        let Some(Work::Commit(_)) = d.poll(&s, &p, t(3000)) else {
+            panic!()
+        };
+        d.committed(Committed::Conflict, t(3000));
+        assert_eq!(d.poll_timeout(&s, &p, t(3000)), Some(t(3000)));
+        assert_eq!(d.poll(&s, &p, t(3000)), Some(Work::Sync));
+        d.synced(Synced::Unreadable);
+        assert!(!d.leading());
+        assert_eq!(d.poll(&s, &p, t(3000)), None);
+        assert_eq!(d.sync_interval(), Some(Duration::from_secs(4)));
+        d.synced(Synced::Unreadable);
+        d.synced(Synced::Unreadable);
+        d.synced(Synced::Unreadable);
+        assert_eq!(d.sync_interval(), Some(SYNC_BACKOFF_MAX));
+        d.synced(Synced::Unreachable);
+        assert_eq!(d.sync_interval(), Some(Duration::from_secs(2)));
+        d.synced(Synced::Current);
+        assert!(d.leading());
+    }
+
+    #[test]
+    fn an_emergency_active_key_is_generated_alone() {
+        let mut d = Driver::new(None);
+        let generate = |role, early| Action::Generate {
+            alg: Alg::RS256,
+            rsa_bits: 4096,
+            role,
+            trigger: crate::lifecycle::state::Trigger::Revoke,
+            early,
+            promised: Default::default(),
+        };
+        let Work::Generate(b) = d.generate(vec![
+            generate(KeyState::Active, Some(EarlyActivation::Emergency)),
+            generate(KeyState::Next, None),
+        ]) else {
+            panic!()
+        };
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0].len(), 1);
+        assert_eq!(d.generating(), 2);
+    }
+}
