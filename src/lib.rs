@@ -18,7 +18,9 @@
 //!   kid, and signing through josekit/OpenSSL.
 //! - [`lifecycle`]: the pure core. `state` is plain data, `policy` the
 //!   timeline rules, `planner` the functions from (state, policy, now) to
-//!   actions and the next wake-up. No clock, no I/O, no randomness.
+//!   actions and the next wake-up, `tokens` the lifetime rules of a token
+//!   to sign, `readiness` when the last known keys stop being the right
+//!   ones. No clock, no I/O, no randomness.
 //! - [`store`]: the durable [`store::KeyStore`] trait; `fs` keeps keys in a
 //!   directory (atomic writes, lock, consistency check), `postgres` shares
 //!   them between replicas (compare-and-set, leader lease, notifications),

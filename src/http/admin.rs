@@ -29,8 +29,9 @@ use crate::http::{
     Body, bytes_response, error, if_none_match, json, method_not_allowed, not_found, read_body,
 };
 use crate::keys::{Alg, Kid};
+use crate::lifecycle::tokens::{self, Claim, Claimed, Lifetime, Limits, Refusal as TokenRefusal};
 use crate::lifecycle::{KeyRecord, RevokeError, RotateError, Upcoming};
-use crate::time::{Timestamp, duration_millis};
+use crate::time::Timestamp;
 use ipnet::IpNet;
 
 /// How long an operator request waits for the scheduler (RSA-4096
@@ -387,49 +388,44 @@ pub fn parse_sign_request(
         ));
     };
     let refuse = |code, msg: String| Refusal::new(StatusCode::UNPROCESSABLE_ENTITY, code, msg);
-    let now_s = now.unix_seconds();
-    let max = duration_millis(rules.max_lifetime) / 1000;
-    let skew = duration_millis(rules.clock_skew) / 1000;
-    let numeric = |name: &str, v: &Value| -> Result<i64, Refusal> {
-        v.as_i64().filter(|n| *n >= 0).ok_or_else(|| {
-            refuse(
-                "invalid_claims",
-                format!("{name} must be a non-negative integer (seconds since the epoch)"),
-            )
-        })
+    // The JSON's form here; the timeline rules in the core.
+    let claim = |name: &str| match claims.get(name) {
+        None => Claim::Absent,
+        Some(v) => v
+            .as_i64()
+            .filter(|n| *n >= 0)
+            .map_or(Claim::Invalid, Claim::Seconds),
     };
-    let iat = match claims.get("iat") {
-        Some(v) => numeric("iat", v)?,
-        None => now_s,
+    let claimed = Claimed {
+        iat: claim("iat"),
+        exp: claim("exp"),
+        nbf: claim("nbf"),
     };
-    if iat > now_s.saturating_add(skew) {
-        return Err(refuse(
+    let limits = Limits {
+        max_lifetime: rules.max_lifetime,
+        clock_skew: rules.clock_skew,
+    };
+    let Lifetime { iat, exp } = tokens::lifetime(claimed, limits, now).map_err(|r| match r {
+        TokenRefusal::NotSeconds(name) => refuse(
+            "invalid_claims",
+            format!("{name} must be a non-negative integer (seconds since the epoch)"),
+        ),
+        TokenRefusal::IatInFuture { iat, now } => refuse(
             "iat_in_future",
-            format!("iat {iat} is in the future (now {now_s})"),
-        ));
-    }
-    let exp = match claims.get("exp") {
-        Some(v) => numeric("exp", v)?,
-        None => iat.saturating_add(max),
-    };
-    if exp <= now_s {
-        return Err(refuse(
+            format!("iat {iat} is in the future (now {now})"),
+        ),
+        TokenRefusal::ExpInPast { exp, now } => refuse(
             "exp_in_past",
-            format!("exp {exp} is not in the future (now {now_s})"),
-        ));
-    }
-    if exp.saturating_sub(iat) > max || exp > now_s.saturating_add(max) {
-        return Err(refuse(
+            format!("exp {exp} is not in the future (now {now})"),
+        ),
+        TokenRefusal::TooLong { max } => refuse(
             "lifetime_too_long",
             format!(
                 "the token would live past tokens.max_lifetime ({max} s): keys are only kept \
                  published that long after they stop signing"
             ),
-        ));
-    }
-    if let Some(v) = claims.get("nbf") {
-        numeric("nbf", v)?;
-    }
+        ),
+    })?;
     claims.insert("iat".into(), iat.into());
     claims.insert("exp".into(), exp.into());
     if !claims.contains_key("jti") {

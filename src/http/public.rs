@@ -12,6 +12,7 @@ use crate::daemon::Shared;
 use crate::http::{
     Body, bytes_response, error, if_none_match, json, method_not_allowed, not_found,
 };
+use crate::lifecycle::readiness::overdue_rotations;
 
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
@@ -94,9 +95,7 @@ fn readiness(shared: &Shared) -> Response<Body> {
             // right ones: until a scheduled rotation is overdue.
             if failure.is_some() {
                 let now = shared.clock.now();
-                for u in s.upcoming.iter().filter(|u| {
-                    u.at < now && !matches!(u.event, crate::lifecycle::UpcomingEvent::Retire)
-                }) {
+                for u in overdue_rotations(&s.upcoming, now) {
                     reasons.push(format!(
                         "shared state not current and the {} rotation due at {} is overdue",
                         u.alg, u.at
