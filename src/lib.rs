@@ -33,9 +33,12 @@
 //! - [`http`]: the hyper server, the public and admin APIs, authentication.
 //! - [`tls`]: rustls configurations for both listeners, reloaded on change.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`api`]: the wire types of both HTTP APIs (requests, answers, error
+//!   bodies), shared by the server, the client and the command line.
 //! - [`cli`] and [`client`]: the command line and the admin API client the
 //!   operator commands use.
 
+pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;

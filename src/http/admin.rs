@@ -6,6 +6,7 @@
 // request, so its size does not matter.
 #![allow(clippy::result_large_err)]
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +18,13 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use josekit::jwt::JwtPayload;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::daemon::scheduler::{Command, CommandError, Revoked, Rotated};
+use crate::api::{
+    KeysResponse, Revoked, RotateRequest, RotateResponse, SignRequest, SignResponse, TooEarly,
+};
+
+use crate::daemon::scheduler::{Command, CommandError};
 use crate::daemon::signing::{SignError, SignJob};
 use crate::daemon::snapshot::ActiveKey;
 use crate::daemon::{NotCurrent, Shared, Snapshot};
@@ -30,7 +34,7 @@ use crate::http::{
 };
 use crate::keys::{Alg, Kid};
 use crate::lifecycle::tokens::{self, Claim, Claimed, Lifetime, Limits, Refusal as TokenRefusal};
-use crate::lifecycle::{KeyRecord, RevokeError, RotateError, Upcoming};
+use crate::lifecycle::{RevokeError, RotateError};
 use crate::time::Timestamp;
 use ipnet::IpNet;
 
@@ -323,20 +327,6 @@ pub struct SignRules<'a> {
     pub audience: Option<&'a str>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SignRequest {
-    #[serde(default)]
-    alg: Option<String>,
-    claims: Value,
-}
-
-#[derive(Serialize)]
-struct SignResponse<'a> {
-    kid: &'a str,
-    token: String,
-}
-
 /// The algorithm a request names, or the only configured one.
 pub fn choose_alg(algorithms: &[Alg], given: Option<&str>) -> Result<Alg, Refusal> {
     match given {
@@ -502,7 +492,7 @@ async fn sign(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             let mut r = json(
                 StatusCode::OK,
                 &SignResponse {
-                    kid: kid.as_str(),
+                    kid: kid.as_str().into(),
                     token,
                 },
             );
@@ -531,13 +521,6 @@ async fn sign(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-#[derive(Serialize)]
-struct KeysResponse<'a> {
-    version: u64,
-    keys: Vec<&'a KeyRecord>,
-    upcoming: &'a [Upcoming],
-}
-
 fn keys(shared: &Shared) -> Response<Body> {
     let snap = match snapshot_or_503(shared) {
         Ok(s) => s,
@@ -552,27 +535,14 @@ fn keys(shared: &Shared) -> Response<Body> {
                 .keys
                 .iter()
                 .chain(snap.state.history.iter().rev())
+                .map(Cow::Borrowed)
                 .collect(),
-            upcoming: &snap.upcoming,
+            upcoming: Cow::Borrowed(&snap.upcoming),
         },
     );
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RotateRequest {
-    #[serde(default)]
-    alg: Option<String>,
-    #[serde(default)]
-    force: bool,
-}
-
-#[derive(Serialize)]
-struct RotateResponse {
-    rotated: Vec<Rotated>,
 }
 
 /// Parses a `/v1/rotate` body (empty means every algorithm, not forced).
@@ -642,14 +612,6 @@ async fn rotate(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Re
     }
 }
 
-#[derive(Serialize)]
-struct TooEarly {
-    error: String,
-    code: &'static str,
-    earliest_safe_rotation: String,
-    algs: Vec<Alg>,
-}
-
 fn command_error(e: CommandError) -> Response<Body> {
     match e {
         CommandError::Rotate(RotateError::TooEarly { earliest, algs }) => {
@@ -662,7 +624,7 @@ fn command_error(e: CommandError) -> Response<Body> {
                 StatusCode::CONFLICT,
                 &TooEarly {
                     error: msg,
-                    code: "too_early",
+                    code: "too_early".into(),
                     earliest_safe_rotation: earliest.to_rfc3339(),
                     algs,
                 },

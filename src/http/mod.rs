@@ -27,6 +27,8 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
+
+use crate::api::ErrorBody;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Sleep;
@@ -371,19 +373,13 @@ pub fn bytes_response(status: StatusCode, body: Bytes) -> Response<Body> {
     r
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    code: &'a str,
-}
-
 /// `{"error": message, "code": code}` with `status`.
 pub fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response<Body> {
     let mut r = json(
         status,
         &ErrorBody {
-            error: &message.to_string(),
-            code,
+            error: message.to_string().into(),
+            code: code.into(),
         },
     );
     r.headers_mut()

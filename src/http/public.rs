@@ -6,8 +6,8 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use serde::Serialize;
 
+use crate::api::{Health, Readiness};
 use crate::daemon::Shared;
 use crate::http::{
     Body, bytes_response, error, if_none_match, json, method_not_allowed, not_found,
@@ -20,16 +20,16 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     let get_or_head = matches!(*req.method(), Method::GET | Method::HEAD);
     match req.uri().path() {
         JWKS_PATH if get_or_head => jwks(&shared, &req),
-        "/healthz" if get_or_head => json(StatusCode::OK, &Health { status: "alive" }),
+        "/healthz" if get_or_head => json(
+            StatusCode::OK,
+            &Health {
+                status: "alive".into(),
+            },
+        ),
         "/readyz" if get_or_head => readiness(&shared),
         JWKS_PATH | "/healthz" | "/readyz" => method_not_allowed("GET, HEAD"),
         _ => not_found(),
     }
-}
-
-#[derive(Serialize)]
-struct Health {
-    status: &'static str,
 }
 
 fn jwks(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
@@ -54,18 +54,6 @@ fn jwks(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
     h.insert(header::ETAG, snap.jwks_etag_header.clone());
     h.insert(header::CACHE_CONTROL, shared.jwks_cache_control.clone());
     resp
-}
-
-#[derive(Serialize)]
-struct Readiness {
-    ready: bool,
-    reasons: Vec<String>,
-    /// Whether the last lifecycle step failed (details only in the log and
-    /// the metrics: this listener is public).
-    lifecycle_failing: bool,
-    /// Whether the key store answers; while it does not, the last known
-    /// keys are served.
-    store_reachable: bool,
 }
 
 fn readiness(shared: &Shared) -> Response<Body> {
