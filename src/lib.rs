@@ -29,8 +29,12 @@
 //!   (generate, stage, commit).
 //! - [`config`]: the YAML configuration, validated, and the policy it sets.
 //! - [`daemon`]: the shell: the scheduler (the one writer), the signing
-//!   queue, the snapshot readers see, start-up and shutdown.
-//! - [`http`]: the hyper server, the public and admin APIs, authentication.
+//!   queue, the snapshot readers see, start-up and shutdown. `handle` is
+//!   all the HTTP layer sees of it: [`daemon::Handle`], a cheap clone with
+//!   a few methods over the daemon's private shared state.
+//! - [`http`]: the hyper server, the public and admin APIs, authentication;
+//!   it renders HTTP (status, headers such as Cache-Control from the
+//!   daemon's max-ages) and maps the core's refusals to answers.
 //! - [`tls`]: rustls configurations for both listeners, reloaded on change.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`api`]: the wire types of both HTTP APIs (requests, answers, error

@@ -387,6 +387,21 @@ pub fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) ->
     r
 }
 
+/// `Cache-Control: {scope}, max-age=...` for `max_age`.
+pub fn cache_control(scope: &str, max_age: Duration) -> HeaderValue {
+    HeaderValue::from_str(&format!("{scope}, max-age={}", max_age.as_secs()))
+        .unwrap_or_else(|_| HeaderValue::from_static("no-store"))
+}
+
+/// `Cache-Control` of `/v1/keys/active` for the daemon's
+/// `signing_key_max_age()`: `None` means the key must not be kept.
+pub fn signing_key_cache_control(max_age: Option<Duration>) -> HeaderValue {
+    match max_age {
+        Some(d) => cache_control("private", d),
+        None => HeaderValue::from_static("no-store"),
+    }
+}
+
 pub fn not_found() -> Response<Body> {
     error(StatusCode::NOT_FOUND, "not_found", "no such resource")
 }
