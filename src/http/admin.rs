@@ -23,7 +23,6 @@ use serde_json::Value;
 use crate::api::{
     KeysResponse, Revoked, RotateRequest, RotateResponse, SignRequest, SignResponse, TooEarly,
 };
-
 use crate::daemon::{ActiveKey, CallError, CommandError, Handle, NotCurrent, SignError, Snapshot};
 use crate::http::auth::{AuthError, FailureLimiter, Role, Tokens};
 use crate::http::{

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use crate::lifecycle::Policy;
 use crate::time::{Timestamp, duration_millis};
 
 /// A time claim as it came in.
@@ -26,7 +25,8 @@ pub struct Claimed {
     pub nbf: Claim,
 }
 
-/// What the rules are checked against.
+/// What the rules are checked against: the policy's `max_token_lifetime`
+/// and `clock_skew`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// `tokens.max_lifetime`: how long keys stay published after they stop
@@ -34,15 +34,6 @@ pub struct Limits {
     pub max_lifetime: Duration,
     /// `tokens.clock_skew`: how far `iat` may be ahead of this clock.
     pub clock_skew: Duration,
-}
-
-impl Limits {
-    pub fn of(policy: &Policy) -> Limits {
-        Limits {
-            max_lifetime: policy.max_token_lifetime,
-            clock_skew: policy.clock_skew,
-        }
-    }
 }
 
 /// The `iat` and `exp` a token is signed with (absent claims filled in).
