@@ -10,12 +10,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::api::{KeysResponse, Revoked, RotateRequest, RotateResponse};
 
 use crate::client::{Client, ClientError, Reply};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, ConfigSource, LogFormat};
 use crate::http::auth;
+use crate::lifecycle::{KeyState, UpcomingEvent};
+use crate::time::Timestamp;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -416,25 +421,28 @@ fn operator(cli: &Cli) -> Result<(), Fail> {
         match &cli.command {
             Command::Keys { json } => {
                 let r = client.get(&format!("{base}/v1/keys"), Some(&token)).await?;
-                let v = expect_ok(&r)?;
                 if *json {
+                    // The daemon's JSON re-indented, whatever it holds: a
+                    // generic value, not the typed answer.
+                    let v: Value = expect_ok(&r)?;
                     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
                 } else {
-                    print!("{}", keys_table(&v));
+                    let keys: KeysResponse = expect_ok(&r)?;
+                    print!("{}", keys_table(&keys));
                 }
                 Ok(())
             }
             Command::Rotate { alg, force } => {
-                let body = json!({ "alg": alg, "force": force });
+                let body = RotateRequest { alg: alg.clone(), force: *force };
                 let r = client.post_json(&format!("{base}/v1/rotate"), Some(&token), &body).await?;
-                let v = expect_ok(&r)?;
-                for rot in v["rotated"].as_array().into_iter().flatten() {
+                let answer: RotateResponse = expect_ok(&r)?;
+                for rot in &answer.rotated {
                     println!(
                         "{}: {} is active (was {}){}",
-                        rot["alg"].as_str().unwrap_or("?"),
-                        rot["kid"].as_str().unwrap_or("?"),
-                        rot["previous_kid"].as_str().unwrap_or("?"),
-                        if rot["forced"].as_bool() == Some(true) {
+                        rot.alg,
+                        rot.kid,
+                        rot.previous_kid,
+                        if rot.forced {
                             " [forced: unsafe]"
                         } else {
                             ""
@@ -447,17 +455,13 @@ fn operator(cli: &Cli) -> Result<(), Fail> {
                 let r = client
                     .send(hyper::Method::POST, &format!("{base}/v1/keys/{kid}/revoke"), Some(&token), &[], None)
                     .await?;
-                let v = expect_ok(&r)?;
+                let v: Revoked = expect_ok(&r)?;
                 println!(
                     "{} revoked (was {}); it is out of the JWKS now, verifiers drop it when their cache expires",
-                    v["kid"].as_str().unwrap_or(kid),
-                    v["was"].as_str().unwrap_or("?")
+                    v.kid, v.was
                 );
-                if let Some(p) = v["promoted"].as_str() {
+                if let Some(p) = &v.promoted {
                     println!("{p} is the new active key");
-                }
-                if let Some(w) = v["warning"].as_str() {
-                    println!("warning: {w}");
                 }
                 Ok(())
             }
@@ -469,9 +473,9 @@ fn operator(cli: &Cli) -> Result<(), Fail> {
     })
 }
 
-fn expect_ok(r: &Reply) -> Result<Value, Fail> {
+fn expect_ok<T: DeserializeOwned>(r: &Reply) -> Result<T, Fail> {
     if r.status.is_success() {
-        return r.json().ok_or_else(|| {
+        return r.parse().ok_or_else(|| {
             Fail(
                 1,
                 "the daemon answered with something that is not JSON".into(),
@@ -487,11 +491,13 @@ fn expect_ok(r: &Reply) -> Result<Value, Fail> {
 }
 
 /// Renders `GET /v1/keys` as a table.
-pub fn keys_table(v: &Value) -> String {
-    let short = |t: &Value| -> String {
-        t.as_str()
-            .map(|s| s.get(..19).unwrap_or(s).replace('T', " "))
-            .unwrap_or_else(|| "-".into())
+pub fn keys_table(v: &KeysResponse<'_>) -> String {
+    let short = |t: Option<Timestamp>| -> String {
+        t.map(|t| {
+            let s = t.to_rfc3339();
+            s.get(..19).unwrap_or(&s).replace('T', " ")
+        })
+        .unwrap_or_else(|| "-".into())
     };
     let mut out = String::new();
     let _ = writeln!(
@@ -499,46 +505,44 @@ pub fn keys_table(v: &Value) -> String {
         "{:<43}  {:<5}  {:<9}  {:<19}  {:<19}  {:<19}",
         "KID", "ALG", "STATE", "CREATED", "ACTIVATED", "RETIRE-AT"
     );
-    for k in v["keys"].as_array().into_iter().flatten() {
-        let retire = match k["state"].as_str() {
-            Some("retired") | Some("revoked") => k["ended_at"].clone(),
-            _ => k["retire_at"].clone(),
+    for k in &v.keys {
+        let retire = match k.state {
+            KeyState::Retired | KeyState::Revoked => k.ended_at,
+            _ => k.retire_at,
         };
-        let mut state = k["state"].as_str().unwrap_or("?").to_owned();
-        if !k["early_activation"].is_null() {
+        let mut state = k.state.as_str().to_owned();
+        if k.early_activation.is_some() {
             state.push('*');
         }
         let _ = writeln!(
             out,
             "{:<43}  {:<5}  {:<9}  {:<19}  {:<19}  {:<19}",
-            k["kid"].as_str().unwrap_or("?"),
-            k["alg"].as_str().unwrap_or("?"),
+            k.kid.as_str(),
+            k.alg.as_str(),
             state,
-            short(&k["created_at"]),
-            short(&k["activated_at"]),
-            short(&retire),
+            short(Some(k.created_at)),
+            short(k.activated_at),
+            short(retire),
         );
     }
-    let upcoming: Vec<&Value> = v["upcoming"].as_array().into_iter().flatten().collect();
-    if upcoming.is_empty() {
+    if v.upcoming.is_empty() {
         let _ = writeln!(out, "\nnext transition: none scheduled");
     } else {
         let _ = writeln!(out, "\nnext transitions:");
-        for u in upcoming {
-            let what = match u["event"].as_str() {
-                Some("rotation") => "becomes active (scheduled rotation)",
-                Some("rotation_waiting_for_publish_ahead") => {
+        for u in v.upcoming.iter() {
+            let what = match u.event {
+                UpcomingEvent::Rotation => "becomes active (scheduled rotation)",
+                UpcomingEvent::RotationWaitingForPublishAhead => {
                     "becomes active (rotation due, waiting for publish_ahead)"
                 }
-                Some("retire") => "leaves the JWKS (retired)",
-                _ => "?",
+                UpcomingEvent::Retire => "leaves the JWKS (retired)",
             };
             let _ = writeln!(
                 out,
                 "  {}  {:<5}  {}  {}",
-                short(&u["at"]),
-                u["alg"].as_str().unwrap_or("?"),
-                u["kid"].as_str().unwrap_or("?"),
+                short(Some(u.at)),
+                u.alg.as_str(),
+                u.kid.as_str(),
                 what
             );
         }
@@ -548,4 +552,45 @@ pub fn keys_table(v: &Value) -> String {
         "(times in UTC; * = activated before publish_ahead: first key, forced or emergency)"
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEYS: &str = r#"{"version":7,"keys":[
+      {"kid":"active1","alg":"ES256","state":"active","public":{"kty":"EC","crv":"P-256","x":"a","y":"b"},
+       "created_at":"2026-01-01T00:00:00.123Z","published_at":"2026-01-01T00:00:00Z","activated_at":"2026-01-02T10:11:12Z",
+       "retire_at":"2026-03-01T00:00:00Z","early_activation":"bootstrap","transitions":[]},
+      {"kid":"next1","alg":"RS256","state":"next","public":{"kty":"RSA","n":"n","e":"AQAB"},
+       "created_at":"2026-01-05T00:00:00Z","published_at":"2026-01-05T00:00:00Z","transitions":[]},
+      {"kid":"old1","alg":"ES256","state":"revoked","public":{"kty":"EC","crv":"P-256","x":"a","y":"b"},
+       "created_at":"2025-12-01T00:00:00Z","published_at":"2025-12-01T00:00:00Z","retire_at":"2026-02-01T00:00:00Z",
+       "ended_at":"2025-12-24T18:00:00Z","transitions":[]}],
+      "upcoming":[{"at":"2026-02-01T00:00:00Z","alg":"ES256","kid":"next1","event":"rotation"},
+        {"at":"2026-02-02T00:00:00Z","alg":"RS256","kid":"next1","event":"rotation_waiting_for_publish_ahead"},
+        {"at":"2026-03-01T00:00:00Z","alg":"ES256","kid":"active1","event":"retire"}]}"#;
+
+    /// The table as the command line has always printed it (checked
+    /// against the renderer that read the answer as untyped JSON).
+    #[test]
+    fn the_keys_table_is_unchanged() {
+        let keys: KeysResponse = serde_json::from_str(KEYS).unwrap();
+        let expected = [
+            "KID                                          ALG    STATE      CREATED              ACTIVATED            RETIRE-AT          ",
+            "active1                                      ES256  active*    2026-01-01 00:00:00  2026-01-02 10:11:12  2026-03-01 00:00:00",
+            "next1                                        RS256  next       2026-01-05 00:00:00  -                    -                  ",
+            "old1                                         ES256  revoked    2025-12-01 00:00:00  -                    2025-12-24 18:00:00",
+            "",
+            "next transitions:",
+            "  2026-02-01 00:00:00  ES256  next1  becomes active (scheduled rotation)",
+            "  2026-02-02 00:00:00  RS256  next1  becomes active (rotation due, waiting for publish_ahead)",
+            "  2026-03-01 00:00:00  ES256  active1  leaves the JWKS (retired)",
+            "(times in UTC; * = activated before publish_ahead: first key, forced or emergency)",
+        ];
+        assert_eq!(keys_table(&keys), expected.join("\n") + "\n");
+        let empty: KeysResponse =
+            serde_json::from_str(r#"{"version":1,"keys":[],"upcoming":[]}"#).unwrap();
+        assert!(keys_table(&empty).contains("\nnext transition: none scheduled\n"));
+    }
 }

@@ -12,6 +12,8 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::api::ErrorBody;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("invalid URL {0}")]
@@ -35,14 +37,20 @@ impl Reply {
         serde_json::from_slice(&self.body).ok()
     }
 
+    /// The body as one of the API's answers ([`crate::api`]), or `None`
+    /// when it is not that.
+    pub fn parse<'a, T: serde::Deserialize<'a>>(&'a self) -> Option<T> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
     pub fn header(&self, name: impl header::AsHeaderName) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// The `error` of a JSON error body, or the body as text.
     pub fn error_message(&self) -> String {
-        self.json()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        self.parse::<ErrorBody>()
+            .map(|e| e.error.into_owned())
             .unwrap_or_else(|| String::from_utf8_lossy(&self.body).trim().to_owned())
     }
 }
@@ -147,11 +155,11 @@ impl Client {
         self.send(Method::GET, url, bearer, &[], None).await
     }
 
-    pub async fn post_json(
+    pub async fn post_json<T: serde::Serialize + ?Sized>(
         &self,
         url: &str,
         bearer: Option<&str>,
-        body: &serde_json::Value,
+        body: &T,
     ) -> Result<Reply, ClientError> {
         let b = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
         self.send(Method::POST, url, bearer, &[], Some(b)).await

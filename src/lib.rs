@@ -25,8 +25,10 @@
 //!   changes it takes, `policy` the timeline rules, `planner` the functions
 //!   from (state, policy, now) to actions and the next wake-up, `driver` the
 //!   scheduler as a state machine (fed outcomes, polled for work: backoff,
-//!   generations in flight, leadership). No clock, no I/O, no randomness: a
-//!   test holds it to `keys::id` and `time`.
+//!   generations in flight, leadership), `tokens` the lifetime rules of a
+//!   token to sign, `readiness` when the last known keys stop being the
+//!   right ones. No clock, no I/O, no randomness: a test holds it to
+//!   `keys::id` and `time`.
 //! - [`store`]: the durable [`store::KeyStore`] trait; `check` is the one
 //!   consistency check of a loaded state against the private keys held
 //!   (pure); `fs` keeps keys in a directory (atomic writes, lock), `postgres`
@@ -37,13 +39,20 @@
 //! - [`config`]: the YAML configuration, validated, and the policy it sets.
 //! - [`daemon`]: the shell: the scheduler task (the one writer, performing
 //!   what the driver decides), the signing queue, the snapshot readers see,
-//!   start-up and shutdown.
-//! - [`http`]: the hyper server, the public and admin APIs, authentication.
+//!   start-up and shutdown. `handle` is all the HTTP layer sees of it:
+//!   [`daemon::Handle`], a cheap clone with a few methods over the daemon's
+//!   private shared state.
+//! - [`http`]: the hyper server, the public and admin APIs, authentication;
+//!   it renders HTTP (status, headers such as Cache-Control from the
+//!   daemon's max-ages) and maps the core's refusals to answers.
 //! - [`tls`]: rustls configurations for both listeners, reloaded on change.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`api`]: the wire types of both HTTP APIs (requests, answers, error
+//!   bodies), shared by the server, the client and the command line.
 //! - [`cli`] and [`client`]: the command line and the admin API client the
 //!   operator commands use.
 
+pub mod api;
 pub mod cli;
 pub mod client;
 pub mod clock;

@@ -2,8 +2,11 @@
 //! scheduler and both listeners, and shuts down cleanly on SIGTERM/SIGINT.
 //!
 //! - `scheduler`: the single task that changes keys.
+//! - `signing`: the task that signs `/v1/sign`'s tokens in batches.
 //! - `snapshot`: the immutable view the HTTP handlers read.
+//! - `handle`: what the HTTP handlers hold: [`Handle`], over [`Shared`].
 
+pub mod handle;
 pub mod scheduler;
 pub mod signing;
 pub mod snapshot;
@@ -14,15 +17,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use hyper::header::HeaderValue;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::{Clock, SteadyClock, SystemClock, os_monotonic};
 use crate::config::{Config, ConfigSource};
+use crate::http;
 use crate::http::admin::AdminApi;
 use crate::http::auth::{TokenError, Tokens};
-use crate::http::{self, Limits};
+use crate::http::public::PublicApi;
 use crate::keyring::Keyring;
 use crate::keys::Alg;
 use crate::lifecycle::Policy;
@@ -32,30 +35,32 @@ use crate::store::fs::FsStore;
 use crate::store::postgres::PgStore;
 use crate::store::{MasterKey, SealError, StoreError};
 use crate::tls::ReloadingTls;
-pub use snapshot::Snapshot;
+// What the handle's methods take and return.
+pub use handle::{CallError, Handle};
+pub use scheduler::CommandError;
+pub use signing::SignError;
+pub use snapshot::{ActiveKey, Snapshot};
 
-/// What the HTTP handlers share with the scheduler.
+/// What the scheduler, the signing task and the HTTP handlers (through
+/// [`Handle`]) share. Private fields: only the daemon changes them.
 pub struct Shared {
-    pub snapshot: ArcSwapOption<Snapshot>,
+    snapshot: ArcSwapOption<Snapshot>,
     /// Bumped each time a new snapshot is swapped in.
     published: watch::Sender<u64>,
-    pub metrics: Metrics,
-    pub policy: Arc<Policy>,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
-    pub jwks_cache_control: HeaderValue,
-    signing_key_cache_control: HeaderValue,
-    pub commands: mpsc::Sender<scheduler::Command>,
-    pub sign_jobs: mpsc::Sender<signing::SignJob>,
-    pub clock: Arc<dyn Clock>,
+    metrics: Metrics,
+    policy: Arc<Policy>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    commands: mpsc::Sender<scheduler::Command>,
+    sign_jobs: mpsc::Sender<signing::SignJob>,
+    clock: Arc<dyn Clock>,
     /// The daemon's clock, which reports wall-clock jumps.
-    pub steady: Arc<SteadyClock>,
-    pub limits: Limits,
+    steady: Arc<SteadyClock>,
     scheduler_running: AtomicBool,
     lifecycle_error: Mutex<Option<String>>,
     /// Whether other replicas share the store (then only the lease holder
     /// rotates).
-    pub store_shared: bool,
+    store_shared: bool,
     leader_until: Mutex<Option<std::time::Instant>>,
     store_reachable: AtomicBool,
     /// When this replica last read and applied the shared state (a lease
@@ -188,18 +193,6 @@ impl Shared {
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now());
         CommitInFlight(self)
-    }
-
-    /// `Cache-Control` of `/v1/keys/active` now.
-    pub fn signing_key_cache_control(&self) -> HeaderValue {
-        let max_age = self.signing_key_max_age();
-        if max_age == Some(self.policy.signing_key_cache_max_age) {
-            return self.signing_key_cache_control.clone();
-        }
-        match max_age {
-            Some(d) => cache_control("private", d),
-            None => HeaderValue::from_static("no-store"),
-        }
     }
 
     /// Time since this replica last read and applied the shared state.
@@ -464,7 +457,7 @@ impl Options {
 pub struct Running {
     pub public_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    pub shared: Arc<Shared>,
+    pub handle: Handle,
     shutdown: watch::Sender<bool>,
     servers: Vec<tokio::task::JoinHandle<()>>,
     scheduler: tokio::task::JoinHandle<()>,
@@ -514,13 +507,10 @@ impl Shared {
             policy: policy.clone(),
             issuer: config.tokens.issuer.clone(),
             audience: config.tokens.audience.clone(),
-            jwks_cache_control: cache_control("public", policy.jwks_cache_max_age),
-            signing_key_cache_control: cache_control("private", policy.signing_key_cache_max_age),
             commands,
             sign_jobs,
             clock,
             steady,
-            limits: config.http.limits(),
             scheduler_running: AtomicBool::new(false),
             lifecycle_error: Mutex::new(None),
             store_shared,
@@ -699,18 +689,20 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         public_tls.iter().chain(admin_tls.iter()).cloned().collect();
     // Always: without a handler, SIGHUP would end the process.
     tokio::spawn(reload_tls(reloadable, shutdown_rx.clone()));
-    let public_shared = shared.clone();
+    let handle = Handle::new(shared.clone());
+    let public_api = Arc::new(PublicApi::new(handle.clone()));
     let public_task = tokio::spawn(http::serve(
         public,
         limits,
         public_tls.clone(),
         shutdown_rx.clone(),
-        move |req, _peer| http::public::handle(public_shared.clone(), req),
+        move |req, _peer| http::public::handle(public_api.clone(), req),
     ));
     let api = Arc::new(AdminApi::new(
-        shared.clone(),
+        handle.clone(),
         tokens,
         config.admin.allow.clone(),
+        limits,
     ));
     let admin_task = tokio::spawn(http::serve(
         admin,
@@ -730,7 +722,7 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
     Ok(Running {
         public_addr,
         admin_addr,
-        shared,
+        handle,
         shutdown: shutdown_tx,
         servers: vec![public_task, admin_task],
         scheduler,
@@ -848,11 +840,6 @@ async fn reload_tls(listeners: Vec<Arc<ReloadingTls>>, mut shutdown: watch::Rece
     }
 }
 
-fn cache_control(scope: &str, max_age: Duration) -> HeaderValue {
-    HeaderValue::from_str(&format!("{scope}, max-age={}", max_age.as_secs()))
-        .unwrap_or_else(|_| HeaderValue::from_static("no-store"))
-}
-
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match (
@@ -874,6 +861,7 @@ async fn wait_for_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::HeaderValue;
 
     fn shared(store_shared: bool) -> Shared {
         let config = Config::default();
@@ -900,7 +888,7 @@ mod tests {
         let s = shared(false);
         assert_eq!(s.signing_key_max_age(), Some(Duration::from_secs(60)));
         assert_eq!(
-            s.signing_key_cache_control(),
+            http::signing_key_cache_control(s.signing_key_max_age()),
             HeaderValue::from_static("private, max-age=60")
         );
         let guard = s.commit_in_flight();
@@ -908,14 +896,14 @@ mod tests {
         let left = s.signing_key_max_age().unwrap();
         assert!(left <= Duration::from_secs(32) && left > Duration::from_secs(31));
         assert_eq!(
-            s.signing_key_cache_control(),
+            http::signing_key_cache_control(s.signing_key_max_age()),
             HeaderValue::from_static("private, max-age=31")
         );
         assert!(s.not_current().is_none());
         started_ago(&s, Duration::from_secs(63));
         assert_eq!(s.signing_key_max_age(), None);
         assert_eq!(
-            s.signing_key_cache_control(),
+            http::signing_key_cache_control(s.signing_key_max_age()),
             HeaderValue::from_static("no-store")
         );
         assert!(matches!(

@@ -7,10 +7,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+// The answers are wire types; re-exported where they were defined.
+pub use crate::api::{Revoked, Rotated};
 use crate::clock::Clock;
 use crate::daemon::Shared;
 use crate::daemon::snapshot::Snapshot;
@@ -55,23 +56,6 @@ pub enum CommandError {
     Failed(String),
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct Rotated {
-    pub alg: Alg,
-    /// The new active key.
-    pub kid: Kid,
-    pub previous_kid: Kid,
-    pub forced: bool,
-    /// The new next key, committed and published before the answer (absent
-    /// only when its generation failed or took longer than
-    /// [`ROTATE_NEXT_WAIT`]; the rotation itself stands either way).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_kid: Option<Kid>,
-    /// Another replica carried out this very rotation first.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub by_another_replica: bool,
-}
-
 /// How often an operator's rotation is judged again when other replicas
 /// keep committing first.
 const ROTATE_ATTEMPTS: u32 = 3;
@@ -93,17 +77,6 @@ struct PendingRotation {
     reply: oneshot::Sender<Result<Vec<Rotated>, CommandError>>,
     done: Vec<Rotated>,
     until: std::time::Instant,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Revoked {
-    pub kid: Kid,
-    pub alg: Alg,
-    /// The state the key was in.
-    pub was: KeyState,
-    /// The next key promoted in its place, when the active key was revoked.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub promoted: Option<Kid>,
 }
 
 /// What a generation task yields: the keys made for the actions.

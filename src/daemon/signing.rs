@@ -29,6 +29,8 @@ pub struct SignJob {
 pub enum SignError {
     NoActiveKey,
     Failed(Kid, String),
+    /// The signing task is not running (shutting down).
+    Stopped,
 }
 
 pub async fn run(shared: Arc<Shared>, mut jobs: mpsc::Receiver<SignJob>) {

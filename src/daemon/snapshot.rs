@@ -9,12 +9,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use josekit::jws::JwsSigner;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::api::{ActiveKeyResponse, Jwks, NextKeyInfo};
 use crate::keyring::Keyring;
-use crate::keys::{Alg, KeyError, Kid, PrivateJwk, PublishedJwk, SecretBuf};
+use crate::keys::{Alg, KeyError, Kid, PublishedJwk, SecretBuf};
 use crate::lifecycle::{
     KeyState, KeyringState, Policy, Upcoming, UpcomingEvent, earliest_activation, upcoming,
     with_promises,
@@ -41,34 +41,6 @@ pub struct Snapshot {
     pub upcoming: Vec<Upcoming>,
     pub algorithms: Vec<Alg>,
     pub built_at: Timestamp,
-}
-
-#[derive(Serialize)]
-struct Jwks<'a> {
-    keys: Vec<PublishedJwk<'a>>,
-}
-
-#[derive(Serialize)]
-struct NextInfo<'a> {
-    kid: &'a str,
-    /// From when a (safe) rotation may make it active.
-    earliest_activation: String,
-    /// When the schedule will make it active.
-    scheduled_activation: Option<String>,
-}
-
-#[derive(Serialize)]
-struct ActiveResponse<'a> {
-    kid: &'a str,
-    alg: &'static str,
-    /// The private members: `None` only in the ETag's input.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    jwk: Option<PrivateJwk<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pem: Option<&'a str>,
-    activated_at: String,
-    max_token_lifetime_seconds: u64,
-    next: Option<NextInfo<'a>>,
 }
 
 /// Renders the JWK Set: every next, active and retiring key, in a stable
@@ -129,7 +101,7 @@ impl Snapshot {
                             )
                     })
                     .map(|u| u.at.to_rfc3339());
-                NextInfo {
+                NextKeyInfo {
                     kid: n.kid.as_str(),
                     earliest_activation: earliest_activation(&planned, n, policy).to_rfc3339(),
                     scheduled_activation: scheduled,
@@ -140,7 +112,7 @@ impl Snapshot {
             let jwk = key.private_jwk()?;
             let pem = key.pkcs8_pem()?;
             let activated = rec.activated_at.unwrap_or(rec.published_at);
-            let response = ActiveResponse {
+            let response = ActiveKeyResponse {
                 kid: rec.kid.as_str(),
                 alg: alg.as_str(),
                 jwk: Some(jwk),
@@ -162,7 +134,7 @@ impl Snapshot {
             // kid determines (the RFC 7638 thumbprint of the public key,
             // checked at load; one private key per public key). Stable
             // across restarts, unlike a keyed hash under a per-process key.
-            let public_part = ActiveResponse {
+            let public_part = ActiveKeyResponse {
                 jwk: None,
                 pem: None,
                 ..response

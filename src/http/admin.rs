@@ -6,6 +6,7 @@
 // request, so its size does not matter.
 #![allow(clippy::result_large_err)]
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,50 +18,66 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use josekit::jwt::JwtPayload;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::daemon::scheduler::{Command, CommandError, Revoked, Rotated};
-use crate::daemon::signing::{SignError, SignJob};
-use crate::daemon::snapshot::ActiveKey;
-use crate::daemon::{NotCurrent, Shared, Snapshot};
+use crate::api::{
+    KeysResponse, Revoked, RotateRequest, RotateResponse, SignRequest, SignResponse, TooEarly,
+};
+use crate::daemon::{ActiveKey, CallError, CommandError, Handle, NotCurrent, SignError, Snapshot};
 use crate::http::auth::{AuthError, FailureLimiter, Role, Tokens};
 use crate::http::{
-    Body, bytes_response, error, if_none_match, json, method_not_allowed, not_found, read_body,
+    Body, Limits, bytes_response, cache_control, error, if_none_match, json, method_not_allowed,
+    not_found, read_body, signing_key_cache_control,
 };
 use crate::keys::{Alg, Kid};
-use crate::lifecycle::{KeyRecord, RevokeError, RotateError, Upcoming};
-use crate::time::{Timestamp, duration_millis};
+use crate::lifecycle::tokens::{
+    self, Claim, Claimed, Lifetime, Limits as TokenLimits, Refusal as TokenRefusal,
+};
+use crate::lifecycle::{RevokeError, RotateError};
+use crate::time::Timestamp;
 use ipnet::IpNet;
-
-/// How long an operator request waits for the scheduler (RSA-4096
-/// generation can take seconds).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Failed authentications a client may make per minute before it gets
 /// 429: generous for typos, ruinous for guessing 256-bit tokens.
 pub const AUTH_FAILURES_PER_MINUTE: usize = 30;
 
 pub struct AdminApi {
-    pub shared: Arc<Shared>,
+    daemon: Handle,
     pub tokens: Tokens,
     allow: Vec<IpNet>,
     failures: FailureLimiter,
+    limits: Limits,
+    /// `Cache-Control` of `/v1/keys/active` for the configured max-age,
+    /// rendered once: the usual case, served without formatting.
+    signing_key_cache_control: HeaderValue,
 }
 
 impl AdminApi {
-    pub fn new(shared: Arc<Shared>, tokens: Tokens, allow: Vec<IpNet>) -> AdminApi {
+    pub fn new(daemon: Handle, tokens: Tokens, allow: Vec<IpNet>, limits: Limits) -> AdminApi {
+        let signing_key_cache_control =
+            cache_control("private", daemon.policy().signing_key_cache_max_age);
         AdminApi {
-            shared,
+            daemon,
             tokens,
             allow,
             failures: FailureLimiter::new(AUTH_FAILURES_PER_MINUTE, Duration::from_secs(60)),
+            limits,
+            signing_key_cache_control,
         }
     }
 
+    /// `Cache-Control` of `/v1/keys/active` now.
+    fn signing_key_cache_control(&self) -> HeaderValue {
+        let max_age = self.daemon.signing_key_max_age();
+        if max_age == Some(self.daemon.policy().signing_key_cache_max_age) {
+            return self.signing_key_cache_control.clone();
+        }
+        signing_key_cache_control(max_age)
+    }
+
     fn count(&self, status: &str) {
-        self.shared
-            .metrics
+        self.daemon
+            .metrics()
             .auth_failures
             .get_or_create(&crate::metrics::StatusLabels {
                 status: status.into(),
@@ -117,7 +134,7 @@ pub async fn handle(
         return method_not_allowed(allow);
     }
     let needs = match route {
-        Route::Metrics => return metrics(&api.shared),
+        Route::Metrics => return metrics(&api.daemon),
         Route::ActiveKey | Route::Sign => Role::Signer,
         Route::Keys | Route::Rotate | Route::Revoke(_) => Role::Operator,
     };
@@ -155,14 +172,14 @@ pub async fn handle(
         );
     }
     if matches!(route, Route::ActiveKey | Route::Sign)
-        && let Some(why) = api.shared.not_current()
+        && let Some(why) = api.daemon.not_current()
     {
         let message = match why {
             NotCurrent::NotSynced(d) => format!(
                 "this replica has not read the shared key-ring state for {} s ({}): it cannot \
                  confirm its keys are current; use another replica",
                 d.as_secs(),
-                match api.shared.sync_failure() {
+                match api.daemon.sync_failure() {
                     Some(f) if !f.unreachable => "the state cannot be read: see this replica's log",
                     _ => "the store does not answer",
                 }
@@ -180,11 +197,11 @@ pub async fn handle(
         );
     }
     match route {
-        Route::ActiveKey => active_key(&api.shared, &req, role, peer).await,
-        Route::Sign => sign(&api.shared, req).await,
-        Route::Keys => keys(&api.shared),
-        Route::Rotate => rotate(&api.shared, req, peer).await,
-        Route::Revoke(kid) => revoke(&api.shared, req, &kid, peer).await,
+        Route::ActiveKey => active_key(&api, &req, role, peer).await,
+        Route::Sign => sign(&api, req).await,
+        Route::Keys => keys(&api.daemon),
+        Route::Rotate => rotate(&api, req, peer).await,
+        Route::Revoke(kid) => revoke(&api, req, &kid, peer).await,
         Route::Metrics => not_found(),
     }
 }
@@ -208,19 +225,17 @@ fn unauthorized(e: AuthError) -> Response<Body> {
     r
 }
 
-fn snapshot_or_503(shared: &Shared) -> Result<Arc<Snapshot>, Response<Body>> {
-    shared.snapshot.load_full().ok_or_else(|| {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "no keys yet: the store is loading or the first keys are being generated",
-        )
-    })
+fn not_ready() -> Response<Body> {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+        "no keys yet: the store is loading or the first keys are being generated",
+    )
 }
 
-/// Tries of a signature that meets no active key between the wait and the
-/// signing task.
-const SIGN_ATTEMPTS: usize = 3;
+fn snapshot_or_503(daemon: &Handle) -> Result<Arc<Snapshot>, Response<Body>> {
+    Option::clone(&daemon.snapshot()).ok_or_else(not_ready)
+}
 
 fn no_active_key(alg: Alg) -> Response<Body> {
     error(
@@ -233,8 +248,8 @@ fn no_active_key(alg: Alg) -> Response<Body> {
     )
 }
 
-fn pick_alg(shared: &Shared, given: Option<&str>) -> Result<Alg, Response<Body>> {
-    choose_alg(&shared.policy.algorithms, given).map_err(Refusal::response)
+fn pick_alg(daemon: &Handle, given: Option<&str>) -> Result<Alg, Response<Body>> {
+    choose_alg(&daemon.policy().algorithms, given).map_err(Refusal::response)
 }
 
 fn query_param<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
@@ -245,19 +260,19 @@ fn query_param<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
 }
 
 async fn active_key(
-    shared: &Shared,
+    api: &AdminApi,
     req: &Request<Incoming>,
     role: Role,
     peer: SocketAddr,
 ) -> Response<Body> {
-    if let Err(r) = snapshot_or_503(shared) {
-        return r;
+    if api.daemon.snapshot().is_none() {
+        return not_ready();
     }
-    let alg = match pick_alg(shared, query_param(req, "alg")) {
+    let alg = match pick_alg(&api.daemon, query_param(req, "alg")) {
         Ok(a) => a,
         Err(r) => return r,
     };
-    let Some(active) = shared.active_key(alg).await else {
+    let Some(active) = api.daemon.active_key(alg).await else {
         return no_active_key(alg);
     };
     let mut r = if if_none_match(req.headers().get(header::IF_NONE_MATCH), &active.etag) {
@@ -275,7 +290,7 @@ async fn active_key(
         )
     };
     let h = r.headers_mut();
-    h.insert(header::CACHE_CONTROL, shared.signing_key_cache_control());
+    h.insert(header::CACHE_CONTROL, api.signing_key_cache_control());
     if let Ok(v) = HeaderValue::from_str(&active.etag) {
         h.insert(header::ETAG, v);
     }
@@ -320,20 +335,6 @@ pub struct SignRules<'a> {
     pub clock_skew: Duration,
     pub issuer: Option<&'a str>,
     pub audience: Option<&'a str>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SignRequest {
-    #[serde(default)]
-    alg: Option<String>,
-    claims: Value,
-}
-
-#[derive(Serialize)]
-struct SignResponse<'a> {
-    kid: &'a str,
-    token: String,
 }
 
 /// The algorithm a request names, or the only configured one.
@@ -387,49 +388,44 @@ pub fn parse_sign_request(
         ));
     };
     let refuse = |code, msg: String| Refusal::new(StatusCode::UNPROCESSABLE_ENTITY, code, msg);
-    let now_s = now.unix_seconds();
-    let max = duration_millis(rules.max_lifetime) / 1000;
-    let skew = duration_millis(rules.clock_skew) / 1000;
-    let numeric = |name: &str, v: &Value| -> Result<i64, Refusal> {
-        v.as_i64().filter(|n| *n >= 0).ok_or_else(|| {
-            refuse(
-                "invalid_claims",
-                format!("{name} must be a non-negative integer (seconds since the epoch)"),
-            )
-        })
+    // The JSON's form here; the timeline rules in the core.
+    let claim = |name: &str| match claims.get(name) {
+        None => Claim::Absent,
+        Some(v) => v
+            .as_i64()
+            .filter(|n| *n >= 0)
+            .map_or(Claim::Invalid, Claim::Seconds),
     };
-    let iat = match claims.get("iat") {
-        Some(v) => numeric("iat", v)?,
-        None => now_s,
+    let claimed = Claimed {
+        iat: claim("iat"),
+        exp: claim("exp"),
+        nbf: claim("nbf"),
     };
-    if iat > now_s.saturating_add(skew) {
-        return Err(refuse(
+    let limits = TokenLimits {
+        max_lifetime: rules.max_lifetime,
+        clock_skew: rules.clock_skew,
+    };
+    let Lifetime { iat, exp } = tokens::lifetime(claimed, limits, now).map_err(|r| match r {
+        TokenRefusal::NotSeconds(name) => refuse(
+            "invalid_claims",
+            format!("{name} must be a non-negative integer (seconds since the epoch)"),
+        ),
+        TokenRefusal::IatInFuture { iat, now } => refuse(
             "iat_in_future",
-            format!("iat {iat} is in the future (now {now_s})"),
-        ));
-    }
-    let exp = match claims.get("exp") {
-        Some(v) => numeric("exp", v)?,
-        None => iat.saturating_add(max),
-    };
-    if exp <= now_s {
-        return Err(refuse(
+            format!("iat {iat} is in the future (now {now})"),
+        ),
+        TokenRefusal::ExpInPast { exp, now } => refuse(
             "exp_in_past",
-            format!("exp {exp} is not in the future (now {now_s})"),
-        ));
-    }
-    if exp.saturating_sub(iat) > max || exp > now_s.saturating_add(max) {
-        return Err(refuse(
+            format!("exp {exp} is not in the future (now {now})"),
+        ),
+        TokenRefusal::TooLong { max } => refuse(
             "lifetime_too_long",
             format!(
                 "the token would live past tokens.max_lifetime ({max} s): keys are only kept \
                  published that long after they stop signing"
             ),
-        ));
-    }
-    if let Some(v) = claims.get("nbf") {
-        numeric("nbf", v)?;
-    }
+        ),
+    })?;
     claims.insert("iat".into(), iat.into());
     claims.insert("exp".into(), exp.into());
     if !claims.contains_key("jti") {
@@ -454,19 +450,21 @@ pub fn parse_sign_request(
     Ok((alg, payload))
 }
 
-async fn sign(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
-    let body = match read_body(req, &shared.limits).await {
+async fn sign(api: &AdminApi, req: Request<Incoming>) -> Response<Body> {
+    let daemon = &api.daemon;
+    let body = match read_body(req, &api.limits).await {
         Ok(b) => b,
         Err(r) => return r,
     };
+    let policy = daemon.policy();
     let rules = SignRules {
-        algorithms: &shared.policy.algorithms,
-        max_lifetime: shared.policy.max_token_lifetime,
-        clock_skew: shared.policy.clock_skew,
-        issuer: shared.issuer.as_deref(),
-        audience: shared.audience.as_deref(),
+        algorithms: &policy.algorithms,
+        max_lifetime: policy.max_token_lifetime,
+        clock_skew: policy.clock_skew,
+        issuer: daemon.issuer(),
+        audience: daemon.audience(),
     };
-    let (alg, payload) = match parse_sign_request(&body, &rules, shared.clock.now()) {
+    let (alg, payload) = match parse_sign_request(&body, &rules, daemon.now()) {
         Ok(p) => p,
         Err(refusal) => {
             let result = if refusal.status == StatusCode::BAD_REQUEST {
@@ -474,39 +472,17 @@ async fn sign(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             } else {
                 "refused"
             };
-            shared.metrics.sign_result(None, result);
+            daemon.metrics().sign_result(None, result);
             return refusal.response();
         }
     };
-    // No active key: one is being generated (see `Shared::active_key`).
-    // The signing task answers `NoActiveKey` if it went between the two.
-    let mut result = None;
-    for _ in 0..SIGN_ATTEMPTS {
-        if shared.active_key(alg).await.is_none() {
-            result = Some(Err(SignError::NoActiveKey));
-            break;
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let job = SignJob {
-            alg,
-            payload: payload.clone(),
-            reply: tx,
-        };
-        result = match shared.sign_jobs.send(job).await {
-            Ok(()) => rx.await.ok(),
-            Err(_) => None,
-        };
-        if !matches!(result, Some(Err(SignError::NoActiveKey))) {
-            break;
-        }
-    }
-    match result {
-        Some(Ok((kid, token))) => {
-            shared.metrics.sign_result(Some(alg), "ok");
+    match daemon.sign(alg, payload).await {
+        Ok((kid, token)) => {
+            daemon.metrics().sign_result(Some(alg), "ok");
             let mut r = json(
                 StatusCode::OK,
                 &SignResponse {
-                    kid: kid.as_str(),
+                    kid: kid.as_str().into(),
                     token,
                 },
             );
@@ -514,12 +490,12 @@ async fn sign(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
-        Some(Err(SignError::NoActiveKey)) => {
-            shared.metrics.sign_result(Some(alg), "unavailable");
+        Err(SignError::NoActiveKey) => {
+            daemon.metrics().sign_result(Some(alg), "unavailable");
             no_active_key(alg)
         }
-        Some(Err(SignError::Failed(kid, e))) => {
-            shared.metrics.sign_result(Some(alg), "error");
+        Err(SignError::Failed(kid, e)) => {
+            daemon.metrics().sign_result(Some(alg), "error");
             tracing::error!(kid = %kid, error = %e, "signing failed");
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -527,7 +503,7 @@ async fn sign(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
                 "signing failed",
             )
         }
-        None => error(
+        Err(SignError::Stopped) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
             "the signer is not running",
@@ -535,15 +511,8 @@ async fn sign(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     }
 }
 
-#[derive(Serialize)]
-struct KeysResponse<'a> {
-    version: u64,
-    keys: Vec<&'a KeyRecord>,
-    upcoming: &'a [Upcoming],
-}
-
-fn keys(shared: &Shared) -> Response<Body> {
-    let snap = match snapshot_or_503(shared) {
+fn keys(daemon: &Handle) -> Response<Body> {
+    let snap = match snapshot_or_503(daemon) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -556,27 +525,14 @@ fn keys(shared: &Shared) -> Response<Body> {
                 .keys
                 .iter()
                 .chain(snap.state.history.iter().rev())
+                .map(Cow::Borrowed)
                 .collect(),
-            upcoming: &snap.upcoming,
+            upcoming: Cow::Borrowed(&snap.upcoming),
         },
     );
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RotateRequest {
-    #[serde(default)]
-    alg: Option<String>,
-    #[serde(default)]
-    force: bool,
-}
-
-#[derive(Serialize)]
-struct RotateResponse {
-    rotated: Vec<Rotated>,
 }
 
 /// Parses a `/v1/rotate` body (empty means every algorithm, not forced).
@@ -602,56 +558,38 @@ pub fn parse_rotate_request(
     Ok((alg, parsed.force))
 }
 
-async fn send(shared: &Shared, cmd: Command) -> Result<(), Response<Body>> {
-    shared.commands.send(cmd).await.map_err(|_| {
-        error(
+/// The answer to an operator command that got none from the scheduler, or
+/// its refusal.
+fn call_error(e: CallError) -> Response<Body> {
+    match e {
+        CallError::NotRunning => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting_down",
             "the scheduler is not running",
-        )
-    })
-}
-
-async fn rotate(shared: &Shared, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let body = match read_body(req, &shared.limits).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let (alg, force) = match parse_rotate_request(&body, &shared.policy.algorithms) {
-        Ok(p) => p,
-        Err(r) => return r.response(),
-    };
-    tracing::info!(role = "operator", peer = %peer, alg = ?alg, force, "rotation requested");
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    if let Err(r) = send(
-        shared,
-        Command::Rotate {
-            alg,
-            force,
-            reply: tx,
-        },
-    )
-    .await
-    {
-        return r;
-    }
-    match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
-        Ok(Ok(Ok(rotated))) => json(StatusCode::OK, &RotateResponse { rotated }),
-        Ok(Ok(Err(e))) => command_error(e),
-        _ => error(
+        ),
+        CallError::NoAnswer => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "timeout",
             "the scheduler did not answer in time; see the log",
         ),
+        CallError::Refused(e) => command_error(e),
     }
 }
 
-#[derive(Serialize)]
-struct TooEarly {
-    error: String,
-    code: &'static str,
-    earliest_safe_rotation: String,
-    algs: Vec<Alg>,
+async fn rotate(api: &AdminApi, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let body = match read_body(req, &api.limits).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let (alg, force) = match parse_rotate_request(&body, &api.daemon.policy().algorithms) {
+        Ok(p) => p,
+        Err(r) => return r.response(),
+    };
+    tracing::info!(role = "operator", peer = %peer, alg = ?alg, force, "rotation requested");
+    match api.daemon.rotate(alg, force).await {
+        Ok(rotated) => json(StatusCode::OK, &RotateResponse { rotated }),
+        Err(e) => call_error(e),
+    }
 }
 
 fn command_error(e: CommandError) -> Response<Body> {
@@ -666,7 +604,7 @@ fn command_error(e: CommandError) -> Response<Body> {
                 StatusCode::CONFLICT,
                 &TooEarly {
                     error: msg,
-                    code: "too_early",
+                    code: "too_early".into(),
                     earliest_safe_rotation: earliest.to_rfc3339(),
                     algs,
                 },
@@ -695,7 +633,7 @@ fn command_error(e: CommandError) -> Response<Body> {
 }
 
 async fn revoke(
-    shared: &Shared,
+    api: &AdminApi,
     req: Request<Incoming>,
     kid: &str,
     peer: SocketAddr,
@@ -705,28 +643,18 @@ async fn revoke(
         Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_kid", e),
     };
     // The body is not used, but must stay within the limits.
-    if let Err(r) = read_body(req, &shared.limits).await {
+    if let Err(r) = read_body(req, &api.limits).await {
         return r;
     }
     tracing::warn!(role = "operator", peer = %peer, kid = %kid, "revocation requested");
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    if let Err(r) = send(shared, Command::Revoke { kid, reply: tx }).await {
-        return r;
-    }
-    match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
-        Ok(Ok(Ok(revoked))) => json::<Revoked>(StatusCode::OK, &revoked),
-        Ok(Ok(Err(e))) => command_error(e),
-        _ => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            "the scheduler did not answer in time; see the log",
-        ),
+    match api.daemon.revoke(kid).await {
+        Ok(revoked) => json::<Revoked>(StatusCode::OK, &revoked),
+        Err(e) => call_error(e),
     }
 }
 
-fn metrics(shared: &Shared) -> Response<Body> {
-    shared.refresh_gauges();
-    let mut r = Response::new(Body::new(Bytes::from(shared.metrics.encode())));
+fn metrics(daemon: &Handle) -> Response<Body> {
+    let mut r = Response::new(Body::new(Bytes::from(daemon.encode_metrics())));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(crate::metrics::Metrics::CONTENT_TYPE),

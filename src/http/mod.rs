@@ -27,6 +27,8 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
+
+use crate::api::ErrorBody;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Sleep;
@@ -371,24 +373,33 @@ pub fn bytes_response(status: StatusCode, body: Bytes) -> Response<Body> {
     r
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    code: &'a str,
-}
-
 /// `{"error": message, "code": code}` with `status`.
 pub fn error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response<Body> {
     let mut r = json(
         status,
         &ErrorBody {
-            error: &message.to_string(),
-            code,
+            error: message.to_string().into(),
+            code: code.into(),
         },
     );
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+/// `Cache-Control: {scope}, max-age=...` for `max_age`.
+pub fn cache_control(scope: &str, max_age: Duration) -> HeaderValue {
+    HeaderValue::from_str(&format!("{scope}, max-age={}", max_age.as_secs()))
+        .unwrap_or_else(|_| HeaderValue::from_static("no-store"))
+}
+
+/// `Cache-Control` of `/v1/keys/active` for the daemon's
+/// `signing_key_max_age()`: `None` means the key must not be kept.
+pub fn signing_key_cache_control(max_age: Option<Duration>) -> HeaderValue {
+    match max_age {
+        Some(d) => cache_control("private", d),
+        None => HeaderValue::from_static("no-store"),
+    }
 }
 
 pub fn not_found() -> Response<Body> {

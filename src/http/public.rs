@@ -6,33 +6,51 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use serde::Serialize;
 
-use crate::daemon::Shared;
+use crate::api::{Health, Readiness};
+use crate::daemon::Handle;
 use crate::http::{
-    Body, bytes_response, error, if_none_match, json, method_not_allowed, not_found,
+    Body, bytes_response, cache_control, error, if_none_match, json, method_not_allowed, not_found,
 };
+use crate::lifecycle::readiness::overdue_rotations;
 
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+/// The public listener's state: the daemon handle and the JWKS
+/// `Cache-Control`, rendered once (it only depends on the configuration).
+pub struct PublicApi {
+    daemon: Handle,
+    jwks_cache_control: HeaderValue,
+}
+
+impl PublicApi {
+    pub fn new(daemon: Handle) -> PublicApi {
+        let jwks_cache_control = cache_control("public", daemon.policy().jwks_cache_max_age);
+        PublicApi {
+            daemon,
+            jwks_cache_control,
+        }
+    }
+}
+
+pub async fn handle(api: Arc<PublicApi>, req: Request<Incoming>) -> Response<Body> {
     let get_or_head = matches!(*req.method(), Method::GET | Method::HEAD);
     match req.uri().path() {
-        JWKS_PATH if get_or_head => jwks(&shared, &req),
-        "/healthz" if get_or_head => json(StatusCode::OK, &Health { status: "alive" }),
-        "/readyz" if get_or_head => readiness(&shared),
+        JWKS_PATH if get_or_head => jwks(&api, &req),
+        "/healthz" if get_or_head => json(
+            StatusCode::OK,
+            &Health {
+                status: "alive".into(),
+            },
+        ),
+        "/readyz" if get_or_head => readiness(&api.daemon),
         JWKS_PATH | "/healthz" | "/readyz" => method_not_allowed("GET, HEAD"),
         _ => not_found(),
     }
 }
 
-#[derive(Serialize)]
-struct Health {
-    status: &'static str,
-}
-
-fn jwks(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
-    let guard = shared.snapshot.load();
+fn jwks(api: &PublicApi, req: &Request<Incoming>) -> Response<Body> {
+    let guard = api.daemon.snapshot();
     let Some(snap) = guard.as_ref() else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -41,42 +59,30 @@ fn jwks(shared: &Shared, req: &Request<Incoming>) -> Response<Body> {
         );
     };
     let mut resp = if if_none_match(req.headers().get(header::IF_NONE_MATCH), &snap.jwks_etag) {
-        shared.metrics.jwks_304.inc();
+        api.daemon.metrics().jwks_304.inc();
         let mut r = Response::new(Body::default());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        shared.metrics.jwks_200.inc();
+        api.daemon.metrics().jwks_200.inc();
         bytes_response(StatusCode::OK, snap.jwks_body.clone())
     };
     let h = resp.headers_mut();
     h.insert(header::ETAG, snap.jwks_etag_header.clone());
-    h.insert(header::CACHE_CONTROL, shared.jwks_cache_control.clone());
+    h.insert(header::CACHE_CONTROL, api.jwks_cache_control.clone());
     resp
 }
 
-#[derive(Serialize)]
-struct Readiness {
-    ready: bool,
-    reasons: Vec<String>,
-    /// Whether the last lifecycle step failed (details only in the log and
-    /// the metrics: this listener is public).
-    lifecycle_failing: bool,
-    /// Whether the key store answers; while it does not, the last known
-    /// keys are served.
-    store_reachable: bool,
-}
-
-fn readiness(shared: &Shared) -> Response<Body> {
+fn readiness(daemon: &Handle) -> Response<Body> {
     let mut reasons = Vec::new();
-    let guard = shared.snapshot.load();
+    let guard = daemon.snapshot();
     match guard.as_ref() {
         None => reasons.push("no keys yet: store loading or first keys being generated".to_owned()),
         Some(s) => {
             for alg in s.missing_active() {
                 reasons.push(format!("{alg} has no active key"));
             }
-            let failure = shared.sync_failure();
+            let failure = daemon.sync_failure();
             if let Some(f) = &failure
                 && !f.unreachable
             {
@@ -87,16 +93,14 @@ fn readiness(shared: &Shared) -> Response<Body> {
                         .to_owned(),
                 );
             }
-            if let Some(why) = shared.not_current() {
+            if let Some(why) = daemon.not_current() {
                 reasons.push(why.to_string());
             }
             // The last known keys are served while they are still the
             // right ones: until a scheduled rotation is overdue.
             if failure.is_some() {
-                let now = shared.clock.now();
-                for u in s.upcoming.iter().filter(|u| {
-                    u.at < now && !matches!(u.event, crate::lifecycle::UpcomingEvent::Retire)
-                }) {
+                let now = daemon.now();
+                for u in overdue_rotations(&s.upcoming, now) {
                     reasons.push(format!(
                         "shared state not current and the {} rotation due at {} is overdue",
                         u.alg, u.at
@@ -105,7 +109,7 @@ fn readiness(shared: &Shared) -> Response<Body> {
             }
         }
     }
-    if !shared.scheduler_running() {
+    if !daemon.scheduler_running() {
         reasons.push("scheduler not running".to_owned());
     }
     let body = Readiness {
@@ -113,8 +117,8 @@ fn readiness(shared: &Shared) -> Response<Body> {
         reasons,
         // A failing rotation does not make jwksd unready while the current
         // keys still serve; it is reported here and in the metrics.
-        lifecycle_failing: shared.lifecycle_error().is_some(),
-        store_reachable: shared.store_reachable(),
+        lifecycle_failing: daemon.lifecycle_failing(),
+        store_reachable: daemon.store_reachable(),
     };
     let status = if body.ready {
         StatusCode::OK

@@ -1,10 +1,14 @@
-//! The key lifecycle: plain state, the timeline policy, and the pure planner.
+//! The key lifecycle: plain state, the timeline policy, the pure planner,
+//! and the timeline rules the HTTP layer applies (token lifetimes,
+//! readiness).
 
 pub mod action;
 pub mod driver;
 pub mod planner;
 pub mod policy;
+pub mod readiness;
 pub mod state;
+pub mod tokens;
 
 pub use action::Action;
 pub use driver::{Committed, Driver, Synced, Work};

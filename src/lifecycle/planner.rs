@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::keys::id::{Alg, Kid};
 pub use crate::lifecycle::action::Action;
@@ -17,7 +17,7 @@ use crate::lifecycle::state::{
 use crate::time::{Timestamp, format_duration};
 
 /// What is due next, for the scheduler's wake-up and for operators.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Upcoming {
     pub at: Timestamp,
     pub alg: Alg,
@@ -25,7 +25,7 @@ pub struct Upcoming {
     pub event: UpcomingEvent,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UpcomingEvent {
     /// The scheduled rotation: `kid` (the next key) becomes active.

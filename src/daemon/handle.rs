@@ -1,0 +1,179 @@
+//! The handle the HTTP layer holds on the daemon: a cheap clone over the
+//! private shared state, with the few things a request needs (the
+//! snapshot, signing, operator commands, readiness facts, metrics). The
+//! channels, locks and clocks behind it stay the daemon's own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::Guard;
+use josekit::jwt::JwtPayload;
+use tokio::sync::oneshot;
+
+use crate::api::{Revoked, Rotated};
+use crate::daemon::scheduler::{Command, CommandError};
+use crate::daemon::signing::{SignError, SignJob};
+use crate::daemon::snapshot::{ActiveKey, Snapshot};
+use crate::daemon::{NotCurrent, Shared, SyncFailure};
+use crate::keys::{Alg, Kid};
+use crate::lifecycle::Policy;
+use crate::metrics::Metrics;
+use crate::time::Timestamp;
+
+/// How long an operator request waits for the scheduler (RSA-4096
+/// generation can take seconds).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Tries of a signature that meets no active key between the wait and the
+/// signing task.
+const SIGN_ATTEMPTS: usize = 3;
+
+/// Why an operator command got no answer of its own.
+#[derive(Debug)]
+pub enum CallError {
+    /// The scheduler is not running (shutting down).
+    NotRunning,
+    /// The scheduler did not answer within the command timeout.
+    NoAnswer,
+    /// The scheduler refused or failed it.
+    Refused(CommandError),
+}
+
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Handle {
+    pub(super) fn new(shared: Arc<Shared>) -> Handle {
+        Handle { shared }
+    }
+
+    /// The current snapshot, if the first one is built. A guard rather
+    /// than an `Arc`: the JWKS path then touches no shared counter.
+    pub fn snapshot(&self) -> Guard<Option<Arc<Snapshot>>> {
+        self.shared.snapshot.load()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// The timeline settings (algorithms, token lifetime, cache max-ages).
+    pub fn policy(&self) -> &Policy {
+        &self.shared.policy
+    }
+
+    /// `tokens.issuer`, filled into tokens that do not name one.
+    pub fn issuer(&self) -> Option<&str> {
+        self.shared.issuer.as_deref()
+    }
+
+    /// `tokens.audience`, filled into tokens that do not name one.
+    pub fn audience(&self) -> Option<&str> {
+        self.shared.audience.as_deref()
+    }
+
+    /// The daemon's time.
+    pub fn now(&self) -> Timestamp {
+        self.shared.clock.now()
+    }
+
+    /// The active key of `alg`, waiting for one being generated: see
+    /// [`Shared::active_key`].
+    pub async fn active_key(&self, alg: Alg) -> Option<Arc<ActiveKey>> {
+        self.shared.active_key(alg).await
+    }
+
+    /// Signs `payload` with the active key of `alg` on the signing task.
+    pub async fn sign(&self, alg: Alg, payload: JwtPayload) -> Result<(Kid, String), SignError> {
+        let shared = &self.shared;
+        // No active key: one is being generated (see `Shared::active_key`).
+        // The signing task answers `NoActiveKey` if it went between the two.
+        let mut result = Err(SignError::Stopped);
+        for _ in 0..SIGN_ATTEMPTS {
+            if shared.active_key(alg).await.is_none() {
+                return Err(SignError::NoActiveKey);
+            }
+            let (tx, rx) = oneshot::channel();
+            let job = SignJob {
+                alg,
+                payload: payload.clone(),
+                reply: tx,
+            };
+            result = match shared.sign_jobs.send(job).await {
+                Ok(()) => rx.await.unwrap_or(Err(SignError::Stopped)),
+                Err(_) => Err(SignError::Stopped),
+            };
+            if !matches!(result, Err(SignError::NoActiveKey)) {
+                break;
+            }
+        }
+        result
+    }
+
+    /// Asks the scheduler to rotate `alg` (every algorithm when `None`).
+    pub async fn rotate(&self, alg: Option<Alg>, force: bool) -> Result<Vec<Rotated>, CallError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Rotate { alg, force, reply }, rx)
+            .await
+    }
+
+    /// Asks the scheduler to revoke `kid`.
+    pub async fn revoke(&self, kid: Kid) -> Result<Revoked, CallError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Revoke { kid, reply }, rx).await
+    }
+
+    async fn command<T>(
+        &self,
+        cmd: Command,
+        rx: oneshot::Receiver<Result<T, CommandError>>,
+    ) -> Result<T, CallError> {
+        self.shared
+            .commands
+            .send(cmd)
+            .await
+            .map_err(|_| CallError::NotRunning)?;
+        match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r.map_err(CallError::Refused),
+            _ => Err(CallError::NoAnswer),
+        }
+    }
+
+    /// Why the keys held may not be used now, when they may not.
+    pub fn not_current(&self) -> Option<NotCurrent> {
+        self.shared.not_current()
+    }
+
+    /// Why the shared state cannot be read, while it cannot.
+    pub fn sync_failure(&self) -> Option<SyncFailure> {
+        self.shared.sync_failure()
+    }
+
+    /// The max-age to serve the active key with now; `None`: do not serve
+    /// it (see [`Shared::signing_key_max_age`]).
+    pub fn signing_key_max_age(&self) -> Option<Duration> {
+        self.shared.signing_key_max_age()
+    }
+
+    pub fn scheduler_running(&self) -> bool {
+        self.shared.scheduler_running()
+    }
+
+    /// Whether the last lifecycle step failed (the error is in the log).
+    pub fn lifecycle_failing(&self) -> bool {
+        self.shared.lifecycle_error().is_some()
+    }
+
+    pub fn store_reachable(&self) -> bool {
+        self.shared.store_reachable()
+    }
+
+    /// The metrics in the Prometheus text format, time-based gauges
+    /// brought up to date first.
+    pub fn encode_metrics(&self) -> String {
+        self.shared.refresh_gauges();
+        self.shared.metrics.encode()
+    }
+}
