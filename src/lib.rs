@@ -25,7 +25,10 @@
 //!   `seal` encrypts private keys at rest under a master key.
 //! - [`keyring`]: the key ring in memory and where actions are carried out
 //!   (generate, stage, commit).
-//! - [`config`]: the YAML configuration, validated, and the policy it sets.
+//! - [`config`]: the YAML configuration, validated, and the policy it sets:
+//!   `schema` the structs and their defaults (the one source of them),
+//!   `duration` durations with units, `locate` the line of a field for
+//!   errors, `validate` the checks, `describe` check-config's account.
 //! - [`daemon`]: the shell: the scheduler (the one writer), the signing
 //!   queue, the snapshot readers see, start-up and shutdown.
 //! - [`http`]: the hyper server, the public and admin APIs, authentication.
