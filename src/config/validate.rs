@@ -1,55 +1,90 @@
-//! Validation: what a configuration must satisfy beyond its types.
+//! Validation: what a configuration must satisfy beyond its types. Every
+//! problem names its field as a YAML path (data, not text), which the parser
+//! turns into the field's line.
 
+use std::fmt;
 use std::time::Duration;
 
 use super::locate::Text;
 use super::{Config, ConfigError};
-use crate::lifecycle::{PolicyError, Schedule};
+use crate::lifecycle::Schedule;
 use crate::time::Timestamp;
 
+/// A refused setting: the field, as its YAML path, and what is wrong.
+#[derive(Debug)]
+pub(super) struct Invalid {
+    pub(super) path: &'static [&'static str],
+    pub(super) message: String,
+}
+
+fn invalid(path: &'static [&'static str], message: impl fmt::Display) -> Invalid {
+    Invalid {
+        path,
+        message: message.to_string(),
+    }
+}
+
 impl Config {
+    /// Checks the configuration against `text`'s lines; returns the policy's
+    /// warnings.
     pub(super) fn validate(
         &self,
         text: &Text<'_>,
         now: Timestamp,
     ) -> Result<Vec<String>, ConfigError> {
+        self.check(now).map_err(|e| text.error(e.path, e.message))
+    }
+
+    /// Every rule a configuration must keep; the policy's own rules
+    /// ([`crate::lifecycle::Policy::validate`]) are applied here, once, and
+    /// their errors placed with [`crate::lifecycle::PolicyError::config_path`].
+    fn check(&self, now: Timestamp) -> Result<Vec<String>, Invalid> {
         if self.rotation.schedule.is_some() && self.rotation.every.is_some() {
-            return Err(text.error(
+            return Err(invalid(
                 &["rotation"],
                 "set either schedule (cron) or every (a duration), not both",
             ));
         }
         let h = &self.http;
-        for (field, zero) in [
-            ("header_read_timeout", h.header_read_timeout.0.is_zero()),
-            ("body_read_timeout", h.body_read_timeout.0.is_zero()),
-            ("write_timeout", h.write_timeout.0.is_zero()),
-            ("max_connections", h.max_connections == 0),
+        for (path, zero) in [
             (
-                "max_connections_per_client",
+                &["http", "header_read_timeout"],
+                h.header_read_timeout.0.is_zero(),
+            ),
+            (
+                &["http", "body_read_timeout"],
+                h.body_read_timeout.0.is_zero(),
+            ),
+            (&["http", "write_timeout"], h.write_timeout.0.is_zero()),
+            (&["http", "max_connections"], h.max_connections == 0),
+            (
+                &["http", "max_connections_per_client"],
                 h.max_connections_per_client == 0,
             ),
         ] {
             if zero {
-                return Err(text.error(&["http", field], "must be greater than zero"));
+                return Err(invalid(path, "must be greater than zero"));
             }
         }
-        for (field, n) in [
-            ("max_connections", h.max_connections),
-            ("max_connections_per_client", h.max_connections_per_client),
+        for (path, n) in [
+            (&["http", "max_connections"], h.max_connections),
+            (
+                &["http", "max_connections_per_client"],
+                h.max_connections_per_client,
+            ),
         ] {
             if n > 1_000_000 {
-                return Err(text.error(&["http", field], "expected at most 1000000"));
+                return Err(invalid(path, "expected at most 1000000"));
             }
         }
         if !(1024..=16 << 20).contains(&h.max_body_bytes) {
-            return Err(text.error(
+            return Err(invalid(
                 &["http", "max_body_bytes"],
                 "expected 1024 to 16777216 bytes",
             ));
         }
         if !(8192..=1 << 20).contains(&h.max_header_bytes) {
-            return Err(text.error(
+            return Err(invalid(
                 &["http", "max_header_bytes"],
                 "expected 8192 to 1048576 bytes",
             ));
@@ -60,7 +95,7 @@ impl Config {
             .as_ref()
             .is_some_and(|t| t.client_ca_file.is_some())
         {
-            return Err(text.error(
+            return Err(invalid(
                 &["tls", "public", "client_ca_file"],
                 "the public listener serves every verifier: client certificates belong on the \
                  admin listener",
@@ -68,71 +103,53 @@ impl Config {
         }
         if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&self.store.leader_lease.0)
         {
-            return Err(text.error(&["store", "leader_lease"], "expected 1s to 10m"));
+            return Err(invalid(&["store", "leader_lease"], "expected 1s to 10m"));
         }
         if self.store.poll_interval.0.is_zero() {
-            return Err(text.error(&["store", "poll_interval"], "must be greater than zero"));
+            return Err(invalid(
+                &["store", "poll_interval"],
+                "must be greater than zero",
+            ));
         }
         if self.store_url().is_some() && self.store.poll_interval.0 > self.tokens.clock_skew.0 {
             // A replica learns of a new next key up to poll_interval after
             // it was committed, and serves the JWK Set without it meanwhile:
             // publish_ahead counts tokens.clock_skew for that. (The retention
             // counts it explicitly: Policy::propagation.)
-            return Err(text.error(
+            return Err(invalid(
                 &["store", "poll_interval"],
                 "must not exceed tokens.clock_skew with a shared store",
             ));
         }
         if self.listen.public == self.listen.admin && self.listen.public.port() != 0 {
-            return Err(text.error(
+            return Err(invalid(
                 &["listen", "admin"],
                 "the admin listener must not share the public listener's address",
             ));
         }
         if self.operator_token_file() == self.signer_token_file() {
-            return Err(text.error(
+            return Err(invalid(
                 &["admin", "signer_token_file"],
                 "the signer and operator tokens need two different files",
             ));
         }
-        for (field, v) in [
-            ("issuer", &self.tokens.issuer),
-            ("audience", &self.tokens.audience),
+        for (path, v) in [
+            (&["tokens", "issuer"], &self.tokens.issuer),
+            (&["tokens", "audience"], &self.tokens.audience),
         ] {
             if v.as_deref().is_some_and(str::is_empty) {
-                return Err(text.error(
-                    &["tokens", field],
-                    "must not be empty; leave it out instead",
-                ));
+                return Err(invalid(path, "must not be empty; leave it out instead"));
             }
         }
         if let Some(expr) = &self.rotation.schedule
             && let Err(e) = Schedule::cron(expr)
         {
-            return Err(text.error(&["rotation", "schedule"], e));
+            return Err(invalid(&["rotation", "schedule"], e));
         }
         let policy = self.policy_unchecked(now);
-        policy.validate(now).map_err(|e| {
-            let path: &[&str] = match &e {
-                PolicyError::CronFields { .. }
-                | PolicyError::CronInvalid { .. }
-                | PolicyError::CronNeverFires(_) => &["rotation", "schedule"],
-                PolicyError::PeriodTooShort { .. } => {
-                    if self.rotation.every.is_some() {
-                        &["rotation", "every"]
-                    } else {
-                        &["rotation", "schedule"]
-                    }
-                }
-                PolicyError::PublishAheadTooShort { .. } => &["jwks", "publish_ahead"],
-                PolicyError::Zero { field } => {
-                    return text.error(&field.split('.').collect::<Vec<_>>(), &e);
-                }
-                PolicyError::NoAlgorithms | PolicyError::DuplicateAlg(_) => &["algorithms"],
-                PolicyError::RsaBits(_) => &["rsa_bits"],
-            };
-            text.error(path, &e)
-        })
+        policy
+            .validate(now)
+            .map_err(|e| invalid(e.config_path(&policy.schedule), e))
     }
 }
 
@@ -196,6 +213,33 @@ mod tests {
         ] {
             let e = parse(yaml).unwrap_err();
             assert!(e.contains(field), "{yaml:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn policy_errors_point_at_their_field_and_line() {
+        for (yaml, want) in [
+            (
+                "tokens:\n  max_lifetime: 0s\n",
+                "configuration test.yaml: tokens.max_lifetime (line 2): tokens.max_lifetime must be greater \
+                 than zero",
+            ),
+            (
+                "rotation:\n  every: 0s\n",
+                "configuration test.yaml: rotation.every (line 2): rotation.every must be greater than zero",
+            ),
+            (
+                "algorithms: []\n",
+                "configuration test.yaml: algorithms (line 1): algorithms is empty: configure ES256, RS256 or \
+                 both",
+            ),
+            (
+                "rsa_bits: 1024\n",
+                "configuration test.yaml: rsa_bits (line 1): rsa_bits 1024 is not supported: expected 2048, \
+                 3072 or 4096",
+            ),
+        ] {
+            assert_eq!(parse(yaml).unwrap_err(), want, "{yaml:?}");
         }
     }
 }
