@@ -261,6 +261,23 @@ mod tests {
         let e = parse("").unwrap();
         assert_eq!(e.listen.public, c.listen.public);
         assert_eq!(format!("{:?}", e.policy(now()).unwrap()), format!("{dp:?}"));
+        // Field for field: the file and the Default impls are one set of
+        // defaults, and http::Limits takes its defaults from them.
+        assert_eq!(c, d);
+        assert_eq!(e, d);
+        assert_eq!(parse("rotation: {}\n").unwrap(), d);
+        assert_eq!(
+            format!("{:?}", crate::http::Limits::default()),
+            format!("{:?}", c.http.limits())
+        );
+    }
+
+    #[test]
+    fn rotation_every_alone_leaves_the_schedule_unset() {
+        let c = parse("rotation:\n  every: 24h\n").unwrap();
+        assert!(c.rotation.schedule.is_none());
+        let e = parse("rotation: 5\n").unwrap_err();
+        assert!(e.contains("expected struct Rotation at line 1"), "{e}");
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! The configuration's schema: the serde structs and their defaults.
+//! The configuration's schema: the serde structs and their defaults, the one
+//! source of them (`config/jwksd.yaml` restates them, and a test holds the
+//! two equal; `http::Limits` takes its defaults from [`Http`]).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -10,7 +12,7 @@ use serde::Deserialize;
 use super::HumanDuration;
 use crate::keys::Alg;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub keys_dir: PathBuf,
@@ -30,7 +32,7 @@ pub struct Config {
 }
 
 /// Where keys live when several replicas share them.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Store {
     /// PostgreSQL connection string (URL or key=value); `JWKSD_STORE_URL`
@@ -54,7 +56,7 @@ impl Default for Store {
 }
 
 /// A connection string, which may hold a password: never printed.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(transparent)]
 pub struct ConnectionString(pub String);
 
@@ -65,7 +67,7 @@ impl fmt::Debug for ConnectionString {
 }
 
 /// TLS per listener; a listener without it speaks plain HTTP.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tls {
     pub public: Option<crate::tls::TlsFiles>,
@@ -141,15 +143,47 @@ impl Default for Log {
     }
 }
 
-/// Exactly one of the two may be set; neither means [`DEFAULT_SCHEDULE`].
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// Exactly one of the two may be set. A file that sets neither gets the
+/// default, [`DEFAULT_SCHEDULE`], so that the defaults and an empty
+/// `rotation` agree; setting `every` alone leaves `schedule` unset.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(from = "RotationFields")]
 pub struct Rotation {
     pub schedule: Option<String>,
     pub every: Option<HumanDuration>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation {
+            schedule: Some(DEFAULT_SCHEDULE.to_owned()),
+            every: None,
+        }
+    }
+}
+
+/// `rotation` as written, before the default schedule fills an empty one.
+#[derive(Default, Deserialize)]
+// Errors name the type it becomes: "expected struct Rotation".
+#[serde(expecting = "struct Rotation", deny_unknown_fields, default)]
+struct RotationFields {
+    schedule: Option<String>,
+    every: Option<HumanDuration>,
+}
+
+impl From<RotationFields> for Rotation {
+    fn from(r: RotationFields) -> Rotation {
+        match r {
+            RotationFields {
+                schedule: None,
+                every: None,
+            } => Rotation::default(),
+            RotationFields { schedule, every } => Rotation { schedule, every },
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tokens {
     pub max_lifetime: HumanDuration,
@@ -158,27 +192,27 @@ pub struct Tokens {
     pub audience: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Jwks {
     pub cache_max_age: HumanDuration,
     pub publish_ahead: Option<HumanDuration>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SigningKey {
     pub cache_max_age: HumanDuration,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Listen {
     pub public: SocketAddr,
     pub admin: SocketAddr,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
     /// Default: `<keys_dir>/operator.token`.
@@ -190,7 +224,7 @@ pub struct Admin {
 }
 
 /// Limits both listeners apply to every connection.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Http {
     /// Time to send a request's headers; also closes idle keep-alive
@@ -211,18 +245,18 @@ pub struct Http {
     pub shutdown_grace: HumanDuration,
 }
 
+/// The source of [`crate::http::Limits::default`] too.
 impl Default for Http {
     fn default() -> Self {
-        let l = crate::http::Limits::default();
         Http {
-            header_read_timeout: HumanDuration(l.header_read_timeout),
-            body_read_timeout: HumanDuration(l.body_read_timeout),
-            max_body_bytes: l.max_body_bytes,
-            max_header_bytes: l.max_header_bytes,
-            max_connections: l.max_connections,
-            max_connections_per_client: l.max_connections_per_client,
-            write_timeout: HumanDuration(l.write_timeout),
-            shutdown_grace: HumanDuration(l.shutdown_grace),
+            header_read_timeout: HumanDuration(Duration::from_secs(10)),
+            body_read_timeout: HumanDuration(Duration::from_secs(10)),
+            max_body_bytes: 64 * 1024,
+            max_header_bytes: 16 * 1024,
+            max_connections: 4096,
+            max_connections_per_client: 64,
+            write_timeout: HumanDuration(Duration::from_secs(10)),
+            shutdown_grace: HumanDuration(Duration::from_secs(10)),
         }
     }
 }
@@ -242,7 +276,7 @@ impl Http {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
     pub format: LogFormat,
