@@ -6,11 +6,13 @@
 //! expected.
 //!
 //! Split by concern: `schema` (the structs and their defaults), `duration`,
-//! `locate` (lines for errors), `validate`, `describe`; this file reads and
+//! `locate` (lines for errors), `validate`, `describe`, `env` (every
+//! `JWKSD_*` variable); this file reads and
 //! parses, and turns a configuration into its policy.
 
 mod describe;
 mod duration;
+pub mod env;
 mod locate;
 mod schema;
 mod validate;
@@ -70,10 +72,7 @@ impl fmt::Display for ConfigSource {
 impl Config {
     /// The PostgreSQL store's connection string, if one is configured.
     pub fn store_url(&self) -> Option<String> {
-        std::env::var("JWKSD_STORE_URL")
-            .ok()
-            .filter(|v| !v.is_empty())
-            .or_else(|| self.store.postgres.as_ref().map(|c| c.0.clone()))
+        env::store_url(self)
     }
 }
 
@@ -108,9 +107,7 @@ impl Config {
         explicit: Option<&Path>,
         now: Timestamp,
     ) -> Result<(Config, ConfigSource, Vec<String>), ConfigError> {
-        let env = std::env::var_os("JWKSD_CONFIG")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from);
+        let env = env::config_file();
         let path = match (explicit, env) {
             (Some(p), _) => Some(p.to_owned()),
             (None, Some(p)) => Some(p),
