@@ -142,14 +142,16 @@ impl Config {
             .unwrap_or_else(|| self.keys_dir.join("signer.token"))
     }
 
-    /// The timeline policy this configuration sets.
+    /// The timeline policy this configuration sets, once it keeps every
+    /// rule: validation (`validate.rs`) is the one place they are checked,
+    /// for a configuration parsed or built in code alike.
     pub fn policy(&self, now: Timestamp) -> Result<Policy, ConfigError> {
-        let p = self.policy_unchecked(now);
-        p.validate(now).map_err(|e| ConfigError::Invalid {
-            source_name: "configuration".into(),
-            message: e.to_string(),
-        })?;
-        Ok(p)
+        self.check(now)
+            .map(|(policy, _)| policy)
+            .map_err(|e| ConfigError::Invalid {
+                source_name: "configuration".into(),
+                message: e.without_line(),
+            })
     }
 
     pub(super) fn policy_unchecked(&self, _now: Timestamp) -> Policy {

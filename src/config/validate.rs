@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::locate::Text;
 use super::{Config, ConfigError};
-use crate::lifecycle::Schedule;
+use crate::lifecycle::{Policy, Schedule};
 use crate::time::Timestamp;
 
 /// A refused setting: the field, as its YAML path, and what is wrong.
@@ -15,12 +15,26 @@ use crate::time::Timestamp;
 pub(super) struct Invalid {
     pub(super) path: &'static [&'static str],
     pub(super) message: String,
+    /// The message names the field itself (the policy's do).
+    names_field: bool,
+}
+
+impl Invalid {
+    /// The message where there is no text to find the line in.
+    pub(super) fn without_line(self) -> String {
+        if self.names_field {
+            self.message
+        } else {
+            format!("{}: {}", self.path.join("."), self.message)
+        }
+    }
 }
 
 fn invalid(path: &'static [&'static str], message: impl fmt::Display) -> Invalid {
     Invalid {
         path,
         message: message.to_string(),
+        names_field: false,
     }
 }
 
@@ -32,13 +46,16 @@ impl Config {
         text: &Text<'_>,
         now: Timestamp,
     ) -> Result<Vec<String>, ConfigError> {
-        self.check(now).map_err(|e| text.error(e.path, e.message))
+        self.check(now)
+            .map(|(_, warnings)| warnings)
+            .map_err(|e| text.error(e.path, e.message))
     }
 
     /// Every rule a configuration must keep; the policy's own rules
-    /// ([`crate::lifecycle::Policy::validate`]) are applied here, once, and
-    /// their errors placed with [`crate::lifecycle::PolicyError::config_path`].
-    fn check(&self, now: Timestamp) -> Result<Vec<String>, Invalid> {
+    /// ([`Policy::validate`]) are applied here and nowhere else, and their
+    /// errors placed with [`crate::lifecycle::PolicyError::config_path`].
+    /// Returns the policy and its warnings.
+    pub(super) fn check(&self, now: Timestamp) -> Result<(Policy, Vec<String>), Invalid> {
         if self.rotation.schedule.is_some() && self.rotation.every.is_some() {
             return Err(invalid(
                 &["rotation"],
@@ -147,9 +164,14 @@ impl Config {
             return Err(invalid(&["rotation", "schedule"], e));
         }
         let policy = self.policy_unchecked(now);
-        policy
-            .validate(now)
-            .map_err(|e| invalid(e.config_path(&policy.schedule), e))
+        match policy.validate(now) {
+            Ok(warnings) => Ok((policy, warnings)),
+            Err(e) => Err(Invalid {
+                path: e.config_path(&policy.schedule),
+                message: e.to_string(),
+                names_field: true,
+            }),
+        }
     }
 }
 
@@ -241,5 +263,25 @@ mod tests {
         ] {
             assert_eq!(parse(yaml).unwrap_err(), want, "{yaml:?}");
         }
+    }
+
+    #[test]
+    fn a_configuration_built_in_code_keeps_the_same_rules() {
+        use crate::config::HumanDuration;
+        // Without a file the source is named "configuration", as it was.
+        let policy_of = |c: &Config| c.policy(now()).map(|_| ()).map_err(|e| e.to_string());
+        assert!(policy_of(&Config::default()).is_ok());
+        let mut c = Config::default();
+        c.tokens.max_lifetime = HumanDuration(Duration::ZERO);
+        assert_eq!(
+            policy_of(&c).unwrap_err(),
+            "configuration configuration: tokens.max_lifetime must be greater than zero"
+        );
+        let mut c = Config::default();
+        c.http.max_connections = 0;
+        assert_eq!(
+            policy_of(&c).unwrap_err(),
+            "configuration configuration: http.max_connections: must be greater than zero"
+        );
     }
 }
