@@ -28,7 +28,9 @@
 //! - [`config`]: the YAML configuration, validated, and the policy it sets:
 //!   `schema` the structs and their defaults (the one source of them),
 //!   `duration` durations with units, `locate` the line of a field for
-//!   errors, `validate` the checks, `describe` check-config's account.
+//!   errors, `validate` the checks (the policy's among them), `describe`
+//!   check-config's account, `env` every `JWKSD_*` variable the daemon reads
+//!   and the file it falls back to (master keys open there).
 //! - [`daemon`]: the shell: the scheduler (the one writer), the signing
 //!   queue, the snapshot readers see, start-up and shutdown.
 //! - [`http`]: the hyper server, the public and admin APIs, authentication.

@@ -7,8 +7,8 @@
 //!
 //! Split by concern: `schema` (the structs and their defaults), `duration`,
 //! `locate` (lines for errors), `validate`, `describe`, `env` (every
-//! `JWKSD_*` variable); this file reads and
-//! parses, and turns a configuration into its policy.
+//! `JWKSD_*` variable); this file reads and parses, and turns a
+//! configuration into its policy.
 
 mod describe;
 mod duration;
@@ -70,13 +70,12 @@ impl fmt::Display for ConfigSource {
 }
 
 impl Config {
-    /// The PostgreSQL store's connection string, if one is configured.
+    /// The PostgreSQL store's connection string, if one is configured
+    /// (`JWKSD_STORE_URL` first).
     pub fn store_url(&self) -> Option<String> {
         env::store_url(self)
     }
-}
 
-impl Config {
     /// Parses and validates a configuration's text. `name` is for messages.
     /// Returns the configuration and warnings about unwise settings.
     pub fn parse(
@@ -107,8 +106,7 @@ impl Config {
         explicit: Option<&Path>,
         now: Timestamp,
     ) -> Result<(Config, ConfigSource, Vec<String>), ConfigError> {
-        let env = env::config_file();
-        let path = match (explicit, env) {
+        let path = match (explicit, env::config_file()) {
             (Some(p), _) => Some(p.to_owned()),
             (None, Some(p)) => Some(p),
             (None, None) => Some(PathBuf::from(DEFAULT_PATH)).filter(|p| p.exists()),
@@ -157,7 +155,7 @@ impl Config {
     pub(super) fn policy_unchecked(&self, _now: Timestamp) -> Policy {
         let schedule = match (&self.rotation.every, &self.rotation.schedule) {
             (Some(every), _) => Schedule::Every(every.0),
-            // Checked when deserialized.
+            // A bad expression is refused in validation before this runs.
             (None, Some(cron)) => Schedule::cron(cron).unwrap_or(Schedule::Every(Duration::ZERO)),
             (None, None) => {
                 Schedule::cron(DEFAULT_SCHEDULE).unwrap_or(Schedule::Every(Duration::ZERO))

@@ -145,7 +145,8 @@ impl Default for Log {
 
 /// Exactly one of the two may be set. A file that sets neither gets the
 /// default, [`DEFAULT_SCHEDULE`], so that the defaults and an empty
-/// `rotation` agree; setting `every` alone leaves `schedule` unset.
+/// `rotation` agree; setting `every` alone leaves `schedule` unset (in code,
+/// clear `schedule` when setting `every`).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(from = "RotationFields")]
 pub struct Rotation {
