@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 use crate::client::{Client, ClientError, Reply};
 use crate::config::env::{self, KeySource, MasterKeyError};
 use crate::config::{Config, ConfigSource, LogFormat};
-use crate::http::auth;
 use crate::time::{Clock, SystemClock};
 
 #[derive(Parser, Debug)]
@@ -398,15 +397,12 @@ fn admin_base(cli: &Cli, config: &Config) -> String {
 
 fn operator(cli: &Cli) -> Result<(), Fail> {
     let (config, _, _) = load_config(cli)?;
-    let token = match env::secret(env::OPERATOR_TOKEN) {
-        Some(t) => zeroize::Zeroizing::new(t.trim().to_owned()),
-        _ => auth::read_token_file(&config.operator_token_file()).map_err(|e| {
-            Fail(
-                1,
-                format!("{e} (the operator token is needed; set JWKSD_OPERATOR_TOKEN or admin.operator_token_file)"),
-            )
-        })?,
-    };
+    let token = env::operator_token(&config).map_err(|e| {
+        Fail(
+            1,
+            format!("{e} (the operator token is needed; set JWKSD_OPERATOR_TOKEN or admin.operator_token_file)"),
+        )
+    })?;
     let base = admin_base(cli, &config);
     let rt = runtime()?;
     let client = if cli.tls_ca.is_some() || cli.tls_client_cert.is_some() {
