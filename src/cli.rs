@@ -17,8 +17,8 @@ use crate::api::{KeysResponse, Revoked, RotateRequest, RotateResponse};
 
 use crate::client::{Client, ClientError, Reply};
 use crate::clock::{Clock, SystemClock};
+use crate::config::env::{self, KeySource, MasterKeyError};
 use crate::config::{Config, ConfigSource, LogFormat};
-use crate::http::auth;
 use crate::lifecycle::{KeyState, UpcomingEvent};
 use crate::time::Timestamp;
 
@@ -190,37 +190,45 @@ fn check_config(cli: &Cli) -> Result<(), Fail> {
 }
 
 fn rekey(cli: &Cli, new_file: Option<&std::path::Path>) -> Result<(), Fail> {
-    use crate::store::MasterKey;
     use crate::store::fs::FsStore;
     let (config, _, _) = load_config(cli)?;
-    let current = crate::daemon::master_key(&config).map_err(|e| Fail(1, e.to_string()))?;
-    let text = match new_file {
-        Some(p) => zeroize::Zeroizing::new(std::fs::read_to_string(p).map_err(|e| {
-            Fail(
-                1,
-                format!("cannot read the new master key {}: {e}", p.display()),
-            )
-        })?),
-        None => match std::env::var("JWKSD_NEW_MASTER_KEY") {
-            Ok(v) if !v.is_empty() => zeroize::Zeroizing::new(v),
-            _ => {
-                return Err(Fail(
-                    2,
-                    "give the new master key with --new-master-key-file or JWKSD_NEW_MASTER_KEY"
-                        .into(),
-                ));
-            }
+    let current = env::master_key(&config).map_err(|e| Fail(1, e.to_string()))?;
+    // The file is handed to this one command: its mode is the operator's
+    // business, unlike the daemon's master_key_file.
+    let source = match new_file {
+        Some(path) => KeySource::File {
+            path,
+            private: false,
         },
+        None => KeySource::Env(env::NEW_MASTER_KEY),
     };
-    let new =
-        MasterKey::from_encoded(&text).map_err(|e| Fail(1, format!("new master key: {e}")))?;
+    let new = match env::open_master_key(&[source]) {
+        Ok(Some(k)) => k,
+        Ok(None) => {
+            return Err(Fail(
+                2,
+                "give the new master key with --new-master-key-file or JWKSD_NEW_MASTER_KEY".into(),
+            ));
+        }
+        Err(MasterKeyError::File { path, source }) => {
+            return Err(Fail(
+                1,
+                format!(
+                    "cannot read the new master key {}: {source}",
+                    path.display()
+                ),
+            ));
+        }
+        Err(MasterKeyError::Invalid(e)) => return Err(Fail(1, format!("new master key: {e}"))),
+        Err(e) => return Err(Fail(1, e.to_string())),
+    };
     let new_id = new.id().to_owned();
     // Keys not yet moved are sealed with the current master key, or, when
     // the configuration already names the new one, with the key given in
     // JWKSD_PREVIOUS_MASTER_KEY.
     let previous = match current {
         Some(c) if c.id() != new_id => Some(c),
-        _ => crate::daemon::previous_master_key().map_err(|e| Fail(1, e.to_string()))?,
+        _ => env::previous_master_key().map_err(|e| Fail(1, e.to_string()))?,
     };
     if let Some(url) = config.store_url() {
         let store = crate::store::postgres::PgStore::connect(&url, Some(new), previous)
@@ -266,8 +274,8 @@ fn open_store(location: &str, config: &Config) -> Result<Box<dyn crate::store::K
     use crate::store::fs::FsStore;
     use crate::store::postgres::PgStore;
     let fail = |e: String| Fail(1, format!("{}: {e}", redact(location)));
-    let master = crate::daemon::master_key(config).map_err(|e| fail(e.to_string()))?;
-    let previous = crate::daemon::previous_master_key().map_err(|e| fail(e.to_string()))?;
+    let master = env::master_key(config).map_err(|e| fail(e.to_string()))?;
+    let previous = env::previous_master_key().map_err(|e| fail(e.to_string()))?;
     if is_postgres(location) {
         Ok(Box::new(
             PgStore::connect(location, master, previous).map_err(|e| fail(e.to_string()))?,
@@ -394,15 +402,12 @@ fn admin_base(cli: &Cli, config: &Config) -> String {
 
 fn operator(cli: &Cli) -> Result<(), Fail> {
     let (config, _, _) = load_config(cli)?;
-    let token = match std::env::var("JWKSD_OPERATOR_TOKEN") {
-        Ok(t) if !t.is_empty() => zeroize::Zeroizing::new(t.trim().to_owned()),
-        _ => auth::read_token_file(&config.operator_token_file()).map_err(|e| {
-            Fail(
-                1,
-                format!("{e} (the operator token is needed; set JWKSD_OPERATOR_TOKEN or admin.operator_token_file)"),
-            )
-        })?,
-    };
+    let token = env::operator_token(&config).map_err(|e| {
+        Fail(
+            1,
+            format!("{e} (the operator token is needed; set JWKSD_OPERATOR_TOKEN or admin.operator_token_file)"),
+        )
+    })?;
     let base = admin_base(cli, &config);
     let rt = runtime()?;
     let client = if cli.tls_ca.is_some() || cli.tls_client_cert.is_some() {

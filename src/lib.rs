@@ -36,7 +36,12 @@
 //!   notifications), `seal` encrypts private keys at rest under a master key.
 //! - [`keyring`]: the key ring in memory and where actions are carried out
 //!   (generate, stage, commit).
-//! - [`config`]: the YAML configuration, validated, and the policy it sets.
+//! - [`config`]: the YAML configuration, validated, and the policy it sets:
+//!   `schema` the structs and their defaults (the one source of them),
+//!   `duration` durations with units, `locate` the line of a field for
+//!   errors, `validate` the checks (the policy's among them), `describe`
+//!   check-config's account, `env` every `JWKSD_*` variable the daemon reads
+//!   and the file it falls back to (master keys open there).
 //! - [`daemon`]: the shell: the scheduler task (the one writer, performing
 //!   what the driver decides), the signing queue, the snapshot readers see,
 //!   start-up and shutdown. `handle` is all the HTTP layer sees of it:

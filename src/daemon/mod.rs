@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::{Clock, SteadyClock, SystemClock, os_monotonic};
+use crate::config::env::{MasterKeyError, master_key, previous_master_key};
 use crate::config::{Config, ConfigSource};
 use crate::http;
 use crate::http::admin::AdminApi;
@@ -31,9 +32,9 @@ use crate::keys::Alg;
 use crate::lifecycle::Policy;
 use crate::metrics::{AlgLabels, Metrics};
 use crate::store::KeyStore;
+use crate::store::StoreError;
 use crate::store::fs::FsStore;
 use crate::store::postgres::PgStore;
-use crate::store::{MasterKey, SealError, StoreError};
 use crate::tls::ReloadingTls;
 // What the handle's methods take and return.
 pub use handle::{CallError, Handle};
@@ -361,19 +362,8 @@ impl Shared {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("master key: {0}")]
-    MasterKey(#[from] SealError),
-    #[error("cannot read the master key file {path}: {source}")]
-    MasterKeyFile {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "master key file {path} has mode {mode:o}, readable by group or others; fix with \
-         `chmod 600 {path}`, and treat the master key as exposed (runbook.md)"
-    )]
-    MasterKeyPermissions { path: std::path::PathBuf, mode: u32 },
+    #[error(transparent)]
+    MasterKey(#[from] MasterKeyError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -391,43 +381,6 @@ pub enum DaemonError {
     Join(String),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
-}
-
-/// The master key an interrupted `jwksd rekey` moved from, when given in
-/// `JWKSD_PREVIOUS_MASTER_KEY`: keys sealed with it still open.
-pub fn previous_master_key() -> Result<Option<MasterKey>, DaemonError> {
-    match std::env::var("JWKSD_PREVIOUS_MASTER_KEY") {
-        Ok(v) if !v.is_empty() => Ok(Some(MasterKey::from_encoded(&v)?)),
-        _ => Ok(None),
-    }
-}
-
-/// Reads the master key from `JWKSD_MASTER_KEY` or the configured file.
-pub fn master_key(config: &Config) -> Result<Option<MasterKey>, DaemonError> {
-    if let Ok(v) = std::env::var("JWKSD_MASTER_KEY")
-        && !v.is_empty()
-    {
-        return Ok(Some(MasterKey::from_encoded(&v)?));
-    }
-    match &config.master_key_file {
-        None => Ok(None),
-        Some(path) => {
-            use std::os::unix::fs::PermissionsExt;
-            let io = |source| DaemonError::MasterKeyFile {
-                path: path.clone(),
-                source,
-            };
-            let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(DaemonError::MasterKeyPermissions {
-                    path: path.clone(),
-                    mode,
-                });
-            }
-            let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
-            Ok(Some(MasterKey::from_encoded(&text)?))
-        }
-    }
 }
 
 /// What a daemon runs on. The store and the wall clock may be injected

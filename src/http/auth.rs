@@ -22,6 +22,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::config::env;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     /// Pulls the active key and signs.
@@ -109,8 +111,8 @@ impl Tokens {
         operator_file: &Path,
         signer_file: &Path,
     ) -> Result<(Tokens, [TokenSource; 2]), TokenError> {
-        let (op, op_src) = token("JWKSD_OPERATOR_TOKEN", operator_file)?;
-        let (si, si_src) = token("JWKSD_SIGNER_TOKEN", signer_file)?;
+        let (op, op_src) = token(env::OPERATOR_TOKEN, operator_file)?;
+        let (si, si_src) = token(env::SIGNER_TOKEN, signer_file)?;
         Ok((Tokens::new(&op, &si)?, [op_src, si_src]))
     }
 
@@ -146,9 +148,7 @@ pub fn token(
     env: &'static str,
     path: &Path,
 ) -> Result<(Zeroizing<String>, TokenSource), TokenError> {
-    if let Ok(v) = std::env::var(env)
-        && !v.is_empty()
-    {
+    if let Some(v) = crate::config::env::secret(env) {
         let v = Zeroizing::new(v.trim().to_owned());
         if v.len() < 32 {
             return Err(TokenError::TooShort(env.to_owned()));

@@ -56,18 +56,11 @@ pub struct Limits {
     pub shutdown_grace: Duration,
 }
 
+/// The configuration's defaults (`http` in `config/jwksd.yaml`), kept in one
+/// place.
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            header_read_timeout: Duration::from_secs(10),
-            body_read_timeout: Duration::from_secs(10),
-            max_body_bytes: 64 * 1024,
-            max_header_bytes: 16 * 1024,
-            max_connections: 4096,
-            max_connections_per_client: 64,
-            write_timeout: Duration::from_secs(10),
-            shutdown_grace: Duration::from_secs(10),
-        }
+        crate::config::Http::default().limits()
     }
 }
 

@@ -146,8 +146,8 @@ pub enum PolicyError {
     CronInvalid { expr: String, reason: String },
     #[error("cron expression {0:?} never fires again")]
     CronNeverFires(String),
-    #[error("{field} must be greater than zero")]
-    Zero { field: &'static str },
+    #[error("{} must be greater than zero", .path.join("."))]
+    Zero { path: &'static [&'static str] },
     #[error(
         "jwks.publish_ahead ({publish_ahead}) is shorter than jwks.cache_max_age ({cache}): \
          verifiers holding a cached JWKS would not know a new key when it starts to sign"
@@ -171,6 +171,28 @@ pub enum PolicyError {
     DuplicateAlg(Alg),
     #[error("rsa_bits {0} is not supported: expected 2048, 3072 or 4096")]
     RsaBits(u32),
+}
+
+impl PolicyError {
+    /// The configuration field the error concerns, as its YAML path, so that
+    /// the configuration can point at its line. A period too short is the
+    /// fault of whichever of rotation.every and rotation.schedule made
+    /// `schedule`.
+    pub fn config_path(&self, schedule: &Schedule) -> &'static [&'static str] {
+        match self {
+            PolicyError::CronFields { .. }
+            | PolicyError::CronInvalid { .. }
+            | PolicyError::CronNeverFires(_) => &["rotation", "schedule"],
+            PolicyError::PeriodTooShort { .. } => match schedule {
+                Schedule::Every(_) => &["rotation", "every"],
+                Schedule::Cron(_) => &["rotation", "schedule"],
+            },
+            PolicyError::PublishAheadTooShort { .. } => &["jwks", "publish_ahead"],
+            PolicyError::Zero { path } => path,
+            PolicyError::NoAlgorithms | PolicyError::DuplicateAlg(_) => &["algorithms"],
+            PolicyError::RsaBits(_) => &["rsa_bits"],
+        }
+    }
 }
 
 impl Policy {
@@ -258,19 +280,19 @@ impl Policy {
         if !RSA_BITS.contains(&self.rsa_bits) {
             return Err(PolicyError::RsaBits(self.rsa_bits));
         }
-        for (field, d) in [
-            ("tokens.max_lifetime", self.max_token_lifetime),
-            ("jwks.cache_max_age", self.jwks_cache_max_age),
+        for (path, d) in [
+            (&["tokens", "max_lifetime"], self.max_token_lifetime),
+            (&["jwks", "cache_max_age"], self.jwks_cache_max_age),
         ] {
             if d.is_zero() {
-                return Err(PolicyError::Zero { field });
+                return Err(PolicyError::Zero { path });
             }
         }
         if let Schedule::Every(d) = &self.schedule
             && d.is_zero()
         {
             return Err(PolicyError::Zero {
-                field: "rotation.every",
+                path: &["rotation", "every"],
             });
         }
         if self.publish_ahead < self.jwks_cache_max_age {

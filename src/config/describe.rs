@@ -1,0 +1,110 @@
+//! The effective timeline in words, for `jwksd check-config`.
+
+use super::{Config, ConfigError};
+use crate::lifecycle::Schedule;
+use crate::time::{Timestamp, format_duration};
+
+impl Config {
+    /// The effective timeline in words, for `jwksd check-config`.
+    pub fn describe(&self, now: Timestamp) -> Result<String, ConfigError> {
+        let p = self.policy(now)?;
+        let mut out = String::new();
+        let algs: Vec<&str> = p.algorithms.iter().map(|a| a.as_str()).collect();
+        out.push_str(&format!(
+            "algorithms: {} (RSA keys of {} bits)\n",
+            algs.join(", "),
+            p.rsa_bits
+        ));
+        match &p.schedule {
+            Schedule::Every(d) => out.push_str(&format!(
+                "keys rotate every {} after the active key was activated\n",
+                format_duration(*d)
+            )),
+            Schedule::Cron(c) => out.push_str(&format!(
+                "keys rotate on the cron schedule {:?} (UTC)\n",
+                c.expr()
+            )),
+        }
+        let mut t = now;
+        let mut fires = Vec::new();
+        for _ in 0..3 {
+            match p.schedule.next_after(t) {
+                Some(n) => {
+                    fires.push(n.to_rfc3339());
+                    t = n;
+                }
+                None => break,
+            }
+        }
+        match &p.schedule {
+            Schedule::Every(_) => out.push_str(&format!(
+                "if a key were activated now, it would rotate out at {}\n",
+                fires.first().map(String::as_str).unwrap_or("never")
+            )),
+            Schedule::Cron(_) => out.push_str(&format!(
+                "the next scheduled rotations: {}\n",
+                fires.join(", ")
+            )),
+        }
+        out.push_str(&format!(
+            "keys are published at least {} before they sign (jwks.publish_ahead)\n",
+            format_duration(p.publish_ahead)
+        ));
+        out.push_str(&format!(
+            "verifiers may cache the JWKS for {} (Cache-Control max-age)\n",
+            format_duration(p.jwks_cache_max_age)
+        ));
+        out.push_str(&format!(
+            "a rotated-out key stays published {} (retention = signing_key.cache_max_age {} + \
+             tokens.max_lifetime {} + tokens.clock_skew {} + propagation {})\n",
+            format_duration(p.retention()),
+            format_duration(p.signing_key_cache_max_age),
+            format_duration(p.max_token_lifetime),
+            format_duration(p.clock_skew),
+            format_duration(p.propagation)
+        ));
+        out.push_str(&format!(
+            "at most {} keys per algorithm are published at once\n",
+            p.max_published_per_alg(now)
+        ));
+        let store = if self.store_url().is_some() {
+            format!(
+                "a shared PostgreSQL store (replicas; leader lease {}, polled every {})",
+                format_duration(self.store.leader_lease.0),
+                format_duration(self.store.poll_interval.0)
+            )
+        } else {
+            self.keys_dir.display().to_string()
+        };
+        out.push_str(&format!(
+            "public listener {}, admin listener {}; keys in {store}\n",
+            self.listen.public, self.listen.admin
+        ));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DEFAULT_YAML;
+
+    fn now() -> Timestamp {
+        Timestamp::parse_rfc3339("2026-11-26T12:00:00Z").unwrap()
+    }
+
+    fn parse(yaml: &str) -> Result<Config, String> {
+        Config::parse(yaml, "test.yaml", now())
+            .map(|(c, _)| c)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn describe_speaks_the_timeline() {
+        let c = parse(DEFAULT_YAML).unwrap();
+        let d = c.describe(now()).unwrap();
+        assert!(d.contains("published at least 6m before they sign"), "{d}");
+        assert!(d.contains("stays published 1day 2m"), "{d}");
+        assert!(d.contains("2026-11-27T03:00:00.000Z"), "{d}");
+    }
+}

@@ -1,0 +1,291 @@
+//! The configuration's schema: the serde structs and their defaults, the one
+//! source of them (`config/jwksd.yaml` restates them, and a test holds the
+//! two equal; `http::Limits` takes its defaults from [`Http`]).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::HumanDuration;
+use crate::keys::Alg;
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub keys_dir: PathBuf,
+    pub algorithms: Vec<Alg>,
+    pub rsa_bits: u32,
+    pub rotation: Rotation,
+    pub tokens: Tokens,
+    pub jwks: Jwks,
+    pub signing_key: SigningKey,
+    pub listen: Listen,
+    pub admin: Admin,
+    pub master_key_file: Option<PathBuf>,
+    pub http: Http,
+    pub tls: Tls,
+    pub store: Store,
+    pub log: Log,
+}
+
+/// Where keys live when several replicas share them.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Store {
+    /// PostgreSQL connection string (URL or key=value); `JWKSD_STORE_URL`
+    /// overrides it. Absent: the directory store in `keys_dir`.
+    pub postgres: Option<ConnectionString>,
+    /// How long a leader's lease lasts: the bound on failover.
+    pub leader_lease: HumanDuration,
+    /// How often replicas check the store for changes when no notification
+    /// arrives.
+    pub poll_interval: HumanDuration,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            postgres: None,
+            leader_lease: HumanDuration(Duration::from_secs(10)),
+            poll_interval: HumanDuration(Duration::from_secs(2)),
+        }
+    }
+}
+
+/// A connection string, which may hold a password: never printed.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct ConnectionString(pub String);
+
+impl fmt::Debug for ConnectionString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ConnectionString(..)")
+    }
+}
+
+/// TLS per listener; a listener without it speaks plain HTTP.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    pub public: Option<crate::tls::TlsFiles>,
+    pub admin: Option<crate::tls::TlsFiles>,
+}
+
+/// The rotation schedule when the configuration sets none.
+pub const DEFAULT_SCHEDULE: &str = "0 0 3 * * *";
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            keys_dir: PathBuf::from("keys"),
+            algorithms: vec![Alg::ES256, Alg::RS256],
+            rsa_bits: 2048,
+            rotation: Rotation::default(),
+            tokens: Tokens::default(),
+            jwks: Jwks::default(),
+            signing_key: SigningKey::default(),
+            listen: Listen::default(),
+            admin: Admin::default(),
+            master_key_file: None,
+            http: Http::default(),
+            tls: Tls::default(),
+            store: Store::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Tokens {
+            max_lifetime: HumanDuration(Duration::from_secs(24 * 3600)),
+            clock_skew: HumanDuration(Duration::from_secs(60)),
+            issuer: None,
+            audience: None,
+        }
+    }
+}
+
+impl Default for Jwks {
+    fn default() -> Self {
+        Jwks {
+            cache_max_age: HumanDuration(Duration::from_secs(300)),
+            publish_ahead: None,
+        }
+    }
+}
+
+impl Default for SigningKey {
+    fn default() -> Self {
+        SigningKey {
+            cache_max_age: HumanDuration(Duration::from_secs(60)),
+        }
+    }
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Listen {
+            public: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin: SocketAddr::from(([127, 0, 0, 1], 8081)),
+        }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Exactly one of the two may be set. A file that sets neither gets the
+/// default, [`DEFAULT_SCHEDULE`], so that the defaults and an empty
+/// `rotation` agree; setting `every` alone leaves `schedule` unset (in code,
+/// clear `schedule` when setting `every`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(from = "RotationFields")]
+pub struct Rotation {
+    pub schedule: Option<String>,
+    pub every: Option<HumanDuration>,
+}
+
+impl Default for Rotation {
+    fn default() -> Self {
+        Rotation {
+            schedule: Some(DEFAULT_SCHEDULE.to_owned()),
+            every: None,
+        }
+    }
+}
+
+/// `rotation` as written, before the default schedule fills an empty one.
+#[derive(Default, Deserialize)]
+// Errors name the type it becomes: "expected struct Rotation".
+#[serde(expecting = "struct Rotation", deny_unknown_fields, default)]
+struct RotationFields {
+    schedule: Option<String>,
+    every: Option<HumanDuration>,
+}
+
+impl From<RotationFields> for Rotation {
+    fn from(r: RotationFields) -> Rotation {
+        match r {
+            RotationFields {
+                schedule: None,
+                every: None,
+            } => Rotation::default(),
+            RotationFields { schedule, every } => Rotation { schedule, every },
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tokens {
+    pub max_lifetime: HumanDuration,
+    pub clock_skew: HumanDuration,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Jwks {
+    pub cache_max_age: HumanDuration,
+    pub publish_ahead: Option<HumanDuration>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningKey {
+    pub cache_max_age: HumanDuration,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listen {
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    /// Default: `<keys_dir>/operator.token`.
+    pub operator_token_file: Option<PathBuf>,
+    /// Default: `<keys_dir>/signer.token`.
+    pub signer_token_file: Option<PathBuf>,
+    /// Client networks allowed on the admin listener; empty allows all.
+    pub allow: Vec<ipnet::IpNet>,
+}
+
+/// Limits both listeners apply to every connection.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Time to send a request's headers; also closes idle keep-alive
+    /// connections (slow clients cannot hold a connection).
+    pub header_read_timeout: HumanDuration,
+    pub body_read_timeout: HumanDuration,
+    pub max_body_bytes: usize,
+    pub max_header_bytes: usize,
+    /// Open connections per listener; more wait in the accept queue.
+    pub max_connections: usize,
+    /// Open connections per client (IPv4 address, IPv6 /64) per listener;
+    /// more are closed at once.
+    pub max_connections_per_client: usize,
+    /// A connection whose response writes make no progress this long is
+    /// closed.
+    pub write_timeout: HumanDuration,
+    /// Time in-flight requests get to finish at shutdown.
+    pub shutdown_grace: HumanDuration,
+}
+
+/// The source of [`crate::http::Limits::default`] too.
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            header_read_timeout: HumanDuration(Duration::from_secs(10)),
+            body_read_timeout: HumanDuration(Duration::from_secs(10)),
+            max_body_bytes: 64 * 1024,
+            max_header_bytes: 16 * 1024,
+            max_connections: 4096,
+            max_connections_per_client: 64,
+            write_timeout: HumanDuration(Duration::from_secs(10)),
+            shutdown_grace: HumanDuration(Duration::from_secs(10)),
+        }
+    }
+}
+
+impl Http {
+    pub fn limits(&self) -> crate::http::Limits {
+        crate::http::Limits {
+            header_read_timeout: self.header_read_timeout.0,
+            body_read_timeout: self.body_read_timeout.0,
+            max_body_bytes: self.max_body_bytes,
+            max_header_bytes: self.max_header_bytes,
+            max_connections: self.max_connections,
+            max_connections_per_client: self.max_connections_per_client,
+            write_timeout: self.write_timeout.0,
+            shutdown_grace: self.shutdown_grace.0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}

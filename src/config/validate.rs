@@ -1,0 +1,287 @@
+//! Validation: what a configuration must satisfy beyond its types. Every
+//! problem names its field as a YAML path (data, not text), which the parser
+//! turns into the field's line.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::locate::Text;
+use super::{Config, ConfigError};
+use crate::lifecycle::{Policy, Schedule};
+use crate::time::Timestamp;
+
+/// A refused setting: the field, as its YAML path, and what is wrong.
+#[derive(Debug)]
+pub(super) struct Invalid {
+    pub(super) path: &'static [&'static str],
+    pub(super) message: String,
+    /// The message names the field itself (the policy's do).
+    names_field: bool,
+}
+
+impl Invalid {
+    /// The message where there is no text to find the line in.
+    pub(super) fn without_line(self) -> String {
+        if self.names_field {
+            self.message
+        } else {
+            format!("{}: {}", self.path.join("."), self.message)
+        }
+    }
+}
+
+fn invalid(path: &'static [&'static str], message: impl fmt::Display) -> Invalid {
+    Invalid {
+        path,
+        message: message.to_string(),
+        names_field: false,
+    }
+}
+
+impl Config {
+    /// Checks the configuration against `text`'s lines; returns the policy's
+    /// warnings.
+    pub(super) fn validate(
+        &self,
+        text: &Text<'_>,
+        now: Timestamp,
+    ) -> Result<Vec<String>, ConfigError> {
+        self.check(now)
+            .map(|(_, warnings)| warnings)
+            .map_err(|e| text.error(e.path, e.message))
+    }
+
+    /// Every rule a configuration must keep; the policy's own rules
+    /// ([`Policy::validate`]) are applied here and nowhere else, and their
+    /// errors placed with [`crate::lifecycle::PolicyError::config_path`].
+    /// Returns the policy and its warnings.
+    pub(super) fn check(&self, now: Timestamp) -> Result<(Policy, Vec<String>), Invalid> {
+        if self.rotation.schedule.is_some() && self.rotation.every.is_some() {
+            return Err(invalid(
+                &["rotation"],
+                "set either schedule (cron) or every (a duration), not both",
+            ));
+        }
+        let h = &self.http;
+        for (path, zero) in [
+            (
+                &["http", "header_read_timeout"],
+                h.header_read_timeout.0.is_zero(),
+            ),
+            (
+                &["http", "body_read_timeout"],
+                h.body_read_timeout.0.is_zero(),
+            ),
+            (&["http", "write_timeout"], h.write_timeout.0.is_zero()),
+            (&["http", "max_connections"], h.max_connections == 0),
+            (
+                &["http", "max_connections_per_client"],
+                h.max_connections_per_client == 0,
+            ),
+        ] {
+            if zero {
+                return Err(invalid(path, "must be greater than zero"));
+            }
+        }
+        for (path, n) in [
+            (&["http", "max_connections"], h.max_connections),
+            (
+                &["http", "max_connections_per_client"],
+                h.max_connections_per_client,
+            ),
+        ] {
+            if n > 1_000_000 {
+                return Err(invalid(path, "expected at most 1000000"));
+            }
+        }
+        if !(1024..=16 << 20).contains(&h.max_body_bytes) {
+            return Err(invalid(
+                &["http", "max_body_bytes"],
+                "expected 1024 to 16777216 bytes",
+            ));
+        }
+        if !(8192..=1 << 20).contains(&h.max_header_bytes) {
+            return Err(invalid(
+                &["http", "max_header_bytes"],
+                "expected 8192 to 1048576 bytes",
+            ));
+        }
+        if self
+            .tls
+            .public
+            .as_ref()
+            .is_some_and(|t| t.client_ca_file.is_some())
+        {
+            return Err(invalid(
+                &["tls", "public", "client_ca_file"],
+                "the public listener serves every verifier: client certificates belong on the \
+                 admin listener",
+            ));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&self.store.leader_lease.0)
+        {
+            return Err(invalid(&["store", "leader_lease"], "expected 1s to 10m"));
+        }
+        if self.store.poll_interval.0.is_zero() {
+            return Err(invalid(
+                &["store", "poll_interval"],
+                "must be greater than zero",
+            ));
+        }
+        if self.store_url().is_some() && self.store.poll_interval.0 > self.tokens.clock_skew.0 {
+            // A replica learns of a new next key up to poll_interval after
+            // it was committed, and serves the JWK Set without it meanwhile:
+            // publish_ahead counts tokens.clock_skew for that. (The retention
+            // counts it explicitly: Policy::propagation.)
+            return Err(invalid(
+                &["store", "poll_interval"],
+                "must not exceed tokens.clock_skew with a shared store",
+            ));
+        }
+        if self.listen.public == self.listen.admin && self.listen.public.port() != 0 {
+            return Err(invalid(
+                &["listen", "admin"],
+                "the admin listener must not share the public listener's address",
+            ));
+        }
+        if self.operator_token_file() == self.signer_token_file() {
+            return Err(invalid(
+                &["admin", "signer_token_file"],
+                "the signer and operator tokens need two different files",
+            ));
+        }
+        for (path, v) in [
+            (&["tokens", "issuer"], &self.tokens.issuer),
+            (&["tokens", "audience"], &self.tokens.audience),
+        ] {
+            if v.as_deref().is_some_and(str::is_empty) {
+                return Err(invalid(path, "must not be empty; leave it out instead"));
+            }
+        }
+        if let Some(expr) = &self.rotation.schedule
+            && let Err(e) = Schedule::cron(expr)
+        {
+            return Err(invalid(&["rotation", "schedule"], e));
+        }
+        let policy = self.policy_unchecked(now);
+        match policy.validate(now) {
+            Ok(warnings) => Ok((policy, warnings)),
+            Err(e) => Err(Invalid {
+                path: e.config_path(&policy.schedule),
+                message: e.to_string(),
+                names_field: true,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> Timestamp {
+        Timestamp::parse_rfc3339("2026-11-26T12:00:00Z").unwrap()
+    }
+
+    fn parse(yaml: &str) -> Result<Config, String> {
+        Config::parse(yaml, "test.yaml", now())
+            .map(|(c, _)| c)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn bad_schedules_are_refused() {
+        let e = parse("rotation:\n  schedule: \"0 3 * * *\"\n").unwrap_err();
+        assert!(
+            e.contains("5 fields") && e.contains("rotation.schedule"),
+            "{e}"
+        );
+        let e = parse("rotation:\n  schedule: \"nonsense\"\n").unwrap_err();
+        assert!(e.contains("rotation.schedule"), "{e}");
+        let e = parse("rotation:\n  schedule: \"0 0 3 * * *\"\n  every: 24h\n").unwrap_err();
+        assert!(e.contains("not both"), "{e}");
+        let e = parse("rotation:\n  every: 1m\n").unwrap_err();
+        assert!(
+            e.contains("rotation.every") && e.contains("publish_ahead"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn publish_ahead_below_cache_max_age_is_refused_with_line() {
+        let e = parse("jwks:\n  cache_max_age: 5m\n  publish_ahead: 1m\n").unwrap_err();
+        assert!(e.contains("jwks.publish_ahead (line 3)"), "{e}");
+    }
+
+    #[test]
+    fn http_limits_and_tls_placement_are_checked() {
+        for (yaml, field) in [
+            ("http:\n  max_connections: 0\n", "http.max_connections"),
+            (
+                "http:\n  max_connections_per_client: 0\n",
+                "http.max_connections_per_client",
+            ),
+            ("http:\n  write_timeout: 0s\n", "http.write_timeout"),
+            (
+                "http:\n  header_read_timeout: 0s\n",
+                "http.header_read_timeout",
+            ),
+            ("http:\n  max_body_bytes: 10\n", "http.max_body_bytes"),
+            ("http:\n  max_header_bytes: 100\n", "http.max_header_bytes"),
+            (
+                "tls:\n  public:\n    cert_file: a\n    key_file: b\n    client_ca_file: c\n",
+                "tls.public.client_ca_file",
+            ),
+        ] {
+            let e = parse(yaml).unwrap_err();
+            assert!(e.contains(field), "{yaml:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn policy_errors_point_at_their_field_and_line() {
+        for (yaml, want) in [
+            (
+                "tokens:\n  max_lifetime: 0s\n",
+                "configuration test.yaml: tokens.max_lifetime (line 2): tokens.max_lifetime must be greater \
+                 than zero",
+            ),
+            (
+                "rotation:\n  every: 0s\n",
+                "configuration test.yaml: rotation.every (line 2): rotation.every must be greater than zero",
+            ),
+            (
+                "algorithms: []\n",
+                "configuration test.yaml: algorithms (line 1): algorithms is empty: configure ES256, RS256 or \
+                 both",
+            ),
+            (
+                "rsa_bits: 1024\n",
+                "configuration test.yaml: rsa_bits (line 1): rsa_bits 1024 is not supported: expected 2048, \
+                 3072 or 4096",
+            ),
+        ] {
+            assert_eq!(parse(yaml).unwrap_err(), want, "{yaml:?}");
+        }
+    }
+
+    #[test]
+    fn a_configuration_built_in_code_keeps_the_same_rules() {
+        use crate::config::HumanDuration;
+        // Without a file the source is named "configuration", as it was.
+        let policy_of = |c: &Config| c.policy(now()).map(|_| ()).map_err(|e| e.to_string());
+        assert!(policy_of(&Config::default()).is_ok());
+        let mut c = Config::default();
+        c.tokens.max_lifetime = HumanDuration(Duration::ZERO);
+        assert_eq!(
+            policy_of(&c).unwrap_err(),
+            "configuration configuration: tokens.max_lifetime must be greater than zero"
+        );
+        let mut c = Config::default();
+        c.http.max_connections = 0;
+        assert_eq!(
+            policy_of(&c).unwrap_err(),
+            "configuration configuration: http.max_connections: must be greater than zero"
+        );
+    }
+}
