@@ -358,7 +358,7 @@ fn serve(cli: &Cli) -> Result<(), Fail> {
     let (config, source, warnings) = load_config(cli)?;
     init_logging(config.log.format);
     let rt = runtime()?;
-    rt.block_on(crate::daemon::run(config, source, warnings))
+    rt.block_on(crate::server::run(config, source, warnings))
         .map_err(|e| {
             tracing::error!(error = %e, "jwksd cannot start");
             Fail(1, e.to_string())
@@ -402,7 +402,7 @@ fn admin_base(cli: &Cli, config: &Config) -> String {
 
 fn operator(cli: &Cli) -> Result<(), Fail> {
     let (config, _, _) = load_config(cli)?;
-    let token = env::operator_token(&config).map_err(|e| {
+    let token = crate::http::auth::operator_token(&config).map_err(|e| {
         Fail(
             1,
             format!("{e} (the operator token is needed; set JWKSD_OPERATOR_TOKEN or admin.operator_token_file)"),

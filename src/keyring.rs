@@ -9,8 +9,7 @@ use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::keys::{self, KeyMaterial, Kid};
-use crate::lifecycle::state::ApplyError;
-use crate::lifecycle::{Action, KeyState, KeyringState, NewKey, Trigger, still_wanted};
+use crate::lifecycle::{Action, ApplyError, KeyState, KeyringState, NewKey, Trigger, still_wanted};
 use crate::store::{KeyStore, StoreError};
 
 /// A lifecycle transition that was committed, for logs and metrics.

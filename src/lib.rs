@@ -47,6 +47,9 @@
 //!   start-up and shutdown. `handle` is all the HTTP layer sees of it:
 //!   [`daemon::Handle`], a cheap clone with a few methods over the daemon's
 //!   private shared state.
+//! - [`server`]: the process: store, core and both listeners started
+//!   together, stopped in order (the one module that knows `daemon` and
+//!   `http` both).
 //! - [`http`]: the hyper server, the public and admin APIs, authentication;
 //!   it renders HTTP (status, headers such as Cache-Control from the
 //!   daemon's max-ages) and maps the core's refusals to answers.
@@ -68,6 +71,7 @@ pub mod keyring;
 pub mod keys;
 pub mod lifecycle;
 pub mod metrics;
+pub mod server;
 pub mod store;
 pub mod time;
 pub mod tls;

@@ -1,6 +1,6 @@
 //! Wall-clock instants with millisecond precision, and durations as the
-//! configuration writes them. Pure: the clock the shell reads is in
-//! [`crate::clock`]; the planner never reads one, the shell passes `now` in. Timestamps keep
+//! configuration writes them. Pure: the clock the shell reads is in the
+//! `clock` module; the planner never reads one, the shell passes `now` in. Timestamps keep
 //! milliseconds because second-scale policies (tests run `publish_ahead: 3s`)
 //! must not round a key that was published at 10.9 s into signing at 13.0 s.
 

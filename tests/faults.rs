@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use jwksd::client::Client;
 use jwksd::clock::{Clock, SystemClock};
 use jwksd::config::{Config, ConfigSource};
-use jwksd::daemon::{self, Options, Running};
 use jwksd::keys::{KeyMaterial, Kid};
 use jwksd::lifecycle::KeyringState;
+use jwksd::server::{self, Options, Running};
 use jwksd::store::fs::FsStore;
 use jwksd::store::{KeyStore, Loaded, StoreError};
 use jwksd::time::Timestamp;
@@ -95,7 +95,7 @@ impl Harness {
         let mut opts = Options::new(config(dir, body), ConfigSource::BuiltIn, vec![]);
         opts.store = store;
         opts.wall = wall;
-        let running = daemon::start(opts).await.unwrap();
+        let running = server::start(opts).await.unwrap();
         let h = Harness {
             public: format!("http://{}", running.public_addr),
             admin: format!("http://{}", running.admin_addr),

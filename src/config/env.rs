@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use super::Config;
-use crate::http::auth::{TokenError, read_token_file};
 use crate::store::{MasterKey, SealError};
 
 /// The configuration file, when `-c` names none.
@@ -48,16 +47,6 @@ pub fn store_url(config: &Config) -> Option<String> {
         .ok()
         .filter(|v| !v.is_empty())
         .or_else(|| config.store.postgres.as_ref().map(|c| c.0.clone()))
-}
-
-/// The operator token a command sends: `JWKSD_OPERATOR_TOKEN`, else the
-/// operator token file, only read: creating it is the daemon's business
-/// ([`crate::http::auth::token`]).
-pub fn operator_token(config: &Config) -> Result<Zeroizing<String>, TokenError> {
-    match secret(OPERATOR_TOKEN) {
-        Some(t) => Ok(Zeroizing::new(t.trim().to_owned())),
-        None => read_token_file(&config.operator_token_file()),
-    }
 }
 
 /// Where a master key may come from.

@@ -246,7 +246,7 @@ pub struct Http {
     pub shutdown_grace: HumanDuration,
 }
 
-/// The source of [`crate::http::Limits::default`] too.
+/// The source of the HTTP limits' defaults too (`http::Limits`).
 impl Default for Http {
     fn default() -> Self {
         Http {
@@ -258,21 +258,6 @@ impl Default for Http {
             max_connections_per_client: 64,
             write_timeout: HumanDuration(Duration::from_secs(10)),
             shutdown_grace: HumanDuration(Duration::from_secs(10)),
-        }
-    }
-}
-
-impl Http {
-    pub fn limits(&self) -> crate::http::Limits {
-        crate::http::Limits {
-            header_read_timeout: self.header_read_timeout.0,
-            body_read_timeout: self.body_read_timeout.0,
-            max_body_bytes: self.max_body_bytes,
-            max_header_bytes: self.max_header_bytes,
-            max_connections: self.max_connections,
-            max_connections_per_client: self.max_connections_per_client,
-            write_timeout: self.write_timeout.0,
-            shutdown_grace: self.shutdown_grace.0,
         }
     }
 }

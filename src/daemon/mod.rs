@@ -1,5 +1,7 @@
-//! The imperative shell around the lifecycle core: loads the store, runs the
-//! scheduler and both listeners, and shuts down cleanly on SIGTERM/SIGINT.
+//! The imperative shell around the lifecycle core: the scheduler that
+//! performs what the core decides, the signing task, the leader lease, and
+//! the state they share. It knows nothing of HTTP: the listeners hold a
+//! [`Handle`] (the `server` module starts both together).
 //!
 //! - `scheduler`: the single task that changes keys.
 //! - `signing`: the task that signs `/v1/sign`'s tokens in batches.
@@ -11,31 +13,20 @@ pub mod scheduler;
 pub mod signing;
 pub mod snapshot;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::clock::{Clock, SteadyClock, SystemClock, os_monotonic};
-use crate::config::env::{MasterKeyError, master_key, previous_master_key};
-use crate::config::{Config, ConfigSource};
-use crate::http;
-use crate::http::admin::AdminApi;
-use crate::http::auth::{TokenError, Tokens};
-use crate::http::public::PublicApi;
+use crate::clock::{Clock, SteadyClock};
+use crate::config::Config;
 use crate::keyring::Keyring;
 use crate::keys::Alg;
 use crate::lifecycle::Policy;
 use crate::metrics::{AlgLabels, Metrics};
 use crate::store::KeyStore;
-use crate::store::StoreError;
-use crate::store::fs::FsStore;
-use crate::store::postgres::PgStore;
-use crate::tls::ReloadingTls;
 // What the handle's methods take and return.
 pub use handle::{CallError, Handle};
 pub use scheduler::CommandError;
@@ -360,89 +351,6 @@ impl Shared {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
-    #[error(transparent)]
-    MasterKey(#[from] MasterKeyError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Tokens(#[from] TokenError),
-    #[error("cannot listen on {addr} ({which}): {source}")]
-    Bind {
-        which: &'static str,
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Config(#[from] crate::config::ConfigError),
-    #[error("start-up task failed: {0}")]
-    Join(String),
-    #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
-}
-
-/// What a daemon runs on. The store and the wall clock may be injected
-/// (tests do); by default they come from the configuration and the system.
-/// Either way the daemon reads time through a [`SteadyClock`].
-pub struct Options {
-    pub config: Config,
-    pub source: ConfigSource,
-    pub warnings: Vec<String>,
-    pub wall: Option<Arc<dyn Clock>>,
-    pub store: Option<Box<dyn KeyStore>>,
-}
-
-impl Options {
-    pub fn new(config: Config, source: ConfigSource, warnings: Vec<String>) -> Options {
-        Options {
-            config,
-            source,
-            warnings,
-            wall: None,
-            store: None,
-        }
-    }
-}
-
-/// A started daemon: its bound addresses and the handle to stop it.
-pub struct Running {
-    pub public_addr: SocketAddr,
-    pub admin_addr: SocketAddr,
-    pub handle: Handle,
-    shutdown: watch::Sender<bool>,
-    servers: Vec<tokio::task::JoinHandle<()>>,
-    scheduler: tokio::task::JoinHandle<()>,
-}
-
-impl Running {
-    /// Stops accepting, lets in-flight requests finish, then stops the
-    /// scheduler once its current step is done (a commit is never cut
-    /// short).
-    pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
-        for s in self.servers {
-            let _ = s.await;
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(60), self.scheduler).await;
-    }
-}
-
-/// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(
-    config: Config,
-    source: ConfigSource,
-    warnings: Vec<String>,
-) -> Result<(), DaemonError> {
-    let running = start(Options::new(config, source, warnings)).await?;
-    wait_for_signal().await;
-    tracing::info!("shutting down: finishing in-flight requests");
-    running.shutdown().await;
-    tracing::info!("stopped");
-    Ok(())
-}
-
 impl Shared {
     fn new(
         config: &Config,
@@ -478,128 +386,32 @@ impl Shared {
     }
 }
 
-/// Loads the store, binds both listeners and starts serving.
-pub async fn start(opts: Options) -> Result<Running, DaemonError> {
-    let Options {
-        config,
-        source,
-        warnings,
-        wall,
-        store,
-    } = opts;
-    let steady = Arc::new(SteadyClock::new(
-        wall.unwrap_or_else(|| Arc::new(SystemClock)),
-        os_monotonic(),
-        SteadyClock::threshold_for(config.tokens.clock_skew.0),
-    ));
-    let clock: Arc<dyn Clock> = steady.clone();
-    let policy = Arc::new(config.policy(clock.now())?);
-    tracing::info!(config = %source, "starting jwksd {}", env!("CARGO_PKG_VERSION"));
-    for w in &warnings {
-        tracing::warn!(config = %source, "{w}");
-    }
+/// The daemon's core, running: the scheduler (the one writer), the signing
+/// task and, with a shared store, the lease holder and the change listener.
+pub struct Core {
+    /// What the HTTP layer holds.
+    pub handle: Handle,
+    /// Ends once `shutdown` turned true and the step in progress is done.
+    pub scheduler: tokio::task::JoinHandle<()>,
+}
 
-    let store_url = config.store_url();
-    let store: Box<dyn KeyStore> = match store {
-        Some(s) => s,
-        None if store_url.is_some() => {
-            let url = store_url.clone().unwrap_or_default();
-            let master = master_key(&config)?;
-            if let Some(m) = &master {
-                tracing::info!(
-                    master_key_id = m.id(),
-                    "private keys are sealed before they reach the database"
-                );
-            }
-            let previous = previous_master_key()?;
-            tokio::task::spawn_blocking(move || PgStore::connect(&url, master, previous))
-                .await
-                .map_err(|e| DaemonError::Join(e.to_string()))?
-                .map(|s| {
-                    tracing::info!(store = %s.location(), replica = s.holder(), "shared PostgreSQL store");
-                    Box::new(s) as Box<dyn KeyStore>
-                })?
-        }
-        None => {
-            let master = master_key(&config)?;
-            match &master {
-                Some(m) => {
-                    tracing::info!(master_key_id = m.id(), "private keys are sealed at rest")
-                }
-                None => tracing::warn!(
-                    "no master key configured: private keys are stored in the clear (mode 600); \
-                     set JWKSD_MASTER_KEY or master_key_file to seal them"
-                ),
-            }
-            let previous = previous_master_key()?;
-            let dir = config.keys_dir.clone();
-            tokio::task::spawn_blocking(move || {
-                FsStore::open(dir, master).map(|s| s.with_previous_master(previous))
-            })
-            .await
-            .map_err(|e| DaemonError::Join(e.to_string()))?
-            .map(|s| Box::new(s) as Box<dyn KeyStore>)?
-        }
-    };
-    let (ring, notes) = tokio::task::spawn_blocking(move || Keyring::load(store))
-        .await
-        .map_err(|e| DaemonError::Join(e.to_string()))??;
-    for n in &notes {
-        tracing::warn!(store = %ring.store_location(), "{n}");
-    }
-    for d in crate::lifecycle::deferred(ring.state(), &policy, clock.now()) {
-        tracing::info!(config = %source, field = d.field, until = ?d.until.map(|t| t.to_rfc3339()), kid = d.kid.as_ref().map(|k| k.as_str()), detail = %d, "change deferred");
-    }
+/// Starts the core on a loaded key ring; `store_url` is the PostgreSQL
+/// store's (its change notifications wake the scheduler).
+pub fn spawn(
+    config: &Config,
+    policy: Arc<Policy>,
+    steady: Arc<SteadyClock>,
+    ring: Keyring,
+    store_url: Option<String>,
+    shutdown: watch::Receiver<bool>,
+) -> Core {
+    let clock: Arc<dyn Clock> = steady.clone();
     let store_handle = ring.store();
     let store_shared = store_handle.shared();
-    tracing::info!(
-        store = %ring.store_location(),
-        keys = ring.state().published().count(),
-        version = ring.state().version,
-        "key store loaded"
-    );
-
-    // Every file is checked before anything new is created.
-    let public_tls = config
-        .tls
-        .public
-        .clone()
-        .map(|f| ReloadingTls::load("public", f))
-        .transpose()?;
-    let admin_tls = config
-        .tls
-        .admin
-        .clone()
-        .map(|f| ReloadingTls::load("admin", f))
-        .transpose()?;
-    let (tokens, sources) =
-        Tokens::load_or_create(&config.operator_token_file(), &config.signer_token_file())?;
-    tracing::info!(operator = %sources[0], signer = %sources[1], "admin tokens loaded");
-
-    let bind = |which: &'static str, addr: SocketAddr| async move {
-        let l = TcpListener::bind(addr)
-            .await
-            .map_err(|source| DaemonError::Bind {
-                which,
-                addr,
-                source,
-            })?;
-        let local = l.local_addr().map_err(|source| DaemonError::Bind {
-            which,
-            addr,
-            source,
-        })?;
-        Ok::<_, DaemonError>((l, local))
-    };
-    let (public, public_addr) = bind("listen.public", config.listen.public).await?;
-    let (admin, admin_addr) = bind("listen.admin", config.listen.admin).await?;
-
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (sign_tx, sign_rx) = mpsc::channel(1024);
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let limits = config.http.limits();
     let shared = Arc::new(Shared::new(
-        &config,
+        config,
         policy.clone(),
         steady,
         store_shared,
@@ -617,7 +429,7 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
             shared.clone(),
             config.store.leader_lease.0,
             r.changes.clone(),
-            shutdown_rx.clone(),
+            shutdown.clone(),
         ));
         if let Some(url) = &store_url {
             tokio::spawn(crate::store::postgres::listen(
@@ -632,54 +444,16 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         clock: clock.clone(),
         shared: shared.clone(),
         commands: cmd_rx,
-        shutdown: shutdown_rx.clone(),
+        shutdown: shutdown.clone(),
         replication,
     };
     let scheduler = tokio::spawn(scheduler.run());
     tokio::spawn(signing::run(shared.clone(), sign_rx));
 
-    let reloadable: Vec<Arc<ReloadingTls>> =
-        public_tls.iter().chain(admin_tls.iter()).cloned().collect();
-    // Always: without a handler, SIGHUP would end the process.
-    tokio::spawn(reload_tls(reloadable, shutdown_rx.clone()));
-    let handle = Handle::new(shared.clone());
-    let public_api = Arc::new(PublicApi::new(handle.clone()));
-    let public_task = tokio::spawn(http::serve(
-        public,
-        limits,
-        public_tls.clone(),
-        shutdown_rx.clone(),
-        move |req, _peer| http::public::handle(public_api.clone(), req),
-    ));
-    let api = Arc::new(AdminApi::new(
-        handle.clone(),
-        tokens,
-        config.admin.allow.clone(),
-        limits,
-    ));
-    let admin_task = tokio::spawn(http::serve(
-        admin,
-        limits,
-        admin_tls.clone(),
-        shutdown_rx,
-        move |req, peer| http::admin::handle(api.clone(), req, peer),
-    ));
-    tracing::info!(
-        public = %public_addr,
-        admin = %admin_addr,
-        public_tls = public_tls.is_some(),
-        admin_tls = admin_tls.is_some(),
-        admin_client_certificates = admin_tls.as_ref().is_some_and(|t| t.requires_client_certificates()),
-        "listening"
-    );
-    Ok(Running {
-        public_addr,
-        admin_addr,
-        handle,
-        shutdown: shutdown_tx,
-        servers: vec![public_task, admin_task],
+    Core {
+        handle: Handle::new(shared),
         scheduler,
-    })
+    }
 }
 
 /// Holds (or waits for) the lease that lets this replica rotate keys:
@@ -754,67 +528,10 @@ async fn lead(
 /// (runbook.md, "Revoking the active key").
 pub const ACTIVE_KEY_WAIT: Duration = Duration::from_secs(20);
 
-const TLS_WATCH_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Reloads TLS certificates on SIGHUP and when their files change. Without
-/// TLS, SIGHUP is logged and otherwise ignored.
-async fn reload_tls(listeners: Vec<Arc<ReloadingTls>>, mut shutdown: watch::Receiver<bool>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGHUP; certificates reload on file change only");
-            None
-        }
-    };
-    let mut tick = tokio::time::interval(TLS_WATCH_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => {
-                if listeners.is_empty() {
-                    tracing::info!("SIGHUP: no TLS certificate to reload; the configuration is read at start only");
-                }
-                for l in &listeners {
-                    l.reload_logged("SIGHUP");
-                }
-            }
-            _ = tick.tick() => {
-                // File stats and PEM parsing: off the async workers.
-                let ls = listeners.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    for l in &ls {
-                        l.reload_if_changed();
-                    }
-                })
-                .await;
-            }
-            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
-        }
-    }
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::header::HeaderValue;
+    use crate::clock::{SystemClock, os_monotonic};
 
     fn shared(store_shared: bool) -> Shared {
         let config = Config::default();
@@ -840,25 +557,13 @@ mod tests {
     fn a_stalled_commit_stops_the_keys_being_handed_out_past_its_window() {
         let s = shared(false);
         assert_eq!(s.signing_key_max_age(), Some(Duration::from_secs(60)));
-        assert_eq!(
-            http::signing_key_cache_control(s.signing_key_max_age()),
-            HeaderValue::from_static("private, max-age=60")
-        );
         let guard = s.commit_in_flight();
         started_ago(&s, Duration::from_secs(30));
         let left = s.signing_key_max_age().unwrap();
         assert!(left <= Duration::from_secs(32) && left > Duration::from_secs(31));
-        assert_eq!(
-            http::signing_key_cache_control(s.signing_key_max_age()),
-            HeaderValue::from_static("private, max-age=31")
-        );
         assert!(s.not_current().is_none());
         started_ago(&s, Duration::from_secs(63));
         assert_eq!(s.signing_key_max_age(), None);
-        assert_eq!(
-            http::signing_key_cache_control(s.signing_key_max_age()),
-            HeaderValue::from_static("no-store")
-        );
         assert!(matches!(
             s.not_current(),
             Some(NotCurrent::CommitInFlight(d)) if d >= Duration::from_secs(63)

@@ -331,7 +331,7 @@ impl Refusal {
 /// What a signing request is checked against.
 pub struct SignRules<'a> {
     pub algorithms: &'a [Alg],
-    pub max_lifetime: Duration,
+    pub max_token_lifetime: Duration,
     pub clock_skew: Duration,
     pub issuer: Option<&'a str>,
     pub audience: Option<&'a str>,
@@ -402,7 +402,7 @@ pub fn parse_sign_request(
         nbf: claim("nbf"),
     };
     let limits = TokenLimits {
-        max_lifetime: rules.max_lifetime,
+        max_token_lifetime: rules.max_token_lifetime,
         clock_skew: rules.clock_skew,
     };
     let Lifetime { iat, exp } = tokens::lifetime(claimed, limits, now).map_err(|r| match r {
@@ -459,7 +459,7 @@ async fn sign(api: &AdminApi, req: Request<Incoming>) -> Response<Body> {
     let policy = daemon.policy();
     let rules = SignRules {
         algorithms: &policy.algorithms,
-        max_lifetime: policy.max_token_lifetime,
+        max_token_lifetime: policy.max_token_lifetime,
         clock_skew: policy.clock_skew,
         issuer: daemon.issuer(),
         audience: daemon.audience(),

@@ -164,6 +164,16 @@ pub fn token(
     }
 }
 
+/// The operator token a command sends: `JWKSD_OPERATOR_TOKEN`, else the
+/// operator token file, only read: creating it is the daemon's business
+/// ([`token`]).
+pub fn operator_token(config: &crate::config::Config) -> Result<Zeroizing<String>, TokenError> {
+    match env::secret(env::OPERATOR_TOKEN) {
+        Some(t) => Ok(Zeroizing::new(t.trim().to_owned())),
+        None => read_token_file(&config.operator_token_file()),
+    }
+}
+
 /// Reads a token file, refusing one that group or others can read.
 pub fn read_token_file(path: &Path) -> Result<Zeroizing<String>, TokenError> {
     let io = |op| {

@@ -60,7 +60,22 @@ pub struct Limits {
 /// place.
 impl Default for Limits {
     fn default() -> Self {
-        crate::config::Http::default().limits()
+        Limits::from(&crate::config::Http::default())
+    }
+}
+
+impl From<&crate::config::Http> for Limits {
+    fn from(c: &crate::config::Http) -> Limits {
+        Limits {
+            header_read_timeout: c.header_read_timeout.0,
+            body_read_timeout: c.body_read_timeout.0,
+            max_body_bytes: c.max_body_bytes,
+            max_header_bytes: c.max_header_bytes,
+            max_connections: c.max_connections,
+            max_connections_per_client: c.max_connections_per_client,
+            write_timeout: c.write_timeout.0,
+            shutdown_grace: c.shutdown_grace.0,
+        }
     }
 }
 
@@ -425,6 +440,19 @@ pub fn if_none_match(req_header: Option<&HeaderValue>, etag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A copy of the key never outlives what the daemon vouches for: whole
+    /// seconds, rounded down; none at all past the window.
+    #[test]
+    fn the_signing_key_max_age_rounds_down_and_none_is_no_store() {
+        let h = |d: Option<Duration>| signing_key_cache_control(d);
+        assert_eq!(h(Some(Duration::from_secs(60))), "private, max-age=60");
+        assert_eq!(
+            h(Some(Duration::from_millis(31_900))),
+            "private, max-age=31"
+        );
+        assert_eq!(h(None), "no-store");
+    }
 
     /// A write side that accepts everything from `ready_at` on, and nothing
     /// before.

@@ -292,7 +292,7 @@ impl Driver {
 mod tests {
     use super::*;
     use crate::keys::id::{Alg, PublicKey};
-    use crate::lifecycle::state::NewKey;
+    use crate::lifecycle::action::NewKey;
 
     fn policy() -> Policy {
         let s = Duration::from_secs;

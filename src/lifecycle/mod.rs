@@ -10,7 +10,7 @@ pub mod readiness;
 pub mod state;
 pub mod tokens;
 
-pub use action::Action;
+pub use action::{Action, ApplyError, NewKey};
 pub use driver::{Committed, Driver, Synced, Work};
 pub use planner::{
     Deferred, Plan, RevokeError, RotateError, Upcoming, UpcomingEvent, deferred,
@@ -19,8 +19,7 @@ pub use planner::{
 };
 pub use policy::{Policy, PolicyError, Schedule};
 pub use state::{
-    EarlyActivation, KeyRecord, KeyState, KeyringState, NewKey, Promised, Served, Transition,
-    Trigger,
+    EarlyActivation, KeyRecord, KeyState, KeyringState, Promised, Served, Transition, Trigger,
 };
 
 /// The core stays pure by construction: its files, and the two modules it

@@ -31,7 +31,7 @@ pub struct Claimed {
 pub struct Limits {
     /// `tokens.max_lifetime`: how long keys stay published after they stop
     /// signing, hence the longest a token may live.
-    pub max_lifetime: Duration,
+    pub max_token_lifetime: Duration,
     /// `tokens.clock_skew`: how far `iat` may be ahead of this clock.
     pub clock_skew: Duration,
 }
@@ -62,7 +62,7 @@ pub enum Refusal {
 /// several rules is always refused for the same one.
 pub fn lifetime(claimed: Claimed, limits: Limits, now: Timestamp) -> Result<Lifetime, Refusal> {
     let now_s = now.unix_seconds();
-    let max = duration_millis(limits.max_lifetime) / 1000;
+    let max = duration_millis(limits.max_token_lifetime) / 1000;
     let skew = duration_millis(limits.clock_skew) / 1000;
     let iat = match claimed.iat {
         Claim::Absent => now_s,
@@ -99,7 +99,7 @@ mod tests {
 
     fn limits() -> Limits {
         Limits {
-            max_lifetime: Duration::from_secs(900),
+            max_token_lifetime: Duration::from_secs(900),
             clock_skew: Duration::from_secs(60),
         }
     }
@@ -205,7 +205,7 @@ mod tests {
             })
         );
         let forever = Limits {
-            max_lifetime: Duration::MAX,
+            max_token_lifetime: Duration::MAX,
             clock_skew: Duration::MAX,
         };
         let now = Timestamp::from_unix_seconds(NOW);
