@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use jwksd::clock::Clock;
 use jwksd::keyring::Keyring;
 use jwksd::keys::Alg;
-use jwksd::lifecycle::{KeyState, KeyringState, Policy, Schedule, Trigger, plan};
+use jwksd::lifecycle::{KeyState, KeyringState, Trigger, plan};
 use jwksd::store::postgres::PgStore;
 use jwksd::store::{MasterKey, StoreError};
 use jwksd::time::Timestamp;
@@ -115,17 +115,7 @@ fn store_migrates_once_compares_and_sets_and_leases() {
             .contains("master key")
     );
 
-    let policy = Policy {
-        algorithms: vec![Alg::ES256],
-        rsa_bits: 2048,
-        schedule: Schedule::Every(Duration::from_secs(10)),
-        max_token_lifetime: Duration::from_secs(4),
-        clock_skew: Duration::from_secs(1),
-        jwks_cache_max_age: Duration::from_secs(1),
-        publish_ahead: Duration::from_secs(2),
-        signing_key_cache_max_age: Duration::from_secs(1),
-        propagation: Duration::ZERO,
-    };
+    let policy = support::policy();
     let t0 = Timestamp::from_millis(1_800_000_000_000);
     let (mut ring_a, _) = Keyring::load(Box::new(a)).unwrap();
     let (mut ring_b, _) = Keyring::load(Box::new(b)).unwrap();

@@ -1,15 +1,16 @@
 //! The directory store: durability, every crash point, the lock, and
 //! encryption at rest.
 
+mod support;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::Duration;
 
 use jwksd::clock::Clock;
 use jwksd::keyring::Keyring;
 use jwksd::keys::Alg;
-use jwksd::lifecycle::{KeyState, Policy, Schedule, plan, revoke};
+use jwksd::lifecycle::{KeyState, plan, revoke};
 use jwksd::store::fs::FsStore;
 use jwksd::store::{KeyStore, MasterKey, StoreError};
 use jwksd::time::Timestamp;
@@ -23,19 +24,7 @@ impl Clock for Fixed {
 
 const MASTER: &str = "q1XJtQ8e3k5m9r2Yb7vL0pZcW4sN6aHdF1gU8iT3oKE=";
 
-fn policy() -> Policy {
-    Policy {
-        algorithms: vec![Alg::ES256],
-        rsa_bits: 2048,
-        schedule: Schedule::Every(Duration::from_secs(10)),
-        max_token_lifetime: Duration::from_secs(4),
-        clock_skew: Duration::from_secs(1),
-        jwks_cache_max_age: Duration::from_secs(1),
-        publish_ahead: Duration::from_secs(2),
-        signing_key_cache_max_age: Duration::from_secs(1),
-        propagation: Duration::ZERO,
-    }
-}
+use support::policy;
 
 fn t(s: i64) -> Timestamp {
     Timestamp::from_millis(1_800_000_000_000 + s * 1000)

@@ -86,18 +86,8 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::config::DEFAULT_YAML;
-
-    fn now() -> Timestamp {
-        Timestamp::parse_rfc3339("2026-11-26T12:00:00Z").unwrap()
-    }
-
-    fn parse(yaml: &str) -> Result<Config, String> {
-        Config::parse(yaml, "test.yaml", now())
-            .map(|(c, _)| c)
-            .map_err(|e| e.to_string())
-    }
+    use crate::config::testing::{now, parse};
 
     #[test]
     fn describe_speaks_the_timeline() {

@@ -98,18 +98,7 @@ impl<'de> Deserialize<'de> for HumanDuration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::time::Timestamp;
-
-    fn now() -> Timestamp {
-        Timestamp::parse_rfc3339("2026-11-26T12:00:00Z").unwrap()
-    }
-
-    fn parse(yaml: &str) -> Result<Config, String> {
-        Config::parse(yaml, "test.yaml", now())
-            .map(|(c, _)| c)
-            .map_err(|e| e.to_string())
-    }
+    use crate::config::testing::parse;
 
     #[test]
     fn durations_refuse_bare_numbers_and_months() {

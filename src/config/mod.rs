@@ -209,20 +209,29 @@ fn read_config(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
+/// What the configuration's unit tests share.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::keys::Alg;
+pub(crate) mod testing {
+    use super::Config;
+    use crate::time::Timestamp;
 
-    fn now() -> Timestamp {
+    pub(crate) fn now() -> Timestamp {
         Timestamp::parse_rfc3339("2026-11-26T12:00:00Z").unwrap()
     }
 
-    fn parse(yaml: &str) -> Result<Config, String> {
+    /// `yaml` parsed as a file named test.yaml, or its error's text.
+    pub(crate) fn parse(yaml: &str) -> Result<Config, String> {
         Config::parse(yaml, "test.yaml", now())
             .map(|(c, _)| c)
             .map_err(|e| e.to_string())
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{now, parse};
+    use super::*;
+    use crate::keys::Alg;
 
     #[test]
     fn embedded_default_is_valid_and_complete() {

@@ -291,40 +291,17 @@ impl Driver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::id::{Alg, PublicKey};
-    use crate::lifecycle::action::NewKey;
+    use crate::keys::id::Alg;
 
     fn policy() -> Policy {
-        let s = Duration::from_secs;
-        Policy {
-            algorithms: vec![Alg::ES256],
-            rsa_bits: 2048,
-            schedule: crate::lifecycle::Schedule::Every(s(3)),
-            max_token_lifetime: s(4),
-            clock_skew: s(1),
-            jwks_cache_max_age: s(1),
-            publish_ahead: s(2),
-            signing_key_cache_max_age: s(1),
-            propagation: Duration::ZERO,
-        }
+        crate::lifecycle::testing::policy(3)
     }
 
     fn t(ms: i64) -> Timestamp {
         Timestamp::from_millis(1_000_000 + ms)
     }
 
-    fn key(n: u32) -> NewKey {
-        let public = PublicKey::Ec {
-            crv: "P-256".into(),
-            x: format!("x{n}"),
-            y: "y".into(),
-        };
-        NewKey {
-            kid: public.thumbprint(),
-            alg: Alg::ES256,
-            public,
-        }
-    }
+    use crate::lifecycle::testing::fake_key as key;
 
     /// Carries a generation batch out on `state`, as the shell commits it.
     fn commit_batch(state: &mut KeyringState, batch: &[Action], now: Timestamp, n: &mut u32) {

@@ -22,6 +22,45 @@ pub use state::{
     EarlyActivation, KeyRecord, KeyState, KeyringState, Promised, Served, Transition, Trigger,
 };
 
+/// What the crate's unit tests build the core from.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::time::Duration;
+
+    use crate::keys::id::{Alg, PublicKey};
+    use crate::lifecycle::{NewKey, Policy, Schedule};
+
+    /// ES256 every `every` seconds: tokens 4 s, skew 1 s, caches 1 s,
+    /// publish_ahead 2 s.
+    pub(crate) fn policy(every: u64) -> Policy {
+        Policy {
+            algorithms: vec![Alg::ES256],
+            rsa_bits: 2048,
+            schedule: Schedule::Every(Duration::from_secs(every)),
+            max_token_lifetime: Duration::from_secs(4),
+            clock_skew: Duration::from_secs(1),
+            jwks_cache_max_age: Duration::from_secs(1),
+            publish_ahead: Duration::from_secs(2),
+            signing_key_cache_max_age: Duration::from_secs(1),
+            propagation: Duration::ZERO,
+        }
+    }
+
+    /// A distinct ES256 key (not a real point: nothing signs with it).
+    pub(crate) fn fake_key(n: u32) -> NewKey {
+        let public = PublicKey::Ec {
+            crv: "P-256".into(),
+            x: format!("x{n}"),
+            y: "y".into(),
+        };
+        NewKey {
+            kid: public.thumbprint(),
+            alg: Alg::ES256,
+            public,
+        }
+    }
+}
+
 /// The core stays pure by construction: its files, and the two modules it
 /// may use (`keys::id`, `time`), name no clock, no I/O, no randomness and
 /// nothing of the shell. (A module rather than a crate of its own: this

@@ -391,20 +391,7 @@ pub(crate) fn duration_ms(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    pub(crate) fn policy(every: u64) -> Policy {
-        Policy {
-            algorithms: vec![Alg::ES256],
-            rsa_bits: 2048,
-            schedule: Schedule::Every(Duration::from_secs(every)),
-            max_token_lifetime: Duration::from_secs(4),
-            clock_skew: Duration::from_secs(1),
-            jwks_cache_max_age: Duration::from_secs(1),
-            publish_ahead: Duration::from_secs(2),
-            signing_key_cache_max_age: Duration::from_secs(1),
-            propagation: Duration::ZERO,
-        }
-    }
+    use crate::lifecycle::testing::policy;
 
     #[test]
     fn a_replica_never_serves_a_key_past_its_freshness_window() {

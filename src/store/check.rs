@@ -70,22 +70,11 @@ pub fn check<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::{Alg, PublicKey};
-    use crate::lifecycle::{Action, NewKey, Trigger};
+    use crate::keys::Alg;
+    use crate::lifecycle::{Action, Trigger};
     use crate::time::Timestamp;
 
-    fn key(n: u32) -> NewKey {
-        let public = PublicKey::Ec {
-            crv: "P-256".into(),
-            x: format!("x{n}"),
-            y: "y".into(),
-        };
-        NewKey {
-            kid: public.thumbprint(),
-            alg: Alg::ES256,
-            public,
-        }
-    }
+    use crate::lifecycle::testing::fake_key as key;
 
     fn generate(role: KeyState) -> Action {
         Action::Generate {

@@ -741,13 +741,12 @@ pub fn read_state(dir: &Path) -> Result<Option<KeyringState>, StoreError> {
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
-    use std::time::Duration;
 
     use super::*;
     use crate::clock::Clock;
     use crate::keyring::Keyring;
     use crate::keys::Alg;
-    use crate::lifecycle::{KeyState, Policy, Schedule, plan, revoke};
+    use crate::lifecycle::{KeyState, Policy, plan, revoke};
     use crate::time::Timestamp;
 
     thread_local! {
@@ -768,21 +767,11 @@ mod tests {
     }
 
     fn policy() -> Policy {
-        Policy {
-            algorithms: vec![Alg::ES256],
-            rsa_bits: 2048,
-            schedule: Schedule::Every(Duration::from_secs(10)),
-            max_token_lifetime: Duration::from_secs(4),
-            clock_skew: Duration::from_secs(1),
-            jwks_cache_max_age: Duration::from_secs(1),
-            publish_ahead: Duration::from_secs(2),
-            signing_key_cache_max_age: Duration::from_secs(1),
-            propagation: Duration::ZERO,
-        }
+        crate::lifecycle::testing::policy(10)
     }
 
-    #[test]
-    fn ended_key_files_are_kept_until_the_state_that_ends_them_is_durable() {
+    /// A key directory with its first keys: the next key's kid and file.
+    fn a_ring_with_a_next_key() -> (tempfile::TempDir, Policy, Keyring, Kid, PathBuf) {
         let tmp = tempfile::tempdir().unwrap();
         let policy = policy();
         let (mut ring, _) =
@@ -793,6 +782,12 @@ mod tests {
             .unwrap();
         let next = ring.state().next_key(Alg::ES256).unwrap().kid.clone();
         let file = tmp.path().join(format!("{next}.key"));
+        (tmp, policy, ring, next, file)
+    }
+
+    #[test]
+    fn ended_key_files_are_kept_until_the_state_that_ends_them_is_durable() {
+        let (tmp, policy, mut ring, next, file) = a_ring_with_a_next_key();
         assert!(file.exists());
 
         FAIL_STATE_SYNC.with(|f| f.set(true));
@@ -820,16 +815,7 @@ mod tests {
 
     #[test]
     fn ended_key_files_left_by_a_failed_sync_go_at_the_next_commit() {
-        let tmp = tempfile::tempdir().unwrap();
-        let policy = policy();
-        let (mut ring, _) =
-            Keyring::load(Box::new(FsStore::open(tmp.path(), None).unwrap())).unwrap();
-        let p = plan(ring.state(), &policy, t(0));
-        ring.execute(&p.actions, &Fixed(t(0)))
-            .into_result()
-            .unwrap();
-        let next = ring.state().next_key(Alg::ES256).unwrap().kid.clone();
-        let file = tmp.path().join(format!("{next}.key"));
+        let (_tmp, policy, mut ring, next, file) = a_ring_with_a_next_key();
         FAIL_STATE_SYNC.with(|f| f.set(true));
         let actions = revoke(ring.state(), &policy, t(1), &next).unwrap();
         // Only the revocation: the replacement key comes with the next commit.
