@@ -190,6 +190,7 @@ fn check_config(cli: &Cli) -> Result<(), Fail> {
 }
 
 fn rekey(cli: &Cli, new_file: Option<&std::path::Path>) -> Result<(), Fail> {
+    use crate::store::KeyStore;
     use crate::store::fs::FsStore;
     let (config, _, _) = load_config(cli)?;
     let current = env::master_key(&config).map_err(|e| Fail(1, e.to_string()))?;
@@ -230,36 +231,37 @@ fn rekey(cli: &Cli, new_file: Option<&std::path::Path>) -> Result<(), Fail> {
         Some(c) if c.id() != new_id => Some(c),
         _ => env::previous_master_key().map_err(|e| Fail(1, e.to_string()))?,
     };
-    if let Some(url) = config.store_url() {
-        let store = crate::store::postgres::PgStore::connect(&url, Some(new), previous)
-            .map_err(|e| Fail(1, e.to_string()))?;
-        let done = store.rekey().map_err(|e| Fail(1, e.to_string()))?;
-        println!(
-            "{}: {} keys re-sealed, {} already sealed with the new master key {new_id}",
-            crate::store::KeyStore::location(&store),
-            done.rewritten,
-            done.already
-        );
-        println!(
-            "now give every replica the new master key (JWKSD_MASTER_KEY or master_key_file) and restart them"
-        );
-        return Ok(());
-    }
-    let store = FsStore::open(&config.keys_dir, Some(new))
-        .map_err(|e| Fail(1, e.to_string()))?
-        .with_previous_master(previous);
+    let store: Box<dyn KeyStore> = match config.store_url() {
+        Some(url) => Box::new(
+            crate::store::postgres::PgStore::connect(&url, Some(new), previous)
+                .map_err(|e| Fail(1, e.to_string()))?,
+        ),
+        None => Box::new(
+            FsStore::open(&config.keys_dir, Some(new))
+                .map_err(|e| Fail(1, e.to_string()))?
+                .with_previous_master(previous),
+        ),
+    };
     let done = store
         .rekey(&mut |_| true)
         .map_err(|e| Fail(1, e.to_string()))?;
+    let location = match store.shared() {
+        true => store.location(),
+        false => config.keys_dir.display().to_string(),
+    };
     println!(
-        "{}: {} keys re-sealed, {} already sealed with the new master key {new_id}",
-        config.keys_dir.display(),
-        done.rewritten,
-        done.already
+        "{location}: {} keys re-sealed, {} already sealed with the new master key {new_id}",
+        done.rewritten, done.already
     );
-    println!(
-        "now configure the new master key (JWKSD_MASTER_KEY or master_key_file) and start jwksd"
-    );
+    if store.shared() {
+        println!(
+            "now give every replica the new master key (JWKSD_MASTER_KEY or master_key_file) and restart them"
+        );
+    } else {
+        println!(
+            "now configure the new master key (JWKSD_MASTER_KEY or master_key_file) and start jwksd"
+        );
+    }
     Ok(())
 }
 

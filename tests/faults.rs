@@ -13,7 +13,7 @@ use jwksd::keys::{KeyMaterial, Kid};
 use jwksd::lifecycle::KeyringState;
 use jwksd::server::{self, Options, Running};
 use jwksd::store::fs::FsStore;
-use jwksd::store::{KeyStore, Loaded, StoreError};
+use jwksd::store::{KeyStore, Loaded, Rekeyed, StoreError};
 use jwksd::time::Timestamp;
 use serde_json::{Value, json};
 
@@ -57,6 +57,9 @@ impl KeyStore for FaultyStore {
     }
     fn version(&self) -> Result<u64, StoreError> {
         self.inner.version()
+    }
+    fn rekey(&self, proceed: &mut dyn FnMut(&Kid) -> bool) -> Result<Rekeyed, StoreError> {
+        self.inner.rekey(proceed)
     }
 }
 

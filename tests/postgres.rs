@@ -13,7 +13,7 @@ use jwksd::keyring::Keyring;
 use jwksd::keys::Alg;
 use jwksd::lifecycle::{KeyState, KeyringState, Trigger, plan};
 use jwksd::store::postgres::PgStore;
-use jwksd::store::{MasterKey, StoreError};
+use jwksd::store::{KeyStore, MasterKey, StoreError};
 use jwksd::time::Timestamp;
 use serde_json::{Value, json};
 use support::daemon::{BIN, Daemon, FAST, write_config};
@@ -160,12 +160,12 @@ fn store_migrates_once_compares_and_sets_and_leases() {
     let new_mk = || MasterKey::from_encoded(&"5a".repeat(32)).unwrap();
     let r = PgStore::connect(&url, Some(new_mk()), Some(mk()))
         .unwrap()
-        .rekey()
+        .rekey(&mut |_| true)
         .unwrap();
     assert_eq!((r.rewritten, r.already), (2, 0));
     let r = PgStore::connect(&url, Some(new_mk()), Some(mk()))
         .unwrap()
-        .rekey()
+        .rekey(&mut |_| true)
         .unwrap();
     assert_eq!((r.rewritten, r.already), (0, 2));
     let (fresh, notes) = Keyring::load(Box::new(

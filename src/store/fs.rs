@@ -29,7 +29,7 @@ use crate::lifecycle::KeyringState;
 use crate::lifecycle::state::{STATE_FORMAT, format_readable};
 use crate::store::check::{self, Finding, Unnamed};
 use crate::store::seal::{self, MasterKey};
-use crate::store::{KeyStore, Loaded, Problem, StoreError};
+use crate::store::{KeyStore, Loaded, Problem, Rekeyed, StoreError};
 
 /// How long a commit (local writes and fsyncs, normally milliseconds) may
 /// be in flight before this process stops handing out and signing with the
@@ -64,15 +64,6 @@ enum Sealing {
     Clear,
     Current,
     Previous,
-}
-
-/// What a rekey did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rekeyed {
-    pub rewritten: usize,
-    pub already: usize,
-    /// False when stopped before the end; run it again to finish.
-    pub complete: bool,
 }
 
 struct Inner {
@@ -179,12 +170,8 @@ impl FsStore {
         self
     }
 
-    /// Seals every private key with the current master key: keys in the clear
-    /// or sealed with the previous master key are rewritten, one atomic file
-    /// at a time, so an interruption leaves each key openable with the old or
-    /// the new master key and a second run completes the work. `proceed` is
-    /// asked before each file; returning false stops there.
-    pub fn rekey(&self, proceed: &mut dyn FnMut(&Kid) -> bool) -> Result<Rekeyed, StoreError> {
+    /// [`KeyStore::rekey`]: one atomic file at a time.
+    fn rekey_files(&self, proceed: &mut dyn FnMut(&Kid) -> bool) -> Result<Rekeyed, StoreError> {
         let Some(master) = &self.master else {
             return Err(StoreError::Other(
                 "rekey needs the new master key (JWKSD_NEW_MASTER_KEY or --new-master-key-file)"
@@ -408,6 +395,10 @@ fn classify(name: &str) -> Entry {
 }
 
 impl KeyStore for FsStore {
+    fn rekey(&self, proceed: &mut dyn FnMut(&Kid) -> bool) -> Result<Rekeyed, StoreError> {
+        self.rekey_files(proceed)
+    }
+
     fn load(&self) -> Result<Loaded, StoreError> {
         let mut inner = self.inner();
         let mut notes = std::mem::take(&mut inner.notes);

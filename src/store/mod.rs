@@ -21,6 +21,15 @@ use crate::lifecycle::KeyringState;
 pub use seal::{MasterKey, SealError};
 
 /// What a store holds, as loaded and checked at start-up.
+/// What a rekey did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rekeyed {
+    pub rewritten: usize,
+    pub already: usize,
+    /// False when stopped before the end; run it again to finish.
+    pub complete: bool,
+}
+
 pub struct Loaded {
     pub state: KeyringState,
     /// Private keys of every next, active and retiring key that has one.
@@ -50,6 +59,13 @@ pub trait KeyStore: Send + Sync + 'static {
 
     /// Where the store lives, for logs and errors.
     fn location(&self) -> String;
+
+    /// Seals every private key with the current master key (those in the
+    /// clear or sealed with the previous one), one key at a time, so that
+    /// an interruption leaves each key openable with the old or the new
+    /// master key and a second run finishes. `proceed` is asked before each
+    /// key is rewritten; false stops there (`complete` false).
+    fn rekey(&self, proceed: &mut dyn FnMut(&Kid) -> bool) -> Result<Rekeyed, StoreError>;
 
     /// The version of the committed state, read cheaply: replicas sharing
     /// a store poll it to learn of changes.

@@ -37,7 +37,7 @@ use crate::lifecycle::KeyringState;
 use crate::lifecycle::state::{STATE_FORMAT, format_readable};
 use crate::store::check::{self, Finding};
 use crate::store::seal::{self, MasterKey};
-use crate::store::{KeyStore, Loaded, Problem, StoreError};
+use crate::store::{KeyStore, Loaded, Problem, Rekeyed, StoreError};
 
 /// Channel replicas LISTEN on; the payload is the new state version.
 pub const CHANNEL: &str = "jwksd_state";
@@ -408,12 +408,13 @@ impl PgStore {
 }
 
 impl PgStore {
-    /// Re-seals every private key not yet sealed with the current master
-    /// key (those sealed with the previous one), one row at a time: an
+    /// [`KeyStore::rekey`]: re-seals every private key not yet sealed with
+    /// the current master key (those sealed with the previous one), one row
+    /// at a time: an
     /// interruption leaves each key openable with one of the two, and a
     /// second run finishes. Replicas may keep running meanwhile when they
     /// know both keys (`JWKSD_PREVIOUS_MASTER_KEY`).
-    pub fn rekey(&self) -> Result<crate::store::fs::Rekeyed, StoreError> {
+    fn rekey_rows(&self, proceed: &mut dyn FnMut(&Kid) -> bool) -> Result<Rekeyed, StoreError> {
         let rows: Vec<(String, String, Vec<u8>)> = self.with(
             &self.data,
             "read private keys",
@@ -430,7 +431,7 @@ impl PgStore {
                 .collect())
             },
         )?;
-        let mut done = crate::store::fs::Rekeyed {
+        let mut done = Rekeyed {
             rewritten: 0,
             already: 0,
             complete: true,
@@ -449,6 +450,10 @@ impl PgStore {
                 }])
             };
             let k: Kid = kid.parse().map_err(|_| bad("invalid kid".into()))?;
+            if !proceed(&k) {
+                done.complete = false;
+                break;
+            }
             let a: Alg = alg
                 .parse()
                 .map_err(|_| bad(format!("unknown algorithm {alg:?}")))?;
@@ -592,6 +597,10 @@ fn key_path(kid: &str) -> PathBuf {
 }
 
 impl KeyStore for PgStore {
+    fn rekey(&self, proceed: &mut dyn FnMut(&Kid) -> bool) -> Result<Rekeyed, StoreError> {
+        self.rekey_rows(proceed)
+    }
+
     fn load(&self) -> Result<Loaded, StoreError> {
         let (state_text, rows, stale) = self.with(&self.data, "load the state", deadline::QUERY, async |c| {
             // One snapshot for the state and the keys it refers to.
