@@ -6,6 +6,7 @@ pub mod action;
 pub mod driver;
 pub mod planner;
 pub mod policy;
+pub mod promises;
 pub mod readiness;
 pub mod state;
 pub mod tokens;
@@ -73,7 +74,10 @@ mod purity {
         ("lifecycle/driver.rs", include_str!("driver.rs")),
         ("lifecycle/planner.rs", include_str!("planner.rs")),
         ("lifecycle/policy.rs", include_str!("policy.rs")),
+        ("lifecycle/promises.rs", include_str!("promises.rs")),
+        ("lifecycle/readiness.rs", include_str!("readiness.rs")),
         ("lifecycle/state.rs", include_str!("state.rs")),
+        ("lifecycle/tokens.rs", include_str!("tokens.rs")),
         ("keys/id.rs", include_str!("../keys/id.rs")),
         ("keys/error.rs", include_str!("../keys/error.rs")),
         ("time.rs", include_str!("../time.rs")),

@@ -18,7 +18,7 @@ pub fn overdue_rotations(upcoming: &[Upcoming], now: Timestamp) -> impl Iterator
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::{Alg, Kid};
+    use crate::keys::id::{Alg, Kid};
 
     fn event(at: i64, event: UpcomingEvent) -> Upcoming {
         let kid: Kid = "k1".parse().unwrap();
