@@ -4,6 +4,10 @@
 //!
 //! Exit codes: 0 ok; 1 failed; 2 usage; 3 refused by the daemon (for
 //! example a rotation before `publish_ahead`); 4 daemon unreachable.
+//!
+//! One file, over 500 lines: each command's arguments, call and printed
+//! output side by side, because the output is a contract (operators'
+//! scripts and the tests read it); the wire types are `api`'s.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;

@@ -22,13 +22,14 @@
 //!   OpenSSL), `generate` (p256, rsa, at a low priority), `jwk` (public and
 //!   private JWKs), `sign` (JWS signers over OpenSSL).
 //! - [`lifecycle`]: the pure core. `state` is plain data, `action` the
-//!   changes it takes, `policy` the timeline rules, `planner` the functions
-//!   from (state, policy, now) to actions and the next wake-up, `driver` the
-//!   scheduler as a state machine (fed outcomes, polled for work: backoff,
-//!   generations in flight, leadership), `tokens` the lifetime rules of a
-//!   token to sign, `readiness` when the last known keys stop being the
-//!   right ones. No clock, no I/O, no randomness: a test holds it to
-//!   `keys::id` and `time`.
+//!   changes it takes (and how it applies them), `policy` the timeline
+//!   rules, `promises` what was served and what it defers, `planner` the
+//!   functions from (state, policy, now) to actions and the next wake-up,
+//!   `driver` the scheduler as a state machine (fed outcomes, polled for
+//!   work: backoff, generations in flight, leadership), `tokens` the
+//!   lifetime rules of a token to sign, `readiness` when the last known
+//!   keys stop being the right ones. No clock, no I/O, no randomness: a
+//!   test holds it to `keys::id` and `time`.
 //! - [`store`]: the durable [`store::KeyStore`] trait; `check` is the one
 //!   consistency check of a loaded state against the private keys held
 //!   (pure); `fs` keeps keys in a directory (atomic writes, lock), `postgres`
@@ -43,8 +44,9 @@
 //!   check-config's account, `env` every `JWKSD_*` variable the daemon reads
 //!   and the file it falls back to (master keys open there).
 //! - [`daemon`]: the shell: the scheduler task (the one writer, performing
-//!   what the driver decides), the signing queue, the snapshot readers see,
-//!   start-up and shutdown. `handle` is all the HTTP layer sees of it:
+//!   what the driver decides; `scheduler::commands` carries out operators'
+//!   commands), the signing queue, the leader `lease`, the snapshot readers
+//!   see. `handle` is all the HTTP layer sees of it:
 //!   [`daemon::Handle`], a cheap clone with a few methods over the daemon's
 //!   private shared state.
 //! - [`server`]: the process: store, core and both listeners started

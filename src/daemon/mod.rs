@@ -9,6 +9,7 @@
 //! - `handle`: what the HTTP handlers hold: [`Handle`], over [`Shared`].
 
 pub mod handle;
+mod lease;
 pub mod scheduler;
 pub mod signing;
 pub mod snapshot;
@@ -26,7 +27,6 @@ use crate::keyring::Keyring;
 use crate::keys::Alg;
 use crate::lifecycle::Policy;
 use crate::metrics::{AlgLabels, Metrics};
-use crate::store::KeyStore;
 // What the handle's methods take and return.
 pub use handle::{CallError, Handle};
 pub use scheduler::CommandError;
@@ -424,7 +424,7 @@ pub fn spawn(
         poll: config.store.poll_interval.0,
     });
     if let Some(r) = &replication {
-        tokio::spawn(lead(
+        tokio::spawn(lease::lead(
             store_handle.clone(),
             shared.clone(),
             config.store.leader_lease.0,
@@ -456,76 +456,9 @@ pub fn spawn(
     }
 }
 
-/// Holds (or waits for) the lease that lets this replica rotate keys:
-/// renewed every third of the lease, given up at shutdown.
-async fn lead(
-    store: Arc<dyn KeyStore>,
-    shared: Arc<Shared>,
-    lease: Duration,
-    changes: Arc<tokio::sync::Notify>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    loop {
-        let s = store.clone();
-        let was = shared.is_leader();
-        // A replica that cannot read the shared state must not lead: it
-        // would plan on keys it no longer knows. Hand the lease over.
-        if shared.sync_failure().is_some_and(|f| !f.unreachable) {
-            if was {
-                shared.set_leader_until(None);
-                let _ = tokio::task::spawn_blocking(move || s.resign()).await;
-                tracing::warn!(
-                    "gave up the rotation lease: this replica cannot read the shared state"
-                );
-            }
-            shared.metrics.leader.set(0);
-            tokio::select! {
-                _ = tokio::time::sleep(lease / 3) => continue,
-                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
-            }
-        }
-        match tokio::task::spawn_blocking(move || s.lead(lease)).await {
-            Ok(Ok(Some(until))) => {
-                shared.set_leader_until(Some(until));
-                shared.set_store_reachable(true);
-                if !was {
-                    tracing::info!(lease = %crate::time::format_duration(lease), "this replica now leads rotations");
-                    changes.notify_one();
-                }
-            }
-            Ok(Ok(None)) => {
-                shared.set_leader_until(None);
-                shared.set_store_reachable(true);
-                if was {
-                    tracing::warn!("another replica holds the rotation lease now");
-                }
-            }
-            // Unreachable: the lease runs out on its own.
-            Ok(Err(e)) => {
-                if shared.set_store_reachable(false) {
-                    tracing::warn!(error = %e, "cannot renew the rotation lease");
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "lease task failed"),
-        }
-        shared.metrics.leader.set(shared.is_leader() as i64);
-        tokio::select! {
-            _ = tokio::time::sleep(lease / 3) => {}
-            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
-                if shared.is_leader() {
-                    let s = store.clone();
-                    let _ = tokio::task::spawn_blocking(move || s.resign()).await;
-                }
-                return;
-            }
-        }
-    }
-}
-
-/// How often certificate files are checked for changes.
 /// How long a request for the active key (or a signature) waits for one
 /// being generated, when there is none: an RSA-4096 key takes a few seconds
-/// (runbook.md, "Revoking the active key").
+/// (runbook.md, "Revoking the active key before its successor exists").
 pub const ACTIVE_KEY_WAIT: Duration = Duration::from_secs(20);
 
 #[cfg(test)]

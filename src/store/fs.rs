@@ -12,6 +12,10 @@
 //! staged as `.pending` before the state that publishes it is committed, and
 //! renamed to `.key` after; load rolls either way forward or back, so a crash
 //! at any instant leaves a store that loads.
+//!
+//! One file, over 500 lines: the crash rules of write, commit and load are
+//! one protocol, each step correct only given the others, and read together
+//! (the consistency check itself is `store::check`).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, DirBuilder, File, OpenOptions};

@@ -20,6 +20,11 @@
 //! hangs rather than refuses answers no server-side timeout, so the store
 //! gives up, drops the connection, and reconnects on the next call. TLS
 //! follows libpq's `sslmode` (see `tls`).
+//!
+//! One file, over 500 lines: migrations, the compare-and-set commit, the
+//! lease, notifications and the deadlines on every call are one protocol
+//! against one schema, whose SQL is best read side by side; connection TLS
+//! is in `tls`, the consistency check in `store::check`.
 
 mod tls;
 
