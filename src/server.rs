@@ -136,44 +136,7 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
     let store_url = config.store_url();
     let store: Box<dyn KeyStore> = match store {
         Some(s) => s,
-        None if store_url.is_some() => {
-            let url = store_url.clone().unwrap_or_default();
-            let master = master_key(&config)?;
-            if let Some(m) = &master {
-                tracing::info!(
-                    master_key_id = m.id(),
-                    "private keys are sealed before they reach the database"
-                );
-            }
-            let previous = previous_master_key()?;
-            tokio::task::spawn_blocking(move || PgStore::connect(&url, master, previous))
-                .await
-                .map_err(|e| DaemonError::Join(e.to_string()))?
-                .map(|s| {
-                    tracing::info!(store = %s.location(), replica = s.holder(), "shared PostgreSQL store");
-                    Box::new(s) as Box<dyn KeyStore>
-                })?
-        }
-        None => {
-            let master = master_key(&config)?;
-            match &master {
-                Some(m) => {
-                    tracing::info!(master_key_id = m.id(), "private keys are sealed at rest")
-                }
-                None => tracing::warn!(
-                    "no master key configured: private keys are stored in the clear (mode 600); \
-                     set JWKSD_MASTER_KEY or master_key_file to seal them"
-                ),
-            }
-            let previous = previous_master_key()?;
-            let dir = config.keys_dir.clone();
-            tokio::task::spawn_blocking(move || {
-                FsStore::open(dir, master).map(|s| s.with_previous_master(previous))
-            })
-            .await
-            .map_err(|e| DaemonError::Join(e.to_string()))?
-            .map(|s| Box::new(s) as Box<dyn KeyStore>)?
-        }
+        None => open_store(&config, store_url.clone()).await?,
     };
     let (ring, notes) = tokio::task::spawn_blocking(move || Keyring::load(store))
         .await
@@ -276,6 +239,54 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         shutdown: shutdown_tx,
         servers: vec![public_task, admin_task],
         scheduler,
+    })
+}
+
+/// Opens the store the configuration names: the PostgreSQL store when a
+/// connection string is set, the key directory otherwise, each with its
+/// master keys (current and previous).
+async fn open_store(
+    config: &Config,
+    store_url: Option<String>,
+) -> Result<Box<dyn KeyStore>, DaemonError> {
+    Ok(match store_url {
+        Some(url) => {
+            let master = master_key(config)?;
+            if let Some(m) = &master {
+                tracing::info!(
+                    master_key_id = m.id(),
+                    "private keys are sealed before they reach the database"
+                );
+            }
+            let previous = previous_master_key()?;
+            tokio::task::spawn_blocking(move || PgStore::connect(&url, master, previous))
+            .await
+            .map_err(|e| DaemonError::Join(e.to_string()))?
+            .map(|s| {
+                tracing::info!(store = %s.location(), replica = s.holder(), "shared PostgreSQL store");
+                Box::new(s) as Box<dyn KeyStore>
+            })?
+        }
+        None => {
+            let master = master_key(config)?;
+            match &master {
+                Some(m) => {
+                    tracing::info!(master_key_id = m.id(), "private keys are sealed at rest")
+                }
+                None => tracing::warn!(
+                    "no master key configured: private keys are stored in the clear (mode 600); \
+                 set JWKSD_MASTER_KEY or master_key_file to seal them"
+                ),
+            }
+            let previous = previous_master_key()?;
+            let dir = config.keys_dir.clone();
+            tokio::task::spawn_blocking(move || {
+                FsStore::open(dir, master).map(|s| s.with_previous_master(previous))
+            })
+            .await
+            .map_err(|e| DaemonError::Join(e.to_string()))?
+            .map(|s| Box::new(s) as Box<dyn KeyStore>)?
+        }
     })
 }
 
