@@ -138,6 +138,7 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         Some(s) => s,
         None => open_store(&config, store_url.clone()).await?,
     };
+    let read_at = std::time::Instant::now();
     let (ring, notes) = tokio::task::spawn_blocking(move || Keyring::load(store))
         .await
         .map_err(|e| DaemonError::Join(e.to_string()))??;
@@ -196,6 +197,7 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         policy.clone(),
         steady,
         ring,
+        read_at,
         store_url,
         shutdown_rx.clone(),
     );

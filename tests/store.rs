@@ -280,7 +280,7 @@ fn damaged_or_future_state_is_refused_with_its_file() {
 
     fs::write(
         &state_path,
-        good.replacen("\"format\": 2", "\"format\": 99", 1),
+        good.replacen("\"format\": 3", "\"format\": 99", 1),
     )
     .unwrap();
     let msg = problems(Keyring::load(Box::new(open(tmp.path()))).err().unwrap());

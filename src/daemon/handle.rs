@@ -91,8 +91,10 @@ impl Handle {
         // No active key: one is being generated (see `Shared::active_key`).
         // The signing task answers `NoActiveKey` if it went between the two.
         let mut result = Err(SignError::Stopped);
+        // One wait for all attempts: the bound the answer and docs state.
+        let until = tokio::time::Instant::now() + super::ACTIVE_KEY_WAIT;
         for _ in 0..SIGN_ATTEMPTS {
-            if shared.active_key(alg).await.is_none() {
+            if shared.active_key_until(alg, until).await.is_none() {
                 return Err(SignError::NoActiveKey);
             }
             let (tx, rx) = oneshot::channel();

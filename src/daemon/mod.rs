@@ -144,13 +144,22 @@ impl Shared {
         self.signing_key_max_age().is_some()
     }
 
-    /// Why the keys held may not be used now, when they may not.
+    /// Why the keys held may not be used now, when they may not. The
+    /// verdict and the reason come from one reading of both clocks.
     pub fn not_current(&self) -> Option<NotCurrent> {
-        if self.keys_current() {
-            return None;
-        }
         let in_flight = self.commit_age();
         let since_sync = self.store_shared.then(|| self.since_sync());
+        let since = match (since_sync, in_flight) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        if self
+            .policy
+            .signing_key_max_age(since, self.freshness)
+            .is_some()
+        {
+            return None;
+        }
         Some(match (in_flight, since_sync) {
             (Some(c), Some(s)) if c >= s => NotCurrent::CommitInFlight(c),
             (Some(c), None) => NotCurrent::CommitInFlight(c),
@@ -255,8 +264,17 @@ impl Shared {
     /// up to [`ACTIVE_KEY_WAIT`] for one to be published instead of failing
     /// the request.
     pub async fn active_key(&self, alg: Alg) -> Option<Arc<snapshot::ActiveKey>> {
+        self.active_key_until(alg, tokio::time::Instant::now() + ACTIVE_KEY_WAIT)
+            .await
+    }
+
+    /// [`Shared::active_key`], waiting no later than `until`.
+    pub async fn active_key_until(
+        &self,
+        alg: Alg,
+        until: tokio::time::Instant,
+    ) -> Option<Arc<snapshot::ActiveKey>> {
         let mut published = self.published.subscribe();
-        let until = tokio::time::Instant::now() + ACTIVE_KEY_WAIT;
         let mut counted = false;
         loop {
             if let Some(k) = self
@@ -290,6 +308,8 @@ impl Shared {
 
     fn set_scheduler_running(&self, v: bool) {
         self.scheduler_running.store(v, Ordering::Release);
+        // Requests waiting for a key see that none will come.
+        self.published.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// The last lifecycle failure, while it is not resolved.
@@ -359,6 +379,7 @@ impl Shared {
         store_shared: bool,
         commands: mpsc::Sender<scheduler::Command>,
         sign_jobs: mpsc::Sender<signing::SignJob>,
+        read_at: std::time::Instant,
     ) -> Shared {
         let clock: Arc<dyn Clock> = steady.clone();
         Shared {
@@ -377,7 +398,7 @@ impl Shared {
             store_shared,
             leader_until: Mutex::new(None),
             store_reachable: AtomicBool::new(true),
-            last_sync: Mutex::new(std::time::Instant::now()),
+            last_sync: Mutex::new(read_at),
             sync_failure: Mutex::new(None),
             commit_started: Mutex::new(None),
             freshness: policy
@@ -395,13 +416,15 @@ pub struct Core {
     pub scheduler: tokio::task::JoinHandle<()>,
 }
 
-/// Starts the core on a loaded key ring; `store_url` is the PostgreSQL
-/// store's (its change notifications wake the scheduler).
+/// Starts the core on a key ring loaded by a read that started at
+/// `read_at` (the freshness window counts from there); `store_url` is the
+/// PostgreSQL store's (its change notifications wake the scheduler).
 pub fn spawn(
     config: &Config,
     policy: Arc<Policy>,
     steady: Arc<SteadyClock>,
     ring: Keyring,
+    read_at: std::time::Instant,
     store_url: Option<String>,
     shutdown: watch::Receiver<bool>,
 ) -> Core {
@@ -417,6 +440,7 @@ pub fn spawn(
         store_shared,
         cmd_tx,
         sign_tx,
+        read_at,
     ));
 
     let replication = store_shared.then(|| scheduler::Replication {
@@ -476,7 +500,15 @@ mod tests {
         let policy = Arc::new(config.policy(steady.now()).unwrap());
         let (commands, _) = mpsc::channel(1);
         let (sign_jobs, _) = mpsc::channel(1);
-        Shared::new(&config, policy, steady, store_shared, commands, sign_jobs)
+        Shared::new(
+            &config,
+            policy,
+            steady,
+            store_shared,
+            commands,
+            sign_jobs,
+            std::time::Instant::now(),
+        )
     }
 
     fn started_ago(s: &Shared, ago: Duration) {

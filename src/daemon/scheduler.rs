@@ -83,10 +83,11 @@ impl Scheduler {
                 let synced = self.sync().await;
                 driver.synced(synced);
             }
-            driver.set_leader(self.shared.is_leader());
             // Everything due now, as the driver says; bounded in case a
-            // store keeps answering without changing anything.
+            // store keeps answering without changing anything. Leadership
+            // is read before each step: a slow commit may outlast a lease.
             for _ in 0..WORK_PER_WAKE {
+                driver.set_leader(self.shared.is_leader());
                 let state = lock(&self.ring).state().clone();
                 let Some(work) = driver.poll(&state, &self.policy, self.clock.now()) else {
                     break;

@@ -127,7 +127,9 @@ impl Driver {
 
     /// A read of the shared state ended.
     pub fn synced(&mut self, outcome: Synced) {
-        self.in_sync = outcome == Synced::Current;
+        // A store of its own holds nothing this process did not write: a
+        // failed re-read leaves its key ring what it committed.
+        self.in_sync = outcome == Synced::Current || self.poll.is_none();
         if self.in_sync {
             self.must_sync = false;
         }
@@ -452,6 +454,21 @@ mod tests {
         assert_eq!(d.sync_interval(), Some(Duration::from_secs(2)));
         d.synced(Synced::Current);
         assert!(d.leading());
+    }
+
+    /// A store of its own: a re-read that fails after a lost compare-and-set
+    /// does not stop the planner (nothing else writes it).
+    #[test]
+    fn its_own_store_keeps_leading_after_a_failed_re_read() {
+        let (mut d, s, p) = bootstrapped();
+        let Some(Work::Commit(_)) = d.poll(&s, &p, t(3000)) else {
+            panic!()
+        };
+        d.committed(Committed::Conflict, t(3000));
+        assert_eq!(d.poll(&s, &p, t(3000)), Some(Work::Sync));
+        d.synced(Synced::Unreadable);
+        assert!(d.leading());
+        assert!(matches!(d.poll(&s, &p, t(3000)), Some(Work::Commit(_))));
     }
 
     #[test]

@@ -11,10 +11,14 @@ use crate::time::Timestamp;
 /// Version of the persisted state format written; bumped on changes an
 /// older jwksd cannot read. Format 2 added the promises (`served`,
 /// `promised`).
-pub const STATE_FORMAT: u32 = 2;
+pub const STATE_FORMAT: u32 = 3;
 
 /// Whether this jwksd reads a stored state of format `format`: 1 (no
-/// promises recorded: they start from the configuration) and 2.
+/// promises recorded: they start from the configuration), 2 (promises
+/// without the clock skew, which then starts from the configuration) and 3.
+/// A jwksd that reads only up to 2 refuses a format-3 state by its number,
+/// with the message that names the version to run, rather than on a field
+/// it does not know.
 pub fn format_readable(format: u32) -> bool {
     (1..=STATE_FORMAT).contains(&format)
 }
