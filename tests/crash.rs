@@ -3,10 +3,11 @@
 //! writes) and restarted, at least 100 times. After every kill the store
 //! must load and be consistent, and nothing published may be lost.
 
+mod support;
+
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jwksd::client::Client;
@@ -15,9 +16,7 @@ use jwksd::lifecycle::state::HISTORY_LIMIT;
 use jwksd::lifecycle::{KeyState, Trigger};
 use jwksd::store::KeyStore;
 use jwksd::store::fs::FsStore;
-use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_jwksd");
+use support::daemon::start_binary;
 
 /// xorshift64*: reproducible kill instants from a printed seed.
 struct Rng(u64);
@@ -39,29 +38,11 @@ struct Proc {
 }
 
 fn spawn(config: &std::path::Path) -> Proc {
-    let mut child = Command::new(BIN)
-        .args(["serve", "-c"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Ok(v) = serde_json::from_str::<Value>(&line)
-                && v["message"] == "listening"
-            {
-                let _ = tx.send((
-                    v["public"].as_str().unwrap_or_default().to_owned(),
-                    v["admin"].as_str().unwrap_or_default().to_owned(),
-                ));
-            }
-        }
-    });
-    Proc { child, addrs: rx }
+    let started = start_binary(config, &[], Arc::new(Mutex::new(Vec::new())));
+    Proc {
+        child: started.child,
+        addrs: started.addrs,
+    }
 }
 
 #[derive(Default)]
@@ -124,17 +105,14 @@ async fn survives_sigkill_at_random_instants() {
             // After every restart: ready, and both APIs answer.
             wait_ready(&client, &public, &format!("cycle {cycle} (seed {seed})")).await;
             let a = client
-                .get(
-                    &format!("http://{admin}/v1/keys/active?alg=RS256"),
-                    Some(&signer),
-                )
+                .get(&format!("{admin}/v1/keys/active?alg=RS256"), Some(&signer))
                 .await
                 .unwrap();
             assert_eq!(a.status, 200, "cycle {cycle} (seed {seed}): admin API");
             let until = Instant::now() + Duration::from_millis(rng.below(1500));
             loop {
                 let r = client
-                    .get(&format!("http://{public}/.well-known/jwks.json"), None)
+                    .get(&format!("{public}/.well-known/jwks.json"), None)
                     .await
                     .unwrap();
                 assert_eq!(r.status, 200, "cycle {cycle} (seed {seed}): JWKS");
@@ -192,7 +170,7 @@ async fn survives_sigkill_at_random_instants() {
 async fn wait_ready(client: &Client, public: &str, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let r = client.get(&format!("http://{public}/readyz"), None).await;
+        let r = client.get(&format!("{public}/readyz"), None).await;
         if r.is_ok_and(|r| r.status == 200) {
             return;
         }

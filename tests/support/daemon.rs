@@ -47,6 +47,71 @@ pub fn write_config_with(dir: &Path, admin_extra: &str, body: &str) -> PathBuf {
     config
 }
 
+/// A started binary: its process, and the (public, admin) base URLs it
+/// reports once it listens. Every test that runs the daemon's binary starts
+/// it here ([`Daemon`] on top; the crash test uses it bare, to kill the
+/// process at any instant, start-up included).
+pub struct Started {
+    pub child: Child,
+    pub addrs: std::sync::mpsc::Receiver<(String, String)>,
+}
+
+/// Starts `jwksd serve -c config` with `env` (and none of the caller's
+/// `JWKSD_*` secrets); its log lines go to `log`.
+pub fn start_binary(
+    config: &Path,
+    env: &[(String, String)],
+    log: Arc<Mutex<Vec<String>>>,
+) -> Started {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .arg("-c")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env_remove("JWKSD_CONFIG")
+        .env_remove("JWKSD_MASTER_KEY")
+        .env_remove("JWKSD_OPERATOR_TOKEN")
+        .env_remove("JWKSD_SIGNER_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("start jwksd");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<(String, String)>();
+    let scheme = |tls: &Value| {
+        if tls == &Value::Bool(true) {
+            "https"
+        } else {
+            "http"
+        }
+    };
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["message"] == "listening"
+            {
+                let _ = tx.send((
+                    format!(
+                        "{}://{}",
+                        scheme(&v["public_tls"]),
+                        v["public"].as_str().unwrap_or_default()
+                    ),
+                    format!(
+                        "{}://{}",
+                        scheme(&v["admin_tls"]),
+                        v["admin"].as_str().unwrap_or_default()
+                    ),
+                ));
+            }
+            log.lock().unwrap().push(line);
+        }
+    });
+    Started { child, addrs: rx }
+}
+
 impl Daemon {
     /// Starts jwksd in a fresh directory with `body` as extra configuration.
     pub async fn start(dir: &Path, body: &str) -> Daemon {
@@ -85,53 +150,7 @@ impl Daemon {
     }
 
     async fn spawn(&mut self) {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .arg("-c")
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .env_remove("JWKSD_CONFIG")
-            .env_remove("JWKSD_MASTER_KEY")
-            .env_remove("JWKSD_OPERATOR_TOKEN")
-            .env_remove("JWKSD_SIGNER_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start jwksd");
-        let stderr = child.stderr.take().unwrap();
-        let log = self.log.clone();
-        let (tx, rx) = std::sync::mpsc::channel::<(String, String)>();
-        let scheme = |tls: &Value| {
-            if tls == &Value::Bool(true) {
-                "https"
-            } else {
-                "http"
-            }
-        };
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && v["message"] == "listening"
-                {
-                    let _ = tx.send((
-                        format!(
-                            "{}://{}",
-                            scheme(&v["public_tls"]),
-                            v["public"].as_str().unwrap_or_default()
-                        ),
-                        format!(
-                            "{}://{}",
-                            scheme(&v["admin_tls"]),
-                            v["admin"].as_str().unwrap_or_default()
-                        ),
-                    ));
-                }
-                log.lock().unwrap().push(line);
-            }
-        });
+        let Started { child, addrs: rx } = start_binary(&self.config, &self.env, self.log.clone());
         self.child = Some(child);
         let (public, admin) = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(a) => a,
