@@ -697,3 +697,31 @@ fn a_month_of_the_scheduler_with_failing_commits_and_generations() {
         assert!(gap >= secs(24 * H), "rotated {gap:?} after the last one");
     }
 }
+
+/// A rotation that lost its compare-and-set is done when the winner rotated
+/// the same keys out ("already rotated" is success), and judged again when
+/// the winner did something else.
+#[test]
+fn a_rotation_lost_to_another_writer_is_done_only_if_its_keys_were_rotated_out() {
+    let mut sim = Sim::new(policy(), t0());
+    sim.settle();
+    let before = sim.state.clone();
+    let active = before.active(Alg::ES256).unwrap().kid.clone();
+    let out = [(Alg::ES256, active.clone())];
+    // The winner revoked the next key instead: the active key still is.
+    let next = before.next_key(Alg::ES256).unwrap().kid.clone();
+    sim.revoke(&next).unwrap();
+    assert!(!jwksd::lifecycle::rotated_elsewhere(
+        &before, &sim.state, &out
+    ));
+    // The winner rotated it out.
+    sim.manual_rotate(Some(Alg::ES256), true).unwrap();
+    assert!(jwksd::lifecycle::rotated_elsewhere(
+        &before, &sim.state, &out
+    ));
+    // A key that was not active when the rotation was judged is no proof.
+    let other = [(Alg::ES256, next)];
+    assert!(!jwksd::lifecycle::rotated_elsewhere(
+        &before, &sim.state, &other
+    ));
+}

@@ -15,8 +15,8 @@ pub use action::{Action, ApplyError, NewKey};
 pub use driver::{Committed, Driver, Synced, Work};
 pub use planner::{
     Deferred, Plan, RevokeError, RotateError, Upcoming, UpcomingEvent, deferred,
-    earliest_activation, plan, record_promises, revoke, rotate, still_wanted, upcoming,
-    with_promises,
+    earliest_activation, plan, record_promises, revoke, rotate, rotated_elsewhere, still_wanted,
+    upcoming, with_promises,
 };
 pub use policy::{Policy, PolicyError, Schedule};
 pub use state::{

@@ -294,6 +294,24 @@ pub fn rotate(
     Ok(actions)
 }
 
+/// Whether a rotation judged on `before` that lost its compare-and-set was
+/// carried out by the writer that won, as `after` shows: every key it would
+/// have rotated out (`rotated_out`, per algorithm) was active in `before`
+/// and is active no more. Then the operator's rotation is done ("already
+/// rotated" is success); otherwise it is judged again on `after`.
+pub fn rotated_elsewhere(
+    before: &KeyringState,
+    after: &KeyringState,
+    rotated_out: &[(Alg, Kid)],
+) -> bool {
+    rotated_out.iter().all(|(alg, previous)| {
+        before.active(*alg).is_some_and(|k| &k.kid == previous)
+            && after
+                .find(previous)
+                .is_some_and(|k| k.state != KeyState::Active)
+    })
+}
+
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum RevokeError {
     #[error("no key with kid {0}")]

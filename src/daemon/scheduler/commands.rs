@@ -16,7 +16,7 @@ use crate::keyring::ExecuteError;
 use crate::keys::{Alg, Kid};
 use crate::lifecycle::{
     Action, Driver, KeyState, KeyringState, RevokeError, RotateError, Synced, Trigger, Work,
-    revoke, rotate,
+    revoke, rotate, rotated_elsewhere,
 };
 use crate::store::StoreError;
 
@@ -165,13 +165,11 @@ impl Scheduler {
             {
                 self.sync().await;
                 state = lock(&self.ring).state().clone();
-                let rotated_out = |(alg, _, previous): &(Alg, Kid, Kid)| {
-                    arrived.active(*alg).is_some_and(|k| &k.kid == previous)
-                        && state
-                            .find(previous)
-                            .is_some_and(|k| k.state != KeyState::Active)
-                };
-                if pairs.iter().all(rotated_out) {
+                let out: Vec<(Alg, Kid)> = pairs
+                    .iter()
+                    .map(|(alg, _, previous)| (*alg, previous.clone()))
+                    .collect();
+                if rotated_elsewhere(&arrived, &state, &out) {
                     let done = pairs
                         .iter()
                         .filter_map(|(alg, _, previous)| {
