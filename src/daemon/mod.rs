@@ -147,17 +147,8 @@ impl Shared {
     /// Why the keys held may not be used now, when they may not. The
     /// verdict and the reason come from one reading of both clocks.
     pub fn not_current(&self) -> Option<NotCurrent> {
-        let in_flight = self.commit_age();
-        let since_sync = self.store_shared.then(|| self.since_sync());
-        let since = match (since_sync, in_flight) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        if self
-            .policy
-            .signing_key_max_age(since, self.freshness)
-            .is_some()
-        {
+        let (in_flight, since_sync) = self.ages();
+        if self.max_age_for(in_flight, since_sync).is_some() {
             return None;
         }
         Some(match (in_flight, since_sync) {
@@ -167,24 +158,36 @@ impl Shared {
         })
     }
 
-    fn commit_age(&self) -> Option<Duration> {
-        self.commit_started
+    /// How long the commit in flight has run, and (with a shared store) how
+    /// long ago the state was last read and applied.
+    fn ages(&self) -> (Option<Duration>, Option<Duration>) {
+        let in_flight = self
+            .commit_started
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .map(|t| t.elapsed())
+            .map(|t| t.elapsed());
+        (in_flight, self.store_shared.then(|| self.since_sync()))
+    }
+
+    /// The keys held were last known current at the older of the two.
+    fn max_age_for(
+        &self,
+        in_flight: Option<Duration>,
+        since_sync: Option<Duration>,
+    ) -> Option<Duration> {
+        let since = match (since_sync, in_flight) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.policy.signing_key_max_age(since, self.freshness)
     }
 
     /// The max-age to serve with the active key now; `None`: do not serve it.
     /// The keys held were last known current when the shared state was last
     /// read, or, when a commit is in flight, when it started.
     pub fn signing_key_max_age(&self) -> Option<Duration> {
-        let in_flight = self.commit_age();
-        let shared = self.store_shared.then(|| self.since_sync());
-        let since = match (shared, in_flight) {
-            (Some(a), Some(b)) => Some(a.max(b)),
-            (a, b) => a.or(b),
-        };
-        self.policy.signing_key_max_age(since, self.freshness)
+        let (in_flight, since_sync) = self.ages();
+        self.max_age_for(in_flight, since_sync)
     }
 
     /// Marks a commit as in flight until the returned guard drops.
