@@ -22,7 +22,7 @@ use crate::api::{KeysResponse, Revoked, RotateRequest, RotateResponse};
 use crate::client::{Client, ClientError, Reply};
 use crate::clock::{Clock, SystemClock};
 use crate::config::env::{self, KeySource, MasterKeyError};
-use crate::config::{Config, ConfigSource, LogFormat};
+use crate::config::{Checked, Config, ConfigSource, LogFormat};
 use crate::lifecycle::{KeyState, UpcomingEvent};
 use crate::time::Timestamp;
 
@@ -161,14 +161,21 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load_config(cli: &Cli) -> Result<(Config, ConfigSource, Vec<String>), Fail> {
+fn load_config(cli: &Cli) -> Result<(Checked, ConfigSource), Fail> {
     Config::load(cli.config.as_deref(), SystemClock.now()).map_err(|e| Fail(1, e.to_string()))
 }
 
 fn check_config(cli: &Cli) -> Result<(), Fail> {
     let now = SystemClock.now();
-    let (config, source, warnings) = load_config(cli)?;
-    let text = config.describe(now).map_err(|e| Fail(1, e.to_string()))?;
+    let (checked, source) = load_config(cli)?;
+    let Checked {
+        config,
+        policy,
+        warnings,
+    } = checked;
+    let text = config
+        .describe(&policy, now)
+        .map_err(|e| Fail(1, e.to_string()))?;
     println!("{source}: valid");
     print!("{text}");
     for w in warnings {
@@ -177,7 +184,6 @@ fn check_config(cli: &Cli) -> Result<(), Fail> {
     // What the stored state was promised under earlier settings (directory
     // store only: check-config opens no database).
     if config.store_url().is_none() {
-        let policy = config.policy(now).map_err(|e| Fail(1, e.to_string()))?;
         match crate::store::fs::read_state(&config.keys_dir) {
             Ok(Some(state)) => {
                 for d in crate::lifecycle::deferred(&state, &policy, now) {
@@ -196,7 +202,7 @@ fn check_config(cli: &Cli) -> Result<(), Fail> {
 fn rekey(cli: &Cli, new_file: Option<&std::path::Path>) -> Result<(), Fail> {
     use crate::store::KeyStore;
     use crate::store::fs::FsStore;
-    let (config, _, _) = load_config(cli)?;
+    let config = load_config(cli)?.0.config;
     let current = env::master_key(&config).map_err(|e| Fail(1, e.to_string()))?;
     // The file is handed to this one command: its mode is the operator's
     // business, unlike the daemon's master_key_file.
@@ -307,7 +313,7 @@ fn redact(location: &str) -> String {
 }
 
 fn store_copy(cli: &Cli, from: &str, to: &str) -> Result<(), Fail> {
-    let (config, _, _) = load_config(cli)?;
+    let config = load_config(cli)?.0.config;
     let src = open_store(from, &config)?;
     let loaded = src
         .load()
@@ -361,10 +367,10 @@ fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
 }
 
 fn serve(cli: &Cli) -> Result<(), Fail> {
-    let (config, source, warnings) = load_config(cli)?;
-    init_logging(config.log.format);
+    let (checked, source) = load_config(cli)?;
+    init_logging(checked.config.log.format);
     let rt = runtime()?;
-    rt.block_on(crate::server::run(config, source, warnings))
+    rt.block_on(crate::server::run(checked, source))
         .map_err(|e| {
             tracing::error!(error = %e, "jwksd cannot start");
             Fail(1, e.to_string())
@@ -407,7 +413,7 @@ fn admin_base(cli: &Cli, config: &Config) -> String {
 }
 
 fn operator(cli: &Cli) -> Result<(), Fail> {
-    let (config, _, _) = load_config(cli)?;
+    let config = load_config(cli)?.0.config;
     let token = crate::http::auth::operator_token(&config).map_err(|e| {
         Fail(
             1,

@@ -12,13 +12,14 @@ use tokio::sync::watch;
 
 use crate::clock::{Clock, SteadyClock, SystemClock, os_monotonic};
 use crate::config::env::{MasterKeyError, master_key, previous_master_key};
-use crate::config::{Config, ConfigSource};
+use crate::config::{Checked, Config, ConfigSource};
 use crate::daemon::{self, Handle};
 use crate::http;
 use crate::http::admin::AdminApi;
 use crate::http::auth::{TokenError, Tokens};
 use crate::http::public::PublicApi;
 use crate::keyring::Keyring;
+use crate::lifecycle::Policy;
 use crate::store::KeyStore;
 use crate::store::StoreError;
 use crate::store::fs::FsStore;
@@ -56,6 +57,8 @@ pub enum DaemonError {
 /// Either way the daemon reads time through a [`SteadyClock`].
 pub struct Options {
     pub config: Config,
+    /// The policy `config` sets, checked when it was parsed.
+    pub policy: Policy,
     pub source: ConfigSource,
     pub warnings: Vec<String>,
     pub wall: Option<Arc<dyn Clock>>,
@@ -63,11 +66,12 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn new(config: Config, source: ConfigSource, warnings: Vec<String>) -> Options {
+    pub fn new(checked: Checked, source: ConfigSource) -> Options {
         Options {
-            config,
+            config: checked.config,
+            policy: checked.policy,
             source,
-            warnings,
+            warnings: checked.warnings,
             wall: None,
             store: None,
         }
@@ -98,12 +102,8 @@ impl Running {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
-pub async fn run(
-    config: Config,
-    source: ConfigSource,
-    warnings: Vec<String>,
-) -> Result<(), DaemonError> {
-    let running = start(Options::new(config, source, warnings)).await?;
+pub async fn run(checked: Checked, source: ConfigSource) -> Result<(), DaemonError> {
+    let running = start(Options::new(checked, source)).await?;
     wait_for_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
     running.shutdown().await;
@@ -116,6 +116,7 @@ pub async fn run(
 pub async fn start(opts: Options) -> Result<Running, DaemonError> {
     let Options {
         config,
+        policy,
         source,
         warnings,
         wall,
@@ -127,7 +128,7 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         SteadyClock::threshold_for(config.tokens.clock_skew.0),
     ));
     let clock: Arc<dyn Clock> = steady.clone();
-    let policy = Arc::new(config.policy(clock.now())?);
+    let policy = Arc::new(policy);
     tracing::info!(config = %source, "starting jwksd {}", env!("CARGO_PKG_VERSION"));
     for w in &warnings {
         tracing::warn!(config = %source, "{w}");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use jwksd::client::Client;
 use jwksd::clock::{Clock, SystemClock};
-use jwksd::config::{Config, ConfigSource};
+use jwksd::config::{Checked, Config, ConfigSource};
 use jwksd::keys::{KeyMaterial, Kid};
 use jwksd::lifecycle::KeyringState;
 use jwksd::server::{self, Options, Running};
@@ -72,12 +72,12 @@ impl Clock for JumpingWall {
     }
 }
 
-fn config(dir: &Path, body: &str) -> Config {
+fn config(dir: &Path, body: &str) -> Checked {
     let yaml = format!(
         "keys_dir: {k}\nalgorithms: [ES256]\nlisten:\n  public: 127.0.0.1:0\n  admin: 127.0.0.1:0\nadmin:\n  operator_token_file: {k}/operator.token\n  signer_token_file: {k}/signer.token\n{body}",
         k = dir.join("keys").display()
     );
-    Config::parse(&yaml, "test", SystemClock.now()).unwrap().0
+    Config::parse(&yaml, "test", SystemClock.now()).unwrap()
 }
 
 struct Harness {
@@ -95,7 +95,7 @@ impl Harness {
         store: Option<Box<dyn KeyStore>>,
         wall: Option<Arc<dyn Clock>>,
     ) -> Harness {
-        let mut opts = Options::new(config(dir, body), ConfigSource::BuiltIn, vec![]);
+        let mut opts = Options::new(config(dir, body), ConfigSource::BuiltIn);
         opts.store = store;
         opts.wall = wall;
         let running = server::start(opts).await.unwrap();

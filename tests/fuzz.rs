@@ -127,7 +127,7 @@ proptest! {
             lines.remove(i);
         }
         match Config::parse(&lines.join("\n"), "fuzz", now()) {
-            Ok((c, _)) => prop_assert!(c.policy(now()).is_ok()),
+            Ok(c) => prop_assert!(c.config.policy(now()).is_ok()),
             Err(e) => prop_assert!(!e.to_string().is_empty()),
         }
     }

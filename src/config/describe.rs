@@ -1,13 +1,13 @@
 //! The effective timeline in words, for `jwksd check-config`.
 
 use super::{Config, ConfigError};
-use crate::lifecycle::Schedule;
+use crate::lifecycle::{Policy, Schedule};
 use crate::time::{Timestamp, format_duration};
 
 impl Config {
-    /// The effective timeline in words, for `jwksd check-config`.
-    pub fn describe(&self, now: Timestamp) -> Result<String, ConfigError> {
-        let p = self.policy(now)?;
+    /// The effective timeline in words, for `jwksd check-config`, under the
+    /// policy `p` this configuration sets.
+    pub fn describe(&self, p: &Policy, now: Timestamp) -> Result<String, ConfigError> {
         let mut out = String::new();
         let algs: Vec<&str> = p.algorithms.iter().map(|a| a.as_str()).collect();
         out.push_str(&format!(
@@ -92,7 +92,7 @@ mod tests {
     #[test]
     fn describe_speaks_the_timeline() {
         let c = parse(DEFAULT_YAML).unwrap();
-        let d = c.describe(now()).unwrap();
+        let d = c.describe(&c.policy(now()).unwrap(), now()).unwrap();
         assert!(d.contains("published at least 6m before they sign"), "{d}");
         assert!(d.contains("stays published 1day 2m"), "{d}");
         assert!(d.contains("2026-11-27T03:00:00.000Z"), "{d}");

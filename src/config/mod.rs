@@ -69,6 +69,16 @@ impl fmt::Display for ConfigSource {
     }
 }
 
+/// A configuration that passed validation, the policy it sets, and
+/// warnings about unwise settings: what [`Config::parse`] and
+/// [`Config::load`] return, so that its rules are checked once.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    pub config: Config,
+    pub policy: Policy,
+    pub warnings: Vec<String>,
+}
+
 impl Config {
     /// The PostgreSQL store's connection string, if one is configured
     /// (`JWKSD_STORE_URL` first).
@@ -77,12 +87,9 @@ impl Config {
     }
 
     /// Parses and validates a configuration's text. `name` is for messages.
-    /// Returns the configuration and warnings about unwise settings.
-    pub fn parse(
-        yaml: &str,
-        name: &str,
-        now: Timestamp,
-    ) -> Result<(Config, Vec<String>), ConfigError> {
+    /// Returns the configuration, the policy it sets and warnings about
+    /// unwise settings: checked once, here.
+    pub fn parse(yaml: &str, name: &str, now: Timestamp) -> Result<Checked, ConfigError> {
         let text = Text {
             name: name.to_owned(),
             yaml,
@@ -96,8 +103,12 @@ impl Config {
                 });
             }
         };
-        let warnings = config.validate(&text, now)?;
-        Ok((config, warnings))
+        let (policy, warnings) = config.validate(&text, now)?;
+        Ok(Checked {
+            config,
+            policy,
+            warnings,
+        })
     }
 
     /// Reads the configuration: `explicit` (from `-c`), else `JWKSD_CONFIG`,
@@ -105,7 +116,7 @@ impl Config {
     pub fn load(
         explicit: Option<&Path>,
         now: Timestamp,
-    ) -> Result<(Config, ConfigSource, Vec<String>), ConfigError> {
+    ) -> Result<(Checked, ConfigSource), ConfigError> {
         let path = match (explicit, env::config_file()) {
             (Some(p), _) => Some(p.to_owned()),
             (None, Some(p)) => Some(p),
@@ -114,12 +125,12 @@ impl Config {
         match path {
             Some(path) => {
                 let yaml = read_config(&path)?;
-                let (c, w) = Config::parse(&yaml, &path.display().to_string(), now)?;
-                Ok((c, ConfigSource::File(path), w))
+                let c = Config::parse(&yaml, &path.display().to_string(), now)?;
+                Ok((c, ConfigSource::File(path)))
             }
             None => {
-                let (c, w) = Config::parse(DEFAULT_YAML, "built-in defaults", now)?;
-                Ok((c, ConfigSource::BuiltIn, w))
+                let c = Config::parse(DEFAULT_YAML, "built-in defaults", now)?;
+                Ok((c, ConfigSource::BuiltIn))
             }
         }
     }
@@ -222,7 +233,7 @@ pub(crate) mod testing {
     /// `yaml` parsed as a file named test.yaml, or its error's text.
     pub(crate) fn parse(yaml: &str) -> Result<Config, String> {
         Config::parse(yaml, "test.yaml", now())
-            .map(|(c, _)| c)
+            .map(|c| c.config)
             .map_err(|e| e.to_string())
     }
 }

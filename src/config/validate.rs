@@ -45,10 +45,8 @@ impl Config {
         &self,
         text: &Text<'_>,
         now: Timestamp,
-    ) -> Result<Vec<String>, ConfigError> {
-        self.check(now)
-            .map(|(_, warnings)| warnings)
-            .map_err(|e| text.error(e.path, e.message))
+    ) -> Result<(Policy, Vec<String>), ConfigError> {
+        self.check(now).map_err(|e| text.error(e.path, e.message))
     }
 
     /// Every rule a configuration must keep; the policy's own rules
