@@ -1,13 +1,12 @@
 //! What can go wrong with a key, named with its algorithm or kid.
 
-use super::id::{Alg, Kid};
+use super::id::{Alg, IdError, Kid};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("unknown algorithm {0:?}: expected ES256 or RS256")]
-    UnknownAlg(String),
-    #[error("invalid kid: expected 1 to 128 characters of A-Z, a-z, 0-9, '-' and '_'")]
-    InvalidKid,
+    /// A malformed algorithm name or kid.
+    #[error(transparent)]
+    Id(#[from] IdError),
     #[error("unsupported RSA key size {0}: expected 2048, 3072 or 4096")]
     RsaBits(u32),
     #[error("{alg} key generation failed: {reason}")]

@@ -10,7 +10,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::error::KeyError;
+/// A malformed algorithm name or kid from outside.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("unknown algorithm {0:?}: expected ES256 or RS256")]
+    UnknownAlg(String),
+    #[error("invalid kid: expected 1 to 128 characters of A-Z, a-z, 0-9, '-' and '_'")]
+    InvalidKid,
+}
 
 /// A signing algorithm jwksd manages keys for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -37,12 +44,12 @@ impl fmt::Display for Alg {
 }
 
 impl FromStr for Alg {
-    type Err = KeyError;
-    fn from_str(s: &str) -> Result<Self, KeyError> {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
         match s {
             "ES256" => Ok(Alg::ES256),
             "RS256" => Ok(Alg::RS256),
-            other => Err(KeyError::UnknownAlg(other.chars().take(32).collect())),
+            other => Err(IdError::UnknownAlg(other.chars().take(32).collect())),
         }
     }
 }
@@ -66,10 +73,10 @@ impl Kid {
 }
 
 impl TryFrom<String> for Kid {
-    type Error = KeyError;
+    type Error = IdError;
     /// Only base64url characters: a kid names files in the key directory and
     /// appears in URL paths, so nothing else may get in.
-    fn try_from(s: String) -> Result<Self, KeyError> {
+    fn try_from(s: String) -> Result<Self, IdError> {
         let ok = !s.is_empty()
             && s.len() <= Kid::MAX_LEN
             && s.bytes()
@@ -77,14 +84,14 @@ impl TryFrom<String> for Kid {
         if ok {
             Ok(Kid(s))
         } else {
-            Err(KeyError::InvalidKid)
+            Err(IdError::InvalidKid)
         }
     }
 }
 
 impl FromStr for Kid {
-    type Err = KeyError;
-    fn from_str(s: &str) -> Result<Self, KeyError> {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
         Kid::try_from(s.to_owned())
     }
 }

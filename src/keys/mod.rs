@@ -30,7 +30,7 @@ mod sign;
 
 pub use error::KeyError;
 pub use generate::{generate, generate_in_background};
-pub use id::{Alg, Kid, PublicKey, RSA_BITS};
+pub use id::{Alg, IdError, Kid, PublicKey, RSA_BITS};
 pub use jwk::{PrivateJwk, PublishedJwk, SecretBuf};
 pub use material::KeyMaterial;
 pub use sign::{Es256Signer, Rs256Signer};
