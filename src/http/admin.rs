@@ -17,6 +17,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
 use crate::api::{KeysResponse, Revoked, RotateRequest, RotateResponse, TooEarly};
+mod refusal;
 mod sign;
 
 use crate::daemon::{ActiveKey, CallError, CommandError, Handle, NotCurrent, Snapshot};
@@ -28,6 +29,8 @@ use crate::http::{
 use crate::keys::{Alg, Kid};
 use crate::lifecycle::{RevokeError, RotateError};
 use ipnet::IpNet;
+use refusal::no_active_key;
+pub use refusal::{Refusal, choose_alg};
 pub use sign::{SignRules, parse_sign_request};
 
 /// Failed authentications a client may make per minute before it gets
@@ -191,7 +194,7 @@ pub async fn handle(
     }
     match route {
         Route::ActiveKey => active_key(&api, &req, role, peer).await,
-        Route::Sign => sign::sign(&api, req).await,
+        Route::Sign => sign::sign(&api.daemon, &api.limits, req).await,
         Route::Keys => keys(&api.daemon),
         Route::Rotate => rotate(&api, req, peer).await,
         Route::Revoke(kid) => revoke(&api, req, &kid, peer).await,
@@ -228,17 +231,6 @@ fn not_ready() -> Response<Body> {
 
 fn snapshot_or_503(daemon: &Handle) -> Result<Arc<Snapshot>, Response<Body>> {
     Option::clone(&daemon.snapshot()).ok_or_else(not_ready)
-}
-
-fn no_active_key(alg: Alg) -> Response<Body> {
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "no_active_key",
-        format!(
-            "{alg} has no active key: none was published within {}s (see /readyz)",
-            crate::daemon::ACTIVE_KEY_WAIT.as_secs()
-        ),
-    )
 }
 
 fn pick_alg(daemon: &Handle, given: Option<&str>) -> Result<Alg, Response<Body>> {
@@ -296,55 +288,6 @@ struct ActiveBody(Arc<ActiveKey>);
 impl AsRef<[u8]> for ActiveBody {
     fn as_ref(&self) -> &[u8] {
         &self.0.response
-    }
-}
-
-/// Why a request was refused: status, machine-readable code, message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-}
-
-impl Refusal {
-    fn new(status: StatusCode, code: &'static str, message: impl std::fmt::Display) -> Refusal {
-        Refusal {
-            status,
-            code,
-            message: message.to_string(),
-        }
-    }
-
-    fn response(self) -> Response<Body> {
-        error(self.status, self.code, self.message)
-    }
-}
-
-/// The algorithm a request names, or the only configured one.
-pub fn choose_alg(algorithms: &[Alg], given: Option<&str>) -> Result<Alg, Refusal> {
-    match given {
-        Some(s) => {
-            let alg: Alg = s
-                .parse()
-                .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, "unknown_alg", e))?;
-            if !algorithms.contains(&alg) {
-                return Err(Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    "alg_not_configured",
-                    format!("{alg} is not a configured algorithm"),
-                ));
-            }
-            Ok(alg)
-        }
-        None => match algorithms {
-            [only] => Ok(*only),
-            _ => Err(Refusal::new(
-                StatusCode::BAD_REQUEST,
-                "alg_required",
-                "several algorithms are configured: name one with alg",
-            )),
-        },
     }
 }
 

@@ -12,10 +12,10 @@ use hyper::{Request, Response, StatusCode};
 use josekit::jwt::JwtPayload;
 use serde_json::Value;
 
-use super::{AdminApi, Refusal, choose_alg, no_active_key};
+use super::refusal::{Refusal, choose_alg, no_active_key};
 use crate::api::{SignRequest, SignResponse};
-use crate::daemon::SignError;
-use crate::http::{Body, error, json, read_body};
+use crate::daemon::{Handle, SignError};
+use crate::http::{Body, Limits, error, json, read_body};
 use crate::keys::Alg;
 use crate::lifecycle::tokens::{
     self, Claim, Claimed, Lifetime, Limits as TokenLimits, Refusal as TokenRefusal,
@@ -117,9 +117,12 @@ pub fn parse_sign_request(
     Ok((alg, payload))
 }
 
-pub(super) async fn sign(api: &AdminApi, req: Request<Incoming>) -> Response<Body> {
-    let daemon = &api.daemon;
-    let body = match read_body(req, &api.limits).await {
+pub(super) async fn sign(
+    daemon: &Handle,
+    limits: &Limits,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let body = match read_body(req, limits).await {
         Ok(b) => b,
         Err(r) => return r,
     };
