@@ -16,7 +16,7 @@ use jwksd::lifecycle::state::HISTORY_LIMIT;
 use jwksd::lifecycle::{KeyState, Trigger};
 use jwksd::store::KeyStore;
 use jwksd::store::fs::FsStore;
-use support::daemon::start_binary;
+use support::daemon::{start_binary, write_config};
 
 /// xorshift64*: reproducible kill instants from a printed seed.
 struct Rng(u64);
@@ -74,15 +74,10 @@ async fn survives_sigkill_at_random_instants() {
     let mut rng = Rng(seed);
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("keys");
-    let config = tmp.path().join("jwksd.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "keys_dir: {k}\nrotation:\n  every: 1s\ntokens:\n  max_lifetime: 2s\n  clock_skew: 0s\njwks:\n  cache_max_age: 500ms\nsigning_key:\n  cache_max_age: 0s\nlisten:\n  public: 127.0.0.1:0\n  admin: 127.0.0.1:0\nadmin:\n  operator_token_file: {k}/operator.token\n  signer_token_file: {k}/signer.token\nlog:\n  format: json\n",
-            k = keys.display()
-        ),
-    )
-    .unwrap();
+    let config = write_config(
+        tmp.path(),
+        "rotation:\n  every: 1s\ntokens:\n  max_lifetime: 2s\n  clock_skew: 0s\njwks:\n  cache_max_age: 500ms\nsigning_key:\n  cache_max_age: 0s\n",
+    );
     let client = Client::new(Duration::from_secs(5));
     let mut observed: BTreeMap<String, Instant> = BTreeMap::new();
     let mut stats = Stats::default();

@@ -277,16 +277,23 @@ impl Shared {
         alg: Alg,
         until: tokio::time::Instant,
     ) -> Option<Arc<snapshot::ActiveKey>> {
-        let mut published = self.published.subscribe();
-        let mut counted = false;
-        loop {
-            if let Some(k) = self
-                .snapshot
+        let current = || {
+            self.snapshot
                 .load()
                 .as_ref()
                 .and_then(|s| s.active.get(&alg))
-            {
-                return Some(k.clone());
+                .cloned()
+        };
+        // The signing path: a key is there, no waiting set up.
+        if let Some(k) = current() {
+            return Some(k);
+        }
+        // Subscribed before looking again, so no publication is missed.
+        let mut published = self.published.subscribe();
+        let mut counted = false;
+        loop {
+            if let Some(k) = current() {
+                return Some(k);
             }
             if !self.policy.algorithms.contains(&alg) || !self.scheduler_running() {
                 return None;
