@@ -203,7 +203,7 @@ fn rekey(cli: &Cli, new_file: Option<&std::path::Path>) -> Result<(), Fail> {
     use crate::store::KeyStore;
     use crate::store::fs::FsStore;
     let config = load_config(cli)?.0.config;
-    let current = env::master_key(&config).map_err(|e| Fail(1, e.to_string()))?;
+    let current = config.master_key().map_err(|e| Fail(1, e.to_string()))?;
     // The file is handed to this one command: its mode is the operator's
     // business, unlike the daemon's master_key_file.
     let source = match new_file {
@@ -286,7 +286,7 @@ fn open_store(location: &str, config: &Config) -> Result<Box<dyn crate::store::K
     use crate::store::fs::FsStore;
     use crate::store::postgres::PgStore;
     let fail = |e: String| Fail(1, format!("{}: {e}", redact(location)));
-    let master = env::master_key(config).map_err(|e| fail(e.to_string()))?;
+    let master = config.master_key().map_err(|e| fail(e.to_string()))?;
     let previous = env::previous_master_key().map_err(|e| fail(e.to_string()))?;
     if is_postgres(location) {
         Ok(Box::new(

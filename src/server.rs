@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::clock::{Clock, SteadyClock, SystemClock, os_monotonic};
-use crate::config::env::{MasterKeyError, master_key, previous_master_key};
+use crate::config::env::{MasterKeyError, previous_master_key};
 use crate::config::{Checked, Config, ConfigSource};
 use crate::daemon::{self, Handle};
 use crate::http;
@@ -254,7 +254,7 @@ async fn open_store(
 ) -> Result<Box<dyn KeyStore>, DaemonError> {
     Ok(match store_url {
         Some(url) => {
-            let master = master_key(config)?;
+            let master = config.master_key()?;
             if let Some(m) = &master {
                 tracing::info!(
                     master_key_id = m.id(),
@@ -271,7 +271,7 @@ async fn open_store(
             })?
         }
         None => {
-            let master = master_key(config)?;
+            let master = config.master_key()?;
             match &master {
                 Some(m) => {
                     tracing::info!(master_key_id = m.id(), "private keys are sealed at rest")

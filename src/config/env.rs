@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use super::Config;
 use crate::store::{MasterKey, SealError};
 
 /// The configuration file, when `-c` names none.
@@ -42,11 +41,11 @@ pub fn config_file() -> Option<PathBuf> {
 }
 
 /// `JWKSD_STORE_URL`, else the configured `store.postgres`.
-pub fn store_url(config: &Config) -> Option<String> {
+pub fn store_url(configured: Option<&str>) -> Option<String> {
     std::env::var(STORE_URL)
         .ok()
         .filter(|v| !v.is_empty())
-        .or_else(|| config.store.postgres.as_ref().map(|c| c.0.clone()))
+        .or_else(|| configured.map(str::to_owned))
 }
 
 /// Where a master key may come from.
@@ -111,9 +110,9 @@ fn read_key_file(path: &Path, private: bool) -> Result<Zeroizing<String>, Master
 }
 
 /// The master key the store is sealed with: `JWKSD_MASTER_KEY`, else
-/// `master_key_file`.
-pub fn master_key(config: &Config) -> Result<Option<MasterKey>, MasterKeyError> {
-    match &config.master_key_file {
+/// `master_key_file` (`file`).
+pub fn master_key(file: Option<&Path>) -> Result<Option<MasterKey>, MasterKeyError> {
+    match file {
         Some(path) => open_master_key(&[
             KeySource::Env(MASTER_KEY),
             KeySource::File {

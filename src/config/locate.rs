@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::ConfigError;
+use super::error::ConfigError;
 
 /// A configuration file's text, kept to point errors at lines.
 pub(super) struct Text<'a> {

@@ -6,13 +6,14 @@
 //! expected.
 //!
 //! Split by concern: `schema` (the structs and their defaults), `duration`,
-//! `locate` (lines for errors), `validate`, `describe`, `env` (every
+//! `error`, `locate` (lines for errors), `validate`, `describe`, `env` (every
 //! `JWKSD_*` variable); this file reads and parses, and turns a
 //! configuration into its policy.
 
 mod describe;
 mod duration;
 pub mod env;
+mod error;
 mod locate;
 mod schema;
 mod validate;
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use duration::{HumanDuration, parse_duration};
+pub use error::ConfigError;
 pub use schema::*;
 
 use crate::lifecycle::Policy;
@@ -35,23 +37,6 @@ pub const DEFAULT_YAML: &str = include_str!("../../config/jwksd.yaml");
 pub const DEFAULT_PATH: &str = "config/jwksd.yaml";
 /// A configuration file larger than this is refused unread.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read configuration {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("configuration {path} is larger than 1 MiB; that is not a jwksd configuration")]
-    TooLarge { path: PathBuf },
-    #[error("configuration {source_name}: {message}")]
-    Invalid {
-        source_name: String,
-        message: String,
-    },
-}
 
 /// Where a configuration came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,7 +68,13 @@ impl Config {
     /// The PostgreSQL store's connection string, if one is configured
     /// (`JWKSD_STORE_URL` first).
     pub fn store_url(&self) -> Option<String> {
-        env::store_url(self)
+        env::store_url(self.store.postgres.as_ref().map(|c| c.0.as_str()))
+    }
+
+    /// The master key the store is sealed with: `JWKSD_MASTER_KEY`, else
+    /// `master_key_file`.
+    pub fn master_key(&self) -> Result<Option<crate::store::MasterKey>, env::MasterKeyError> {
+        env::master_key(self.master_key_file.as_deref())
     }
 
     /// Parses and validates a configuration's text. `name` is for messages.
