@@ -12,8 +12,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::keys::{Alg, Kid, PrivateJwk, PublishedJwk};
-use crate::lifecycle::{KeyRecord, KeyState, Upcoming};
+use crate::keys::{Alg, PrivateJwk, PublishedJwk};
+use crate::lifecycle::{KeyRecord, Upcoming};
 
 /// Every error answer: `{"error": message, "code": code}` (and the same two
 /// members first in [`TooEarly`]).
@@ -128,41 +128,15 @@ pub struct RotateResponse {
     pub rotated: Vec<Rotated>,
 }
 
-/// One algorithm rotated, in [`RotateResponse`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Rotated {
-    pub alg: Alg,
-    /// The new active key.
-    pub kid: Kid,
-    pub previous_kid: Kid,
-    pub forced: bool,
-    /// The new next key, committed and published before the answer (absent
-    /// only when its generation failed or took longer than the scheduler's
-    /// `ROTATE_NEXT_WAIT`; the rotation itself stands either way).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_kid: Option<Kid>,
-    /// Another replica carried out this very rotation first.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub by_another_replica: bool,
-}
-
-/// A `/v1/keys/{kid}/revoke` answer. The revocation is committed before it
-/// is sent; an emergency replacement key is generated afterwards, so the
-/// answer cannot tell whether that worked (see the log and `/readyz`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Revoked {
-    pub kid: Kid,
-    pub alg: Alg,
-    /// The state the key was in.
-    pub was: KeyState,
-    /// The next key promoted in its place, when the active key was revoked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub promoted: Option<Kid>,
-}
+// One algorithm rotated, in [`RotateResponse`], and a revocation's answer:
+// the core's own outcomes, serialised as they are.
+pub use crate::lifecycle::{Revoked, Rotated};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keys::Kid;
+    use crate::lifecycle::KeyState;
 
     /// The client reads what the server writes.
     #[test]

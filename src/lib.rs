@@ -25,8 +25,10 @@
 //!   changes it takes (and how it applies them), `policy` the timeline
 //!   rules, `promises` what was served and what it defers, `planner` the
 //!   functions from (state, policy, now) to actions and the next wake-up,
-//!   `driver` the scheduler as a state machine (fed outcomes, polled for
-//!   work: backoff, generations in flight, leadership), `tokens` the
+//!   `driver` the scheduler as a state machine (fed outcomes and operators'
+//!   commands, polled for work and answers: backoff, generations in flight,
+//!   leadership), `command` how a rotate or revoke command is judged,
+//!   committed, retried after a lost compare-and-set and answered, `tokens` the
 //!   lifetime rules of a token to sign, `readiness` when the last known
 //!   keys stop being the right ones. No clock, no I/O, no randomness: a
 //!   test holds it to `keys::id` and `time`.
@@ -44,11 +46,11 @@
 //!   check-config's account, `env` every `JWKSD_*` variable the daemon reads
 //!   and the file it falls back to (master keys open there).
 //! - [`daemon`]: the shell: the scheduler task (the one writer, performing
-//!   what the driver decides; `scheduler::commands` carries out operators'
-//!   commands), the signing queue, the leader `lease`, the snapshot readers
-//!   see. `handle` is all the HTTP layer sees of it:
-//!   [`daemon::Handle`], a cheap clone with a few methods over the daemon's
-//!   private shared state.
+//!   what the driver decides and handing its answers to operators), the
+//!   signing queue, the leader `lease`, the snapshot readers see, and
+//!   `shared`, the state they share. `handle` is all the HTTP layer sees of
+//!   it: [`daemon::Handle`], a cheap clone with a few methods over that
+//!   state and the channels to the scheduler and the signing task.
 //! - [`server`]: the process: store, core and both listeners started
 //!   together, stopped in order (the one module that knows `daemon` and
 //!   `http` both).

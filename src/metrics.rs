@@ -8,7 +8,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::keys::Alg;
 use crate::lifecycle::{KeyState, Trigger};
@@ -89,6 +89,13 @@ pub struct Metrics {
     pub store_state_age: FloatGauge,
 }
 
+/// A new metric, registered under `name` with its help text.
+fn registered<M: Metric + Clone + Default>(registry: &mut Registry, name: &str, help: &str) -> M {
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -98,62 +105,53 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("jwksd");
-        let published_keys = Family::<KeyStateLabels, Gauge>::default();
-        registry.register(
+        let published_keys: Family<KeyStateLabels, Gauge> = registered(
+            &mut registry,
             "published_keys",
             "Keys in the JWK Set, by algorithm and state",
-            published_keys.clone(),
         );
-        let active_key_age = Family::<AlgLabels, FloatGauge>::default();
-        registry.register(
+        let active_key_age: Family<AlgLabels, FloatGauge> = registered(
+            &mut registry,
             "active_key_age_seconds",
             "Seconds since the active key of each algorithm was activated",
-            active_key_age.clone(),
         );
-        let next_rotation = Family::<AlgLabels, FloatGauge>::default();
-        registry.register(
+        let next_rotation: Family<AlgLabels, FloatGauge> = registered(
+            &mut registry,
             "next_rotation_seconds",
             "Seconds until the next scheduled rotation (negative: overdue)",
-            next_rotation.clone(),
         );
-        let rotations = Family::<RotationLabels, Counter>::default();
-        registry.register(
+        let rotations: Family<RotationLabels, Counter> = registered(
+            &mut registry,
             "rotations",
             "Rotations by algorithm, trigger and result",
-            rotations.clone(),
         );
-        let last_rotation = Family::<AlgLabels, FloatGauge>::default();
-        registry.register(
+        let last_rotation: Family<AlgLabels, FloatGauge> = registered(
+            &mut registry,
             "last_successful_rotation_timestamp_seconds",
             "Unix time the active key of each algorithm was activated",
-            last_rotation.clone(),
         );
-        let generation_failures = Family::<AlgLabels, Counter>::default();
-        registry.register(
+        let generation_failures: Family<AlgLabels, Counter> = registered(
+            &mut registry,
             "key_generation_failures",
             "Failed key generations",
-            generation_failures.clone(),
         );
-        let key_waits = Family::<AlgLabels, Counter>::default();
-        registry.register(
+        let key_waits: Family<AlgLabels, Counter> = registered(
+            &mut registry,
             "key_waits",
             "Requests (sign, active key) that found no active key and waited for one being generated",
-            key_waits.clone(),
         );
-        let lifecycle_failures = Family::<ActionLabels, Counter>::default();
-        registry.register(
+        let lifecycle_failures: Family<ActionLabels, Counter> = registered(
+            &mut registry,
             "lifecycle_failures",
             "Lifecycle steps (generate, commit) that failed and will be retried",
-            lifecycle_failures.clone(),
         );
-        let lifecycle_failing = Gauge::default();
-        registry.register(
+        let lifecycle_failing: Gauge = registered(
+            &mut registry,
             "lifecycle_failing",
             "1 while the last lifecycle step failed and is being retried",
-            lifecycle_failing.clone(),
         );
-        let jwks = Family::<StatusLabels, Counter>::default();
-        registry.register("jwks_requests", "JWKS requests by status", jwks.clone());
+        let jwks: Family<StatusLabels, Counter> =
+            registered(&mut registry, "jwks_requests", "JWKS requests by status");
         let jwks_200 = jwks
             .get_or_create(&StatusLabels {
                 status: "200".into(),
@@ -164,11 +162,10 @@ impl Metrics {
                 status: "304".into(),
             })
             .clone();
-        let sign = Family::<SignLabels, Counter>::default();
-        registry.register(
+        let sign: Family<SignLabels, Counter> = registered(
+            &mut registry,
             "sign_requests",
             "POST /v1/sign requests by algorithm and result",
-            sign.clone(),
         );
         let sign_ok = Alg::ALL.map(|a| {
             sign.get_or_create(&SignLabels {
@@ -177,50 +174,43 @@ impl Metrics {
             })
             .clone()
         });
-        let auth_failures = Family::<StatusLabels, Counter>::default();
-        registry.register(
+        let auth_failures: Family<StatusLabels, Counter> = registered(
+            &mut registry,
             "admin_auth_failures",
             "Admin requests refused for authentication (401), role (403) or rate (429)",
-            auth_failures.clone(),
         );
-        let clock_jumps = Counter::default();
-        registry.register(
+        let clock_jumps: Counter = registered(
+            &mut registry,
             "clock_jumps",
             "Wall-clock jumps detected against the monotonic clock",
-            clock_jumps.clone(),
         );
-        let clock_offset = FloatGauge::default();
-        registry.register(
+        let clock_offset: FloatGauge = registered(
+            &mut registry,
             "clock_offset_seconds",
             "Wall clock minus jwksd's time after a jump it did not follow (0 when they agree)",
-            clock_offset.clone(),
         );
-        let leader = Gauge::default();
-        registry.register(
+        let leader: Gauge = registered(
+            &mut registry,
             "leader",
             "1 while this replica holds the lease to run rotations",
-            leader.clone(),
         );
-        let store_up = Gauge::default();
-        registry.register(
+        let store_up: Gauge = registered(
+            &mut registry,
             "store_up",
             "1 while the key store answers (0: serving the last known keys)",
-            store_up.clone(),
         );
         store_up.set(1);
-        let store_state_readable = Gauge::default();
-        registry.register(
+        let store_state_readable: Gauge = registered(
+            &mut registry,
             "store_state_readable",
             "1 while this replica can read and apply the shared key-ring state (0: it stops \
              signing once its freshness window is over, and does not lead)",
-            store_state_readable.clone(),
         );
         store_state_readable.set(1);
-        let store_state_age = FloatGauge::default();
-        registry.register(
+        let store_state_age: FloatGauge = registered(
+            &mut registry,
             "store_state_age_seconds",
             "Time since this replica last read and applied the shared key-ring state",
-            store_state_age.clone(),
         );
         Metrics {
             registry,

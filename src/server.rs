@@ -157,18 +157,14 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
     );
 
     // Every file is checked before anything new is created.
-    let public_tls = config
-        .tls
-        .public
-        .clone()
-        .map(|f| ReloadingTls::load("public", f))
-        .transpose()?;
-    let admin_tls = config
-        .tls
-        .admin
-        .clone()
-        .map(|f| ReloadingTls::load("admin", f))
-        .transpose()?;
+    let tls = |listener, files: &Option<_>| {
+        files
+            .clone()
+            .map(|f| ReloadingTls::load(listener, f))
+            .transpose()
+    };
+    let public_tls = tls("public", &config.tls.public)?;
+    let admin_tls = tls("admin", &config.tls.admin)?;
     let (tokens, sources) =
         Tokens::load_or_create(&config.operator_token_file(), &config.signer_token_file())?;
     tracing::info!(operator = %sources[0], signer = %sources[1], "admin tokens loaded");

@@ -640,7 +640,7 @@ async fn manual_rotation_waits_for_publish_ahead_and_revocation_is_immediate() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["keys"].as_array().unwrap().len() >= 6);
     // Every admin action is in the log, with the role.
-    let rev = d.events("revocation requested");
+    let rev = d.wait_events("revocation requested").await;
     assert!(
         rev.iter()
             .any(|e| e["role"] == "operator" && e["kid"] == next_kid.as_str()),

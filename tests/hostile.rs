@@ -160,7 +160,9 @@ async fn guessing_tokens_is_rate_limited_per_client() {
     // Another client is not affected.
     let r = request_from("127.0.0.2", admin, req(&d.signer)).await;
     assert_eq!(status(&r), 200, "{r}");
-    let warned = d.events("rate limiting a client after repeated failed authentications");
+    let warned = d
+        .wait_events("rate limiting a client after repeated failed authentications")
+        .await;
     assert!(!warned.is_empty());
     let m = d
         .client

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use jwksd::keys::Alg;
 use jwksd::lifecycle::{
-    Action, Driver, EarlyActivation, KeyState, Policy, RevokeError, RotateError, Schedule, Trigger,
-    UpcomingEvent, plan, upcoming,
+    Action, Answer, Command, CommandId, Driver, EarlyActivation, KeyState, Policy, RevokeError,
+    RotateError, Schedule, Trigger, UpcomingEvent, plan, upcoming,
 };
 use jwksd::time::Timestamp;
 use proptest::prelude::*;
@@ -602,6 +602,85 @@ proptest! {
         for o in sim.keys.values() {
             prop_assert!(matches!(o.early, None | Some(EarlyActivation::Bootstrap)), "{o:?}");
         }
+    }
+
+    /// Operators' commands go through the same `Driver` as the schedule,
+    /// beside failing commits and slow, failing generations: every command
+    /// is answered, what an answer says was done is what the state holds,
+    /// and I1 to I5 hold (early activations only where a command asked).
+    #[test]
+    fn operators_commands_through_the_scheduler_keep_the_invariants(
+        policy in arb_policy(),
+        seed in any::<u64>(),
+        commit_fails in 0.0f64..0.3,
+        generation_fails in 0.0f64..0.3,
+        generation_max_pct in 1u64..50,
+        ops in prop::collection::vec(op(), 1..60),
+    ) {
+        let period = policy.schedule.min_period(t0()).unwrap();
+        let mut faults = Faults::new(seed, commit_fails, generation_fails, period * (generation_max_pct as u32) / 100);
+        let mut sim = Sim::new(policy, t0());
+        let mut driver = Driver::new(None);
+        // Commands fed to the driver now running (a restart drops the rest).
+        let mut asked: Vec<CommandId> = Vec::new();
+        for op in ops {
+            let period = sim.policy.schedule.min_period(sim.now).unwrap();
+            let scaled = |n: u64| period * (n as u32) / 100;
+            let command = match op {
+                Op::Rotate(alg, force) => Some(Command::Rotate { alg, force }),
+                Op::Revoke(i) => {
+                    let kids: Vec<_> = sim.state.published().map(|k| k.kid.clone()).collect();
+                    kids.get(i % kids.len().max(1)).map(|kid| Command::Revoke { kid: kid.clone() })
+                }
+                _ => None,
+            };
+            if let Some(c) = command {
+                asked.push(sim.command(&mut driver, c));
+                let until = sim.now.saturating_add(scaled(2));
+                sim.run_driven(&mut driver, until, &mut faults);
+                continue;
+            }
+            match op {
+                Op::Restart | Op::Reconfigure(..) | Op::Downtime(_) => {
+                    match op {
+                        Op::Restart => sim.restart(),
+                        Op::Reconfigure(p, down) => sim.reconfigure(*p, scaled(down)),
+                        Op::Downtime(n) => sim.downtime(scaled(n)),
+                        _ => {}
+                    }
+                    driver = Driver::new(None);
+                    asked.clear();
+                }
+                other => {
+                    let n = match other { Op::Advance(n) => n, _ => 50 };
+                    let until = sim.now.saturating_add(scaled(n));
+                    sim.run_driven(&mut driver, until, &mut faults);
+                }
+            }
+            prop_assert!(sim.violations.is_empty(), "{:#?}", sim.violations);
+        }
+        let until = sim.now.saturating_add(jwksd::lifecycle::ROTATE_NEXT_WAIT);
+        sim.run_driven(&mut driver, until, &mut faults);
+        for id in &asked {
+            prop_assert!(sim.answer(*id).is_some(), "command {id:?} never answered");
+        }
+        for (_, answer, _) in &sim.answers {
+            match answer {
+                Ok(Answer::Revoked(r)) => {
+                    prop_assert_eq!(sim.state.find(&r.kid).map(|k| k.state), Some(KeyState::Revoked));
+                }
+                Ok(Answer::Rotated(done)) => {
+                    for r in done {
+                        let o = &sim.keys[&r.kid];
+                        prop_assert!(o.active_from.is_some(), "{r:?} never active");
+                        prop_assert!(sim.keys[&r.previous_kid].active_until.is_some(), "{r:?}");
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        sim.check_history();
+        prop_assert!(sim.violations.is_empty(), "{:#?}", sim.violations);
     }
 
     /// Without operator intervention, every rotation is safe: no key ever

@@ -204,7 +204,7 @@ async fn certificates_reload_on_sighup_and_on_file_change() {
             .await
             .is_err()
     );
-    assert!(!d.events("TLS certificate reloaded").is_empty());
+    assert!(!d.wait_events("TLS certificate reloaded").await.is_empty());
 
     // A broken file: the last good certificate keeps serving.
     write(&p.server_key, "not a key");

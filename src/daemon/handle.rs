@@ -8,15 +8,15 @@ use std::time::Duration;
 
 use arc_swap::Guard;
 use josekit::jwt::JwtPayload;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::api::{Revoked, Rotated};
-use crate::daemon::scheduler::{Command, CommandError};
+use crate::daemon::scheduler::Request;
+use crate::daemon::shared::{ACTIVE_KEY_WAIT, Shared, SyncFailure};
 use crate::daemon::signing::{SignError, SignJob};
 use crate::daemon::snapshot::{ActiveKey, Snapshot};
-use crate::daemon::{NotCurrent, Shared, SyncFailure};
 use crate::keys::{Alg, Kid};
-use crate::lifecycle::Policy;
+use crate::lifecycle::readiness::NotCurrent;
+use crate::lifecycle::{CommandError, Policy, Revoked, Rotated};
 use crate::metrics::Metrics;
 use crate::time::Timestamp;
 
@@ -42,11 +42,23 @@ pub enum CallError {
 #[derive(Clone)]
 pub struct Handle {
     shared: Arc<Shared>,
+    /// To the scheduler: operators' commands.
+    commands: mpsc::Sender<Request>,
+    /// To the signing task.
+    sign_jobs: mpsc::Sender<SignJob>,
 }
 
 impl Handle {
-    pub(super) fn new(shared: Arc<Shared>) -> Handle {
-        Handle { shared }
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        commands: mpsc::Sender<Request>,
+        sign_jobs: mpsc::Sender<SignJob>,
+    ) -> Handle {
+        Handle {
+            shared,
+            commands,
+            sign_jobs,
+        }
     }
 
     /// The current snapshot, if the first one is built. A guard rather
@@ -92,7 +104,7 @@ impl Handle {
         // The signing task answers `NoActiveKey` if it went between the two.
         let mut result = Err(SignError::Stopped);
         // One wait for all attempts: the bound the answer and docs state.
-        let until = tokio::time::Instant::now() + super::ACTIVE_KEY_WAIT;
+        let until = tokio::time::Instant::now() + ACTIVE_KEY_WAIT;
         for _ in 0..SIGN_ATTEMPTS {
             if shared.active_key_until(alg, until).await.is_none() {
                 return Err(SignError::NoActiveKey);
@@ -103,7 +115,7 @@ impl Handle {
                 payload: payload.clone(),
                 reply: tx,
             };
-            result = match shared.sign_jobs.send(job).await {
+            result = match self.sign_jobs.send(job).await {
                 Ok(()) => rx.await.unwrap_or(Err(SignError::Stopped)),
                 Err(_) => Err(SignError::Stopped),
             };
@@ -117,24 +129,23 @@ impl Handle {
     /// Asks the scheduler to rotate `alg` (every algorithm when `None`).
     pub async fn rotate(&self, alg: Option<Alg>, force: bool) -> Result<Vec<Rotated>, CallError> {
         let (reply, rx) = oneshot::channel();
-        self.command(Command::Rotate { alg, force, reply }, rx)
+        self.command(Request::Rotate { alg, force, reply }, rx)
             .await
     }
 
     /// Asks the scheduler to revoke `kid`.
     pub async fn revoke(&self, kid: Kid) -> Result<Revoked, CallError> {
         let (reply, rx) = oneshot::channel();
-        self.command(Command::Revoke { kid, reply }, rx).await
+        self.command(Request::Revoke { kid, reply }, rx).await
     }
 
     async fn command<T>(
         &self,
-        cmd: Command,
+        request: Request,
         rx: oneshot::Receiver<Result<T, CommandError>>,
     ) -> Result<T, CallError> {
-        self.shared
-            .commands
-            .send(cmd)
+        self.commands
+            .send(request)
             .await
             .map_err(|_| CallError::NotRunning)?;
         match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::Shared;
+use crate::daemon::shared::Shared;
 use crate::store::KeyStore;
 
 /// Holds (or waits for) the lease that lets this replica rotate keys:

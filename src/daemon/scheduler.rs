@@ -1,35 +1,83 @@
 //! The scheduler: the one task that changes the key ring. It performs what
 //! the [`Driver`] decides (commits and key generations, on blocking
-//! threads), sleeps until the driver's next wake-up (or an operator's
-//! command, a change notification, a generation finishing), and swaps in a
-//! new snapshot after every change.
+//! threads), feeds it what happened (a commit's or a generation's outcome,
+//! a read of the shared state, leadership, an operator's command), sleeps
+//! until the driver's next wake-up (or a command, a change notification, a
+//! generation finishing), hands the driver's answers to the operators who
+//! asked, and swaps in a new snapshot after every change.
 
-mod commands;
-
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
-// The answers are wire types; re-exported where they were defined.
-pub use crate::api::{Revoked, Rotated};
 use crate::clock::Clock;
-use crate::daemon::Shared;
+use crate::daemon::shared::{Shared, SyncFailure};
 use crate::daemon::snapshot::Snapshot;
 use crate::keyring::{Event, ExecuteError, Executed, Keyring, generate_staged};
-use crate::keys::Alg;
-use crate::keys::KeyMaterial;
-use crate::lifecycle::{Action, Committed, Driver, KeyState, Policy, Synced, Work};
+use crate::keys::{Alg, KeyMaterial, Kid};
+use crate::lifecycle::{
+    Action, Answer, Command, CommandError, CommandId, Committed, Driver, KeyState, Policy, Revoked,
+    Rotated, Synced, Work,
+};
 use crate::store::StoreError;
-use commands::PendingRotation;
-pub use commands::{Command, CommandError, ROTATE_NEXT_WAIT};
+
+/// An operator's command from the admin API, with where its answer goes.
+pub enum Request {
+    Rotate {
+        alg: Option<Alg>,
+        force: bool,
+        reply: oneshot::Sender<Result<Vec<Rotated>, CommandError>>,
+    },
+    Revoke {
+        kid: Kid,
+        reply: oneshot::Sender<Result<Revoked, CommandError>>,
+    },
+}
+
+/// Where a command's answer goes, while the driver carries it out.
+enum Reply {
+    Rotate(oneshot::Sender<Result<Vec<Rotated>, CommandError>>),
+    Revoke(oneshot::Sender<Result<Revoked, CommandError>>),
+}
+
+impl Request {
+    fn split(self) -> (Command, Reply) {
+        match self {
+            Request::Rotate { alg, force, reply } => {
+                (Command::Rotate { alg, force }, Reply::Rotate(reply))
+            }
+            Request::Revoke { kid, reply } => (Command::Revoke { kid }, Reply::Revoke(reply)),
+        }
+    }
+}
+
+impl Reply {
+    fn send(self, result: Result<Answer, CommandError>) {
+        let mismatch = |a: Answer| CommandError::Failed(format!("unexpected answer {a:?}"));
+        // A requester that gave up (timed out) is no longer listening.
+        match self {
+            Reply::Rotate(tx) => {
+                let _ = tx.send(result.and_then(|a| match a {
+                    Answer::Rotated(r) => Ok(r),
+                    other => Err(mismatch(other)),
+                }));
+            }
+            Reply::Revoke(tx) => {
+                let _ = tx.send(result.and_then(|a| match a {
+                    Answer::Revoked(r) => Ok(r),
+                    other => Err(mismatch(other)),
+                }));
+            }
+        }
+    }
+}
 
 /// The longest the scheduler sleeps: bounds how late it notices a wall
 /// clock that jumped.
 pub const MAX_SLEEP: Duration = Duration::from_secs(30);
-/// How often a command waiting for a key is tried again.
-const RETRY_POLL: Duration = Duration::from_millis(100);
 /// How long shutdown waits for a key generation in flight.
 const GENERATION_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 /// The most pieces of work done before the scheduler sleeps again.
@@ -43,7 +91,7 @@ pub struct Scheduler {
     pub policy: Arc<Policy>,
     pub clock: Arc<dyn Clock>,
     pub shared: Arc<Shared>,
-    pub commands: mpsc::Receiver<Command>,
+    pub commands: mpsc::Receiver<Request>,
     pub shutdown: watch::Receiver<bool>,
     /// Set when other replicas share the store.
     pub replication: Option<Replication>,
@@ -76,8 +124,8 @@ impl Scheduler {
         // Key generation runs beside the timeline: retirements and rotations
         // never wait for an RSA key to be found.
         let mut generating: JoinSet<Generated> = JoinSet::new();
-        let mut pending: Vec<PendingRotation> = Vec::new();
-        let mut retry: Vec<(Command, std::time::Instant)> = Vec::new();
+        let mut replies: HashMap<CommandId, Reply> = HashMap::new();
+        let mut next_id = 0u64;
         loop {
             if self.replication.is_some() {
                 let synced = self.sync().await;
@@ -93,17 +141,16 @@ impl Scheduler {
                     break;
                 };
                 self.perform(work, &mut driver, &mut generating).await;
+                self.answer(&mut driver, &mut replies);
             }
+            self.answer(&mut driver, &mut replies);
             let now = self.clock.now();
             let state = lock(&self.ring).state().clone();
             let wake = driver.poll_timeout(&state, &self.policy, now);
-            let mut sleep = if driver.leading() {
-                wake.map(|w| w.since(now))
-                    .unwrap_or(MAX_SLEEP)
-                    .min(MAX_SLEEP)
-            } else {
-                MAX_SLEEP
-            };
+            let mut sleep = wake
+                .map(|w| w.since(now))
+                .unwrap_or(MAX_SLEEP)
+                .min(MAX_SLEEP);
             if let Some(every) = driver.sync_interval() {
                 sleep = if driver.in_sync() {
                     sleep.min(every)
@@ -112,24 +159,6 @@ impl Scheduler {
                 };
             }
             let changes = self.replication.as_ref().map(|r| r.changes.clone());
-            self.answer_pending(&mut pending, generating.is_empty());
-            for (cmd, since) in std::mem::take(&mut retry) {
-                self.run_command(
-                    cmd,
-                    Some(since),
-                    &mut driver,
-                    &mut generating,
-                    &mut pending,
-                    &mut retry,
-                )
-                .await;
-            }
-            if !retry.is_empty() {
-                sleep = sleep.min(RETRY_POLL);
-            }
-            if let Some(p) = pending.iter().map(|p| p.until).min() {
-                sleep = sleep.min(p.saturating_duration_since(std::time::Instant::now()));
-            }
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = async { match &changes { Some(c) => c.notified().await, None => std::future::pending().await } } => {}
@@ -144,14 +173,22 @@ impl Scheduler {
                     };
                     driver.generated(ok, self.clock.now());
                 }
-                cmd = self.commands.recv() => match cmd {
-                    Some(cmd) => self.run_command(cmd, None, &mut driver, &mut generating, &mut pending, &mut retry).await,
+                request = self.commands.recv() => match request {
+                    Some(request) => {
+                        let id = CommandId(next_id);
+                        next_id += 1;
+                        let (command, reply) = request.split();
+                        replies.insert(id, reply);
+                        driver.command(id, command, self.clock.now());
+                    }
                     None => break,
                 },
                 _ = self.shutdown.changed() => break,
             }
         }
-        self.answer_pending(&mut pending, true);
+        let state = lock(&self.ring).state().clone();
+        driver.stop(&state);
+        self.answer(&mut driver, &mut replies);
         // A generation in flight holds the store: let it finish (its key
         // stays staged, and the next load discards it), within bounds.
         if tokio::time::timeout(GENERATION_SHUTDOWN_WAIT, generating.shutdown())
@@ -189,6 +226,55 @@ impl Scheduler {
                     }
                 };
                 driver.committed(outcome, self.clock.now());
+            }
+            Work::CommitCommand(actions) => {
+                // An operator's command reports its own failure; the
+                // schedule's backoff and lifecycle error are not its.
+                let (outcome, error) = match self.execute(actions, false).await {
+                    Ok(()) => (Committed::Done, None),
+                    Err(e @ ExecuteError::Store(StoreError::Conflict { .. })) => {
+                        (Committed::Conflict, Some(e.to_string()))
+                    }
+                    Err(e) => (Committed::Failed, Some(e.to_string())),
+                };
+                driver.command_committed(outcome, error);
+            }
+        }
+    }
+
+    /// Hands the driver's answers to the operators who asked, saying in the
+    /// log what was done.
+    fn answer(&self, driver: &mut Driver, replies: &mut HashMap<CommandId, Reply>) {
+        while let Some((id, result)) = driver.poll_answer() {
+            let result = match result {
+                Err(CommandError::NotSynced) => Err(CommandError::Failed(format!(
+                    "this replica cannot read the shared key-ring state ({}); send the command \
+                     to another replica",
+                    self.shared
+                        .sync_failure()
+                        .map(|f| f.message)
+                        .unwrap_or_default()
+                ))),
+                other => other,
+            };
+            match &result {
+                Err(CommandError::Rotate(e)) => tracing::info!(error = %e, "rotation refused"),
+                Ok(Answer::Rotated(done)) => {
+                    if done.iter().any(|r| r.by_another_replica) {
+                        tracing::info!("rotation already carried out by another replica");
+                    }
+                    for r in done.iter().filter(|r| r.forced && !r.by_another_replica) {
+                        tracing::warn!(alg = %r.alg, kid = %r.kid, "forced rotation: the new key signs before verifiers' caches can know it");
+                    }
+                }
+                Ok(Answer::Revoked(r)) => {
+                    let promoted = r.promoted.as_ref().map(|k| k.as_str()).unwrap_or("none");
+                    tracing::warn!(kid = %r.kid, alg = %r.alg, was = %r.was, promoted, "key revoked");
+                }
+                Err(_) => {}
+            }
+            if let Some(reply) = replies.remove(&id) {
+                reply.send(result);
             }
         }
     }
@@ -263,7 +349,7 @@ impl Scheduler {
         };
         let unreachable = error.is_unreachable();
         let went_down = self.shared.set_store_reachable(!unreachable);
-        let news = self.shared.set_sync_failure(super::SyncFailure {
+        let news = self.shared.set_sync_failure(SyncFailure {
             unreachable,
             message: error.to_string(),
         });

@@ -13,7 +13,7 @@ use josekit::jws::JwsHeader;
 use josekit::jwt::{self, JwtPayload};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::daemon::Shared;
+use crate::daemon::shared::Shared;
 use crate::keys::{Alg, Kid};
 
 /// The most jobs signed before their answers go out.

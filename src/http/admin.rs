@@ -409,6 +409,9 @@ fn command_error(e: CommandError) -> Response<Body> {
             error(StatusCode::CONFLICT, "already_ended", e)
         }
         CommandError::Failed(msg) => error(StatusCode::SERVICE_UNAVAILABLE, "store_failed", msg),
+        // The scheduler says why the read fails (as `Failed`); this is the
+        // same refusal without the reason.
+        e @ CommandError::NotSynced => error(StatusCode::SERVICE_UNAVAILABLE, "store_failed", e),
     }
 }
 

@@ -6,13 +6,15 @@
 //! [`Work`] it returns, and the simulation tests drive this same machine
 //! over months of simulated time, failures and restarts included.
 //!
-//! Operators' commands are judged by [`crate::lifecycle::rotate`] and
-//! [`crate::lifecycle::revoke`]; the keys they need are generated through
-//! [`Driver::generate`], so that they count as generations in flight here.
+//! Operators' commands are fed in too ([`Driver::command`]) and carried out
+//! here by the rules of [`crate::lifecycle::command`]; the keys they need
+//! count as generations in flight like the schedule's, and their answers
+//! are polled with [`Driver::poll_answer`].
 
 use std::time::Duration;
 
 use crate::lifecycle::action::Action;
+use crate::lifecycle::command::{Answer, Command, CommandError, CommandId, Commands, Next};
 use crate::lifecycle::planner::plan;
 use crate::lifecycle::policy::Policy;
 use crate::lifecycle::state::{EarlyActivation, KeyState, KeyringState};
@@ -34,6 +36,9 @@ pub enum Work {
     /// Commit these transitions in one commit, then report with
     /// [`Driver::committed`].
     Commit(Vec<Action>),
+    /// Commit an operator's command's transitions in one commit, then
+    /// report with [`Driver::command_committed`].
+    CommitCommand(Vec<Action>),
     /// Generate these keys beside the timeline, each batch on a thread of
     /// its own and committed as soon as it is made (a key no longer
     /// [`crate::lifecycle::still_wanted`] is discarded); report each batch
@@ -85,6 +90,8 @@ pub struct Driver {
     /// the scheduler.
     poll: Option<Duration>,
     sync_backoff: Duration,
+    /// Operators' commands in progress.
+    commands: Commands,
 }
 
 impl Driver {
@@ -101,6 +108,7 @@ impl Driver {
             in_sync: true,
             poll,
             sync_backoff: poll.unwrap_or_default(),
+            commands: Commands::default(),
         }
     }
 
@@ -133,6 +141,7 @@ impl Driver {
         if self.in_sync {
             self.must_sync = false;
         }
+        self.commands.synced(self.in_sync);
         let poll = self.poll.unwrap_or_default();
         self.sync_backoff = match outcome {
             Synced::Current | Synced::Unreachable => poll,
@@ -149,9 +158,24 @@ impl Driver {
     /// What to do now, at `now`, on `state` as the shell holds it. Call
     /// until it answers `None`, carrying out each [`Work`] in turn.
     pub fn poll(&mut self, state: &KeyringState, policy: &Policy, now: Timestamp) -> Option<Work> {
+        if self.commands.committing() {
+            return None;
+        }
         if self.must_sync {
             self.must_sync = false;
             return Some(Work::Sync);
+        }
+        // Any replica carries operators' commands out, the leader or not:
+        // the compare-and-set keeps replicas from undoing each other.
+        let shared = self.poll.is_some();
+        match self
+            .commands
+            .poll(state, policy, now, shared, self.generating)
+        {
+            Some(Next::Sync) => return Some(Work::Sync),
+            Some(Next::Commit(actions)) => return Some(Work::CommitCommand(actions)),
+            Some(Next::Generate(actions)) => return Some(self.generate(actions)),
+            None => {}
         }
         if !self.leading() {
             self.after_commit.clear();
@@ -182,6 +206,17 @@ impl Driver {
     /// When to poll again if nothing happens first (`None`: only when
     /// something does, or when the state is read again).
     pub fn poll_timeout(
+        &self,
+        state: &KeyringState,
+        policy: &Policy,
+        now: Timestamp,
+    ) -> Option<Timestamp> {
+        let commands = self.commands.poll_timeout(now);
+        let schedule = self.schedule_timeout(state, policy, now);
+        commands.into_iter().chain(schedule).min()
+    }
+
+    fn schedule_timeout(
         &self,
         state: &KeyringState,
         policy: &Policy,
@@ -230,6 +265,35 @@ impl Driver {
                 self.failed(now);
             }
         }
+    }
+
+    /// An operator's command arrived at `now`. With a shared store it is
+    /// judged once the state has been read since.
+    pub fn command(&mut self, id: CommandId, command: Command, now: Timestamp) {
+        self.commands.push(id, command, now, self.poll.is_some());
+    }
+
+    /// A commit of [`Work::CommitCommand`] ended; `error`: why it failed
+    /// or conflicted. What it achieved is read on the state at the next
+    /// poll.
+    pub fn command_committed(&mut self, outcome: Committed, error: Option<String>) {
+        let lost = outcome == Committed::Conflict;
+        if lost {
+            self.must_sync = true;
+        }
+        self.commands.committed(lost, error);
+    }
+
+    /// The next answer to an operator's command, with the command it is for.
+    pub fn poll_answer(&mut self) -> Option<(CommandId, Result<Answer, CommandError>)> {
+        self.commands.poll_answer()
+    }
+
+    /// The daemon stops: rotations waiting for their new next keys answer
+    /// with what there is (take them with [`Driver::poll_answer`]); other
+    /// commands in progress are dropped.
+    pub fn stop(&mut self, state: &KeyringState) {
+        self.commands.stop(state);
     }
 
     /// One batch of [`Work::Generate`] ended at `now`: its keys were made
@@ -335,6 +399,13 @@ mod tests {
                         commit_batch(s, b, now, &mut n);
                         d.generated(true, now);
                     }
+                }
+                Work::CommitCommand(a) => {
+                    for x in a {
+                        s.apply(x, now, None).unwrap();
+                    }
+                    s.version += 1;
+                    d.command_committed(Committed::Done, None);
                 }
                 Work::Sync => d.synced(Synced::Current),
             }

@@ -3,6 +3,7 @@
 //! readiness).
 
 pub mod action;
+pub mod command;
 pub mod driver;
 pub mod planner;
 pub mod policy;
@@ -12,6 +13,7 @@ pub mod state;
 pub mod tokens;
 
 pub use action::{Action, ApplyError, NewKey};
+pub use command::{Answer, Command, CommandError, CommandId, ROTATE_NEXT_WAIT, Revoked, Rotated};
 pub use driver::{Committed, Driver, Synced, Work};
 pub use planner::{
     Deferred, Plan, RevokeError, RotateError, Upcoming, UpcomingEvent, deferred,
@@ -71,6 +73,7 @@ mod purity {
     const CORE: &[(&str, &str)] = &[
         ("lifecycle/mod.rs", include_str!("mod.rs")),
         ("lifecycle/action.rs", include_str!("action.rs")),
+        ("lifecycle/command.rs", include_str!("command.rs")),
         ("lifecycle/driver.rs", include_str!("driver.rs")),
         ("lifecycle/planner.rs", include_str!("planner.rs")),
         ("lifecycle/policy.rs", include_str!("policy.rs")),

@@ -183,6 +183,19 @@ impl Daemon {
             .collect()
     }
 
+    /// The log lines with `message`, waiting up to 10 s for the first: the
+    /// daemon's stderr reaches the test through a reader thread.
+    pub async fn wait_events(&self, message: &str) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let found = self.events(message);
+            if !found.is_empty() || Instant::now() > deadline {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use jwksd::keys::{Alg, Kid, PublicKey};
 use jwksd::lifecycle::{
-    Action, Committed, Driver, EarlyActivation, KeyState, KeyringState, NewKey, Policy,
-    RevokeError, RotateError, Synced, Work, plan, revoke, rotate, still_wanted,
+    Action, Answer, Command, CommandError, CommandId, Committed, Driver, EarlyActivation, KeyState,
+    KeyringState, NewKey, Policy, RevokeError, RotateError, Synced, Work, plan, revoke, rotate,
+    still_wanted,
 };
 use jwksd::time::Timestamp;
 
@@ -63,6 +64,13 @@ pub struct Sim {
     empty_algs: HashSet<Alg>,
     /// Kids seen published and not yet gone.
     live: HashSet<Kid>,
+    /// Algorithms whose active key was revoked and that have had no active
+    /// key since: their next active key may be an emergency one whatever
+    /// commits it (a retried generation, a later promotion).
+    orphaned: HashSet<Alg>,
+    /// Operators' commands fed to the driver, and the answers it gave.
+    pub commands: Vec<(CommandId, Command, Timestamp)>,
+    pub answers: Vec<(CommandId, Result<Answer, CommandError>, Timestamp)>,
 }
 
 impl Sim {
@@ -85,6 +93,9 @@ impl Sim {
             cause: "schedule",
             empty_algs: HashSet::new(),
             live: HashSet::new(),
+            orphaned: HashSet::new(),
+            commands: Vec::new(),
+            answers: Vec::new(),
         }
     }
 
@@ -174,7 +185,9 @@ impl Sim {
                     let legit = match k.early_activation {
                         Some(EarlyActivation::Bootstrap) => self.empty_algs.contains(&k.alg),
                         Some(EarlyActivation::Forced) => self.cause == "force",
-                        Some(EarlyActivation::Emergency) => self.cause == "revoke",
+                        Some(EarlyActivation::Emergency) => {
+                            self.cause == "revoke" || self.orphaned.contains(&k.alg)
+                        }
                         None => true,
                     };
                     if !legit {
@@ -214,10 +227,19 @@ impl Sim {
                     .state
                     .find(&kid)
                     .is_some_and(|k| k.state == KeyState::Revoked);
+                if o.revoked && o.active_until == Some(now) {
+                    let alg = o.alg.unwrap();
+                    if self.state.active(alg).is_none() {
+                        self.orphaned.insert(alg);
+                    }
+                }
                 self.gone.insert(kid);
             }
         }
         for &alg in &self.policy.algorithms {
+            if self.state.active(alg).is_some() {
+                self.orphaned.remove(&alg);
+            }
             let active = self.state.in_state(alg, KeyState::Active).count();
             if active > 1 {
                 self.violations
@@ -243,6 +265,9 @@ impl Sim {
 
     fn check_quiescent(&mut self) {
         for &alg in &self.policy.algorithms {
+            if self.state.active(alg).is_some() {
+                self.orphaned.remove(&alg);
+            }
             let active = self.state.in_state(alg, KeyState::Active).count();
             let next = self.state.in_state(alg, KeyState::Next).count();
             if active != 1 || next != 1 {
@@ -366,6 +391,19 @@ impl Sim {
                             driver.committed(Committed::Done, self.now);
                         }
                     }
+                    Work::CommitCommand(actions) => {
+                        if faults.fail(faults.commit) {
+                            driver.command_committed(
+                                Committed::Failed,
+                                Some("injected commit failure".into()),
+                            );
+                        } else {
+                            self.cause = cause_of(&actions);
+                            self.execute(&actions);
+                            self.cause = "schedule";
+                            driver.command_committed(Committed::Done, None);
+                        }
+                    }
                     Work::Generate(batches) => {
                         for b in batches {
                             let takes = faults.generation_time();
@@ -374,6 +412,9 @@ impl Sim {
                         }
                     }
                 }
+            }
+            while let Some((id, answer)) = driver.poll_answer() {
+                self.answers.push((id, answer, self.now));
             }
             let next = driver
                 .poll_timeout(&self.state, &self.policy, self.now)
@@ -398,6 +439,20 @@ impl Sim {
             }
         }
         self.violations.push("run_driven did not finish".into());
+    }
+
+    /// An operator's command reaches the driver now; run the driver to see
+    /// it carried out and answered (in [`Sim::answers`]).
+    pub fn command(&mut self, driver: &mut Driver, command: Command) -> CommandId {
+        let id = CommandId(self.commands.len() as u64);
+        self.commands.push((id, command.clone(), self.now));
+        driver.command(id, command, self.now);
+        id
+    }
+
+    /// The answer the driver gave command `id`, if any yet.
+    pub fn answer(&self, id: CommandId) -> Option<&Result<Answer, CommandError>> {
+        self.answers.iter().find(|a| a.0 == id).map(|a| &a.1)
     }
 
     /// Saves the state as the store would and loads it back.
@@ -573,4 +628,25 @@ impl Faults {
         let max = self.generation_max.as_millis().max(1) as u64;
         Duration::from_millis(self.next() % max)
     }
+}
+
+/// What an operator's command did, by the triggers of what it commits
+/// (early activations are checked against it).
+fn cause_of(actions: &[Action]) -> &'static str {
+    use jwksd::lifecycle::Trigger;
+    let triggers = actions.iter().filter_map(|a| match a {
+        Action::Activate { trigger, .. } => Some(*trigger),
+        Action::Revoke { .. } => Some(Trigger::Revoke),
+        _ => None,
+    });
+    let mut cause = "schedule";
+    for t in triggers {
+        cause = match t {
+            Trigger::Revoke => return "revoke",
+            Trigger::Forced => "force",
+            Trigger::Manual if cause == "schedule" => "manual",
+            _ => cause,
+        };
+    }
+    cause
 }
