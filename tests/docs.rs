@@ -109,7 +109,10 @@ struct OneField<'a> {
 impl<'de> MapAccess<'de> for OneField<'_> {
     type Error = Stop;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, Stop> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Stop> {
         match self.key.take() {
             None => Ok(None),
             Some(k) => seed
