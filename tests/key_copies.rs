@@ -5,7 +5,7 @@
 //! forms. Freed memory is scanned too (the allocator does not clear it), so
 //! a copy that was dropped without being wiped is counted like a live one.
 //!
-//! What each remaining copy is, and when it is wiped, is in runbook.md
+//! What each remaining copy is, and when it is wiped, is in docs/security.md
 //! ("What jwksd does not do").
 
 #![cfg(all(
