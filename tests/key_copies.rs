@@ -6,7 +6,7 @@
 //! a copy that was dropped without being wiped is counted like a live one.
 //!
 //! What each remaining copy is, and when it is wiped, is in docs/security.md
-//! ("What jwksd does not do").
+//! ("Copies of a private key in memory").
 
 #![cfg(all(
     target_os = "linux",
