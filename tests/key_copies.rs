@@ -5,8 +5,8 @@
 //! forms. Freed memory is scanned too (the allocator does not clear it), so
 //! a copy that was dropped without being wiped is counted like a live one.
 //!
-//! What each remaining copy is, and when it is wiped, is in runbook.md
-//! ("What jwksd does not do").
+//! What each remaining copy is, and when it is wiped, is in docs/security.md
+//! ("Copies of a private key in memory").
 
 #![cfg(all(
     target_os = "linux",
