@@ -27,8 +27,9 @@
 //!   functions from (state, policy, now) to actions and the next wake-up,
 //!   `driver` the scheduler as a state machine (fed outcomes and operators'
 //!   commands, polled for work and answers: backoff, generations in flight,
-//!   leadership), `command` how a rotate or revoke command is judged,
-//!   committed, retried after a lost compare-and-set and answered, `tokens` the
+//!   leadership), `command` what an operator's command is and answers,
+//!   `pending` how the driver judges, commits, retries after a lost
+//!   compare-and-set and answers the commands in progress, `tokens` the
 //!   lifetime rules of a token to sign, `readiness` when the last known
 //!   keys stop being the right ones. No clock, no I/O, no randomness: a
 //!   test holds it to `keys::id` and `time`.
@@ -47,8 +48,9 @@
 //!   and the file it falls back to (master keys open there).
 //! - [`daemon`]: the shell: the scheduler task (the one writer, performing
 //!   what the driver decides and handing its answers to operators), the
-//!   signing queue, the leader `lease`, the snapshot readers see, and
-//!   `shared`, the state they share. `handle` is all the HTTP layer sees of
+//!   signing queue, the leader `lease`, the snapshot readers see,
+//!   `shared`, the state they share, and `request`, a command as the admin
+//!   API sends it. `handle` is all the HTTP layer sees of
 //!   it: [`daemon::Handle`], a cheap clone with a few methods over that
 //!   state and the channels to the scheduler and the signing task.
 //! - [`server`]: the process: store, core and both listeners started

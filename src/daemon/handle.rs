@@ -10,7 +10,7 @@ use arc_swap::Guard;
 use josekit::jwt::JwtPayload;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::daemon::scheduler::Request;
+use crate::daemon::request::Request;
 use crate::daemon::shared::{ACTIVE_KEY_WAIT, Shared, SyncFailure};
 use crate::daemon::signing::{SignError, SignJob};
 use crate::daemon::snapshot::{ActiveKey, Snapshot};

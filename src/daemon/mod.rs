@@ -8,12 +8,14 @@
 //! - `scheduler`: the single task that changes keys.
 //! - `signing`: the task that signs `/v1/sign`'s tokens in batches.
 //! - `lease`: the leader lease, with a shared store.
+//! - `request`: an operator's command as the admin API sends it.
 //! - `snapshot`: the immutable view the HTTP handlers read.
 //! - `handle`: what the HTTP handlers hold: [`Handle`], over [`Shared`]
 //!   and the channels to the scheduler and the signing task.
 
 pub mod handle;
 mod lease;
+pub mod request;
 pub mod scheduler;
 mod shared;
 pub mod signing;

@@ -10,70 +10,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
+use crate::daemon::request::{Reply, Request};
 use crate::daemon::shared::{Shared, SyncFailure};
 use crate::daemon::snapshot::Snapshot;
 use crate::keyring::{Event, ExecuteError, Executed, Keyring, generate_staged};
-use crate::keys::{Alg, KeyMaterial, Kid};
+use crate::keys::{Alg, KeyMaterial};
 use crate::lifecycle::{
-    Action, Answer, Command, CommandError, CommandId, Committed, Driver, KeyState, Policy, Revoked,
-    Rotated, Synced, Work,
+    Action, Answer, CommandError, CommandId, Committed, Driver, KeyState, Policy, Synced, Work,
 };
 use crate::store::StoreError;
-
-/// An operator's command from the admin API, with where its answer goes.
-pub enum Request {
-    Rotate {
-        alg: Option<Alg>,
-        force: bool,
-        reply: oneshot::Sender<Result<Vec<Rotated>, CommandError>>,
-    },
-    Revoke {
-        kid: Kid,
-        reply: oneshot::Sender<Result<Revoked, CommandError>>,
-    },
-}
-
-/// Where a command's answer goes, while the driver carries it out.
-enum Reply {
-    Rotate(oneshot::Sender<Result<Vec<Rotated>, CommandError>>),
-    Revoke(oneshot::Sender<Result<Revoked, CommandError>>),
-}
-
-impl Request {
-    fn split(self) -> (Command, Reply) {
-        match self {
-            Request::Rotate { alg, force, reply } => {
-                (Command::Rotate { alg, force }, Reply::Rotate(reply))
-            }
-            Request::Revoke { kid, reply } => (Command::Revoke { kid }, Reply::Revoke(reply)),
-        }
-    }
-}
-
-impl Reply {
-    fn send(self, result: Result<Answer, CommandError>) {
-        let mismatch = |a: Answer| CommandError::Failed(format!("unexpected answer {a:?}"));
-        // A requester that gave up (timed out) is no longer listening.
-        match self {
-            Reply::Rotate(tx) => {
-                let _ = tx.send(result.and_then(|a| match a {
-                    Answer::Rotated(r) => Ok(r),
-                    other => Err(mismatch(other)),
-                }));
-            }
-            Reply::Revoke(tx) => {
-                let _ = tx.send(result.and_then(|a| match a {
-                    Answer::Revoked(r) => Ok(r),
-                    other => Err(mismatch(other)),
-                }));
-            }
-        }
-    }
-}
 
 /// The longest the scheduler sleeps: bounds how late it notices a wall
 /// clock that jumped.

@@ -5,6 +5,7 @@
 pub mod action;
 pub mod command;
 pub mod driver;
+mod pending;
 pub mod planner;
 pub mod policy;
 pub mod promises;
@@ -74,6 +75,7 @@ mod purity {
         ("lifecycle/mod.rs", include_str!("mod.rs")),
         ("lifecycle/action.rs", include_str!("action.rs")),
         ("lifecycle/command.rs", include_str!("command.rs")),
+        ("lifecycle/pending.rs", include_str!("pending.rs")),
         ("lifecycle/driver.rs", include_str!("driver.rs")),
         ("lifecycle/planner.rs", include_str!("planner.rs")),
         ("lifecycle/policy.rs", include_str!("policy.rs")),
