@@ -122,7 +122,7 @@ impl FsStore {
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
                 .map_err(io("restrict key directory", &dir))?;
             notes.push(format!(
-                "key directory {} had mode {mode:o} and held no key yet; set it to 700",
+                "key directory {} had mode {mode:o} and held no key yet: tightened to 700 before the first key (nothing to do)",
                 dir.display()
             ));
         }
