@@ -1077,7 +1077,7 @@ async fn the_jwk_set_answers_cors_for_any_origin_by_default_and_the_admin_listen
             Method::GET,
             &format!("{}{path}", d.public),
             None,
-            &[origin.clone()],
+            std::slice::from_ref(&origin),
         )
         .await;
         assert!(cors_of(&r).is_empty(), "{path}");
@@ -1086,7 +1086,7 @@ async fn the_jwk_set_answers_cors_for_any_origin_by_default_and_the_admin_listen
             Method::OPTIONS,
             &format!("{}{path}", d.public),
             None,
-            &[origin.clone()],
+            std::slice::from_ref(&origin),
         )
         .await;
         assert_eq!(r.status, 405, "{path}");
@@ -1110,7 +1110,7 @@ async fn the_jwk_set_answers_cors_for_any_origin_by_default_and_the_admin_listen
         ("/.well-known/jwks.json", None),
     ] {
         let url = format!("{}{path}", d.admin);
-        let r = send_with(&d, Method::GET, &url, token, &[origin.clone()]).await;
+        let r = send_with(&d, Method::GET, &url, token, std::slice::from_ref(&origin)).await;
         assert!(cors_of(&r).is_empty(), "GET {path}: {:?}", r.headers);
         let r = send_with(&d, Method::OPTIONS, &url, token, &preflight_headers).await;
         assert!(!r.status.is_success(), "OPTIONS {path}: {}", r.status);
