@@ -407,13 +407,6 @@ fn wire_examples() -> Vec<(&'static str, Value)> {
             }),
         ),
         (
-            "SignRequest",
-            to_value(&SignRequest {
-                alg: None,
-                claims: json!({}),
-            }),
-        ),
-        (
             "SignResponse",
             to_value(&SignResponse {
                 kid: "kid-1".into(),
@@ -453,6 +446,30 @@ fn wire_examples() -> Vec<(&'static str, Value)> {
             }),
         ),
     ]
+}
+
+/// `alg` is optional in the wire types (a daemon with one algorithm takes
+/// requests without it) and required in the spec (the contract that holds
+/// for every configuration): the one difference, on purpose.
+#[test]
+fn alg_is_required_by_the_spec_and_optional_on_the_wire() {
+    let spec = spec();
+    let mut v = Validator::new(&spec);
+    let without = to_value(&SignRequest {
+        alg: None,
+        claims: json!({}),
+    });
+    assert!(v.component("SignRequest", &without).is_err());
+    let sign_rules = jwksd::http::admin::SignRules {
+        algorithms: &[Alg::ES256],
+        max_token_lifetime: std::time::Duration::from_secs(60),
+        clock_skew: std::time::Duration::from_secs(1),
+        issuer: None,
+        audience: None,
+    };
+    let now = jwksd::time::Timestamp::from_unix_seconds(1_700_000_000);
+    let body = serde_json::to_vec(&without).unwrap();
+    assert!(jwksd::http::admin::parse_sign_request(&body, &sign_rules, now).is_ok());
 }
 
 #[test]
