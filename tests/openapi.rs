@@ -643,6 +643,12 @@ async fn every_route_answers_as_documented_on_a_real_daemon() {
                     Some(Value::String(x)) => resolve(&spec, x).unwrap(),
                     _ => h,
                 };
+                if h["required"] == true {
+                    assert!(
+                        reply.header(name.as_str()).is_some(),
+                        "{at}: header {name} missing"
+                    );
+                }
                 if let (Some(c), Some(sent)) =
                     (h["schema"]["const"].as_str(), reply.header(name.as_str()))
                 {
