@@ -56,7 +56,9 @@
 //! - [`server`]: the process: store, core and both listeners started
 //!   together, stopped in order (the one module that knows `daemon` and
 //!   `http` both).
-//! - [`http`]: the hyper server, the public and admin APIs, authentication;
+//! - [`http`]: the hyper server, the route table of both listeners
+//!   (`docs/openapi.yaml` is checked against it), the public and admin APIs,
+//!   CORS on the JWK Set, authentication;
 //!   it renders HTTP (status, headers such as Cache-Control from the
 //!   daemon's max-ages) and maps the core's refusals to answers.
 //! - [`tls`]: rustls configurations for both listeners, reloaded on change.

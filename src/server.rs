@@ -202,7 +202,10 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         public_tls.iter().chain(admin_tls.iter()).cloned().collect();
     // Always: without a handler, SIGHUP would end the process.
     tokio::spawn(reload_tls(reloadable, shutdown_rx.clone()));
-    let public_api = Arc::new(PublicApi::new(handle.clone()));
+    let public_api = Arc::new(PublicApi::new(
+        handle.clone(),
+        http::cors::Cors::new(&config.jwks.cors_allow_origins),
+    ));
     let public_task = tokio::spawn(http::serve(
         public,
         limits,

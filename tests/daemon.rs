@@ -306,7 +306,7 @@ async fn health_readiness_and_public_errors() {
         .await
         .unwrap();
     assert_eq!(r.status, 405);
-    assert_eq!(r.header(header::ALLOW), Some("GET, HEAD"));
+    assert_eq!(r.header(header::ALLOW), Some("GET, HEAD, OPTIONS"));
     assert!(r.json().unwrap()["error"].is_string());
     // The admin API is not on the public listener.
     assert_eq!(d.get_public("/v1/keys").await.status, 404);
@@ -731,6 +731,14 @@ fn check_config_rejects_each_bad_config_with_a_useful_message() {
         ),
         ("rsa_bits: 1024\n", &["rsa_bits", "2048"]),
         ("algorithms: [HS256]\n", &["HS256"]),
+        (
+            "jwks:\n  cors_allow_origins: [\"https://app.example/\"]\n",
+            &[
+                "jwks.cors_allow_origins (line 2)",
+                "entry 1",
+                "scheme://host[:port]",
+            ],
+        ),
     ];
     for (i, (yaml, wants)) in cases.iter().enumerate() {
         let path = tmp.path().join(format!("bad{i}.yaml"));
@@ -968,4 +976,227 @@ async fn active_key_etag_changes_with_any_part_of_the_body_across_a_restart() {
         .await
         .unwrap();
     assert_eq!(again.status, 304);
+}
+
+/// The `Access-Control-*` headers of an answer, by name.
+fn cors_of(r: &jwksd::client::Reply) -> HashMap<String, String> {
+    r.headers
+        .iter()
+        .filter(|(n, _)| n.as_str().starts_with("access-control-"))
+        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+        .collect()
+}
+
+async fn send_with(
+    d: &Daemon,
+    method: Method,
+    url: &str,
+    bearer: Option<&str>,
+    headers: &[(HeaderName, &str)],
+) -> jwksd::client::Reply {
+    d.client
+        .send(method, url, bearer, headers, None)
+        .await
+        .unwrap()
+}
+
+/// The CORS preflight headers for an allowed origin, `allow_origin` given.
+fn preflight(allow_origin: &str) -> HashMap<String, String> {
+    [
+        ("access-control-allow-origin", allow_origin),
+        ("access-control-allow-methods", "GET, HEAD, OPTIONS"),
+        ("access-control-allow-headers", "If-None-Match"),
+        ("access-control-max-age", "7200"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+fn simple(allow_origin: &str) -> HashMap<String, String> {
+    [
+        ("access-control-allow-origin", allow_origin),
+        ("access-control-expose-headers", "ETag"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// CORS on the JWK Set (`jwks.cors_allow_origins`): `*` by default on GET,
+/// HEAD (304 included) and the OPTIONS preflight; nothing on the health
+/// checks or anywhere on the admin listener, whose OPTIONS is a 405.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jwk_set_answers_cors_for_any_origin_by_default_and_the_admin_listener_never() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start(tmp.path(), &format!("algorithms: [ES256]\n{FAST}")).await;
+    let url = format!("{}/.well-known/jwks.json", d.public);
+    let origin = (header::ORIGIN, "https://spa.example");
+    for method in [Method::GET, Method::HEAD] {
+        for headers in [&[origin.clone()][..], &[]] {
+            let r = send_with(&d, method.clone(), &url, None, headers).await;
+            assert_eq!(r.status, 200, "{method}");
+            assert_eq!(cors_of(&r), simple("*"), "{method} {headers:?}");
+            assert!(r.header(header::VARY).is_none());
+        }
+    }
+    let etag = d.client.get(&url, None).await.unwrap();
+    let etag = etag.header(header::ETAG).unwrap();
+    let r = send_with(
+        &d,
+        Method::GET,
+        &url,
+        None,
+        &[origin.clone(), (header::IF_NONE_MATCH, etag)],
+    )
+    .await;
+    assert_eq!(r.status, 304);
+    assert_eq!(cors_of(&r), simple("*"));
+
+    let r = send_with(
+        &d,
+        Method::OPTIONS,
+        &url,
+        None,
+        &[
+            origin.clone(),
+            (header::ACCESS_CONTROL_REQUEST_METHOD, "GET"),
+            (header::ACCESS_CONTROL_REQUEST_HEADERS, "if-none-match"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    assert!(r.body.is_empty());
+    assert_eq!(r.header(header::ALLOW), Some("GET, HEAD, OPTIONS"));
+    assert_eq!(cors_of(&r), preflight("*"));
+
+    // Only the JWK Set.
+    for path in ["/healthz", "/readyz"] {
+        let r = send_with(
+            &d,
+            Method::GET,
+            &format!("{}{path}", d.public),
+            None,
+            std::slice::from_ref(&origin),
+        )
+        .await;
+        assert!(cors_of(&r).is_empty(), "{path}");
+        let r = send_with(
+            &d,
+            Method::OPTIONS,
+            &format!("{}{path}", d.public),
+            None,
+            std::slice::from_ref(&origin),
+        )
+        .await;
+        assert_eq!(r.status, 405, "{path}");
+        assert!(cors_of(&r).is_empty(), "{path}");
+    }
+
+    // Nothing CORS on the admin listener: not on answers, errors or
+    // preflights, whatever the token.
+    let preflight_headers = [
+        origin.clone(),
+        (header::ACCESS_CONTROL_REQUEST_METHOD, "POST"),
+        (header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization"),
+    ];
+    for (path, token) in [
+        ("/v1/keys/active?alg=ES256", Some(d.signer.as_str())),
+        ("/v1/keys", Some(d.operator.as_str())),
+        ("/v1/keys", None),
+        ("/metrics", None),
+        ("/v1/sign", Some(d.signer.as_str())),
+        ("/v1/rotate", Some(d.operator.as_str())),
+        ("/.well-known/jwks.json", None),
+    ] {
+        let url = format!("{}{path}", d.admin);
+        let r = send_with(&d, Method::GET, &url, token, std::slice::from_ref(&origin)).await;
+        assert!(cors_of(&r).is_empty(), "GET {path}: {:?}", r.headers);
+        let r = send_with(&d, Method::OPTIONS, &url, token, &preflight_headers).await;
+        assert!(!r.status.is_success(), "OPTIONS {path}: {}", r.status);
+        assert!(cors_of(&r).is_empty(), "OPTIONS {path}: {:?}", r.headers);
+    }
+    let r = send_with(
+        &d,
+        Method::OPTIONS,
+        &format!("{}/v1/sign", d.admin),
+        None,
+        &preflight_headers,
+    )
+    .await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header(header::ALLOW), Some("POST"));
+}
+
+/// An explicit origin list echoes a listed `Origin` (with `Vary: Origin`)
+/// and sends no CORS header to others; `[]` turns CORS off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jwk_set_cors_follows_an_origin_list_and_an_empty_list_turns_it_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        tmp.path(),
+        "algorithms: [ES256]\njwks:\n  cors_allow_origins: [\"https://app.example\", \"http://localhost:3000\"]\n",
+    )
+    .await;
+    let url = format!("{}/.well-known/jwks.json", d.public);
+    for listed in ["https://app.example", "http://localhost:3000"] {
+        for method in [Method::GET, Method::HEAD] {
+            let r = send_with(&d, method.clone(), &url, None, &[(header::ORIGIN, listed)]).await;
+            assert_eq!(r.status, 200);
+            assert_eq!(cors_of(&r), simple(listed), "{method} {listed}");
+            assert_eq!(r.header(header::VARY), Some("Origin"));
+        }
+        let r = send_with(&d, Method::OPTIONS, &url, None, &[(header::ORIGIN, listed)]).await;
+        assert_eq!(r.status, 204);
+        assert_eq!(cors_of(&r), preflight(listed));
+        assert_eq!(r.header(header::VARY), Some("Origin"));
+    }
+    for other in [
+        Some("https://evil.example"),
+        Some("https://app.example:8443"),
+        Some("null"),
+        None,
+    ] {
+        let headers: Vec<(HeaderName, &str)> =
+            other.map(|o| (header::ORIGIN, o)).into_iter().collect();
+        for method in [Method::GET, Method::HEAD, Method::OPTIONS] {
+            let r = send_with(&d, method.clone(), &url, None, &headers).await;
+            assert!(r.status.is_success(), "{method} {other:?}");
+            assert!(
+                cors_of(&r).is_empty(),
+                "{method} {other:?}: {:?}",
+                r.headers
+            );
+            // Caches keep answers per origin.
+            assert_eq!(r.header(header::VARY), Some("Origin"));
+        }
+    }
+    drop(d);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        tmp.path(),
+        "algorithms: [ES256]\njwks:\n  cors_allow_origins: []\n",
+    )
+    .await;
+    let url = format!("{}/.well-known/jwks.json", d.public);
+    for method in [Method::GET, Method::HEAD, Method::OPTIONS] {
+        let r = send_with(
+            &d,
+            method.clone(),
+            &url,
+            None,
+            &[
+                (header::ORIGIN, "https://app.example"),
+                (header::ACCESS_CONTROL_REQUEST_METHOD, "GET"),
+            ],
+        )
+        .await;
+        assert!(r.status.is_success(), "{method}");
+        assert!(cors_of(&r).is_empty(), "{method}: {:?}", r.headers);
+        assert!(r.header(header::VARY).is_none());
+    }
+    let r = send_with(&d, Method::OPTIONS, &url, None, &[]).await;
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header(header::ALLOW), Some("GET, HEAD, OPTIONS"));
 }

@@ -17,15 +17,6 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 
 use jwksd::config::Config;
 
-/// Fields documented ahead of the schema: added on another branch. Once the
-/// field is in the schema the entry changes nothing (a documented field that
-/// the schema has is simply checked); delete it then.
-const DOCUMENTED_AHEAD: &[&str] = &[
-    // jwks.cors_allow_origins: CORS on the public listener's JWK Set and
-    // discovery answers (the "API contract" part of issue 11).
-    "jwks.cors_allow_origins",
-];
-
 /// Why a walk stopped. Every walk ends in an error: the data is never
 /// complete, only the field names matter.
 #[derive(Debug)]
@@ -190,10 +181,7 @@ fn configuration_md_lists_exactly_the_schema_fields() {
     let documented = documented_fields(&doc);
     let schema = schema_fields();
     let missing: Vec<_> = schema.difference(&documented).collect();
-    let extra: Vec<_> = documented
-        .difference(&schema)
-        .filter(|f| !DOCUMENTED_AHEAD.contains(&f.as_str()))
-        .collect();
+    let extra: Vec<_> = documented.difference(&schema).collect();
     assert!(
         missing.is_empty() && extra.is_empty(),
         "docs/configuration.md is out of step with src/config/schema.rs:\n  \
@@ -201,12 +189,6 @@ fn configuration_md_lists_exactly_the_schema_fields() {
          fields it documents that the schema does not have: {extra:?}\n\
          (one table row per field, starting with | `section.field` |)"
     );
-    for f in DOCUMENTED_AHEAD {
-        assert!(
-            documented.contains(*f),
-            "{f} is listed as documented ahead of the schema, but docs/configuration.md does not document it"
-        );
-    }
 }
 
 /// Links between the documents lead somewhere: every relative link in
@@ -216,9 +198,6 @@ fn configuration_md_lists_exactly_the_schema_fields() {
 fn relative_links_between_the_documents_resolve() {
     use std::path::{Path, PathBuf};
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // Written on another branch (the API contract of issue 11); delete the
-    // entry once it is merged.
-    const WRITTEN_AHEAD: &[&str] = &["docs/openapi.yaml"];
 
     fn outside_code(text: &str) -> String {
         let mut out = String::new();
@@ -279,12 +258,7 @@ fn relative_links_between_the_documents_resolve() {
                 doc.strip_prefix(root).unwrap_or(doc).display()
             );
             if !target.exists() {
-                let written_ahead = WRITTEN_AHEAD
-                    .iter()
-                    .any(|w| target.ends_with(w) || root.join(w) == target);
-                if !written_ahead {
-                    broken.push(format!("{name} (no such file)"));
-                }
+                broken.push(format!("{name} (no such file)"));
                 continue;
             }
             if !frag.is_empty()

@@ -114,6 +114,7 @@ impl Default for Jwks {
         Jwks {
             cache_max_age: HumanDuration(Duration::from_secs(300)),
             publish_ahead: None,
+            cors_allow_origins: vec!["*".to_owned()],
         }
     }
 }
@@ -198,6 +199,10 @@ pub struct Tokens {
 pub struct Jwks {
     pub cache_max_age: HumanDuration,
     pub publish_ahead: Option<HumanDuration>,
+    /// Origins whose browser scripts may read the JWK Set (CORS): `["*"]`
+    /// (any), a list of `scheme://host[:port]` echoed back with
+    /// `Vary: Origin`, or empty for no CORS headers.
+    pub cors_allow_origins: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]

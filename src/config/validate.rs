@@ -156,6 +156,9 @@ impl Config {
                 return Err(invalid(path, "must not be empty; leave it out instead"));
             }
         }
+        if let Some(why) = cors_origins_error(&self.jwks.cors_allow_origins) {
+            return Err(invalid(&["jwks", "cors_allow_origins"], why));
+        }
         if let Some(expr) = &self.rotation.schedule
             && let Err(e) = Schedule::cron(expr)
         {
@@ -171,6 +174,65 @@ impl Config {
             }),
         }
     }
+}
+
+/// What is wrong with a `jwks.cors_allow_origins` list, if anything: `*`
+/// alone, or origins as browsers send them in `Origin`
+/// (`scheme://host[:port]`, no path, query or user).
+fn cors_origins_error(origins: &[String]) -> Option<String> {
+    const EXPECTED: &str = "expected [\"*\"] (any origin), a list of origins \
+                            scheme://host[:port] without a path (e.g. \
+                            [\"https://app.example.com\", \"http://localhost:3000\"]), or [] \
+                            (no CORS)";
+    if origins.len() > 1 && origins.iter().any(|o| o == "*") {
+        return Some(format!("\"*\" must stand alone: {EXPECTED}"));
+    }
+    origins
+        .iter()
+        .enumerate()
+        .find(|(_, o)| o.as_str() != "*" && !is_origin(o))
+        .map(|(i, o)| format!("entry {} ({o:?}) is not an origin: {EXPECTED}", i + 1))
+}
+
+/// `scheme://host[:port]`, as in an `Origin` header.
+fn is_origin(o: &str) -> bool {
+    let Some((scheme, rest)) = o.split_once("://") else {
+        return false;
+    };
+    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    let (host, port) = match rest.strip_prefix('[') {
+        // An IPv6 literal: [::1]:8080.
+        Some(v6) => match v6.split_once(']') {
+            Some((addr, after)) if addr.parse::<std::net::Ipv6Addr>().is_ok() => {
+                if after.is_empty() {
+                    ("v6", None)
+                } else {
+                    match after.strip_prefix(':') {
+                        Some(p) => ("v6", Some(p)),
+                        None => return false,
+                    }
+                }
+            }
+            _ => return false,
+        },
+        None => match rest.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        },
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.chars().all(|c| c.is_ascii_digit())
+            && p.parse::<u16>().is_ok_and(|n| n > 0)
+    });
+    scheme_ok && host_ok && port_ok
 }
 
 #[cfg(test)]
@@ -224,6 +286,42 @@ mod tests {
         ] {
             let e = parse(yaml).unwrap_err();
             assert!(e.contains(field), "{yaml:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn cors_origins_are_star_alone_or_origins_without_a_path() {
+        for ok in [
+            "jwks:\n  cors_allow_origins: [\"*\"]\n",
+            "jwks:\n  cors_allow_origins: []\n",
+            "jwks:\n  cors_allow_origins: [\"https://app.example.com\", \"http://localhost:3000\", \"http://[::1]:8080\"]\n",
+        ] {
+            assert!(parse(ok).is_ok(), "{ok:?}: {:?}", parse(ok).err());
+        }
+        for (bad, entry) in [
+            ("[\"*\", \"https://a.example\"]", "\"*\" must stand alone"),
+            (
+                "[\"https://a.example/\"]",
+                "entry 1 (\"https://a.example/\")",
+            ),
+            (
+                "[\"https://a.example\", \"https://b.example/path\"]",
+                "entry 2",
+            ),
+            ("[\"a.example\"]", "entry 1"),
+            ("[\"https://a.example:0\"]", "entry 1"),
+            ("[\"https://a.example:99999\"]", "entry 1"),
+            ("[\"https://user@a.example\"]", "entry 1"),
+            ("[\"https://a.example?x=1\"]", "entry 1"),
+            ("[\"https://\"]", "entry 1"),
+            ("[\"\"]", "entry 1"),
+        ] {
+            let yaml = format!("log:\n  format: json\njwks:\n  cors_allow_origins: {bad}\n");
+            let e = parse(&yaml).unwrap_err();
+            assert!(
+                e.contains("jwks.cors_allow_origins (line 4): ") && e.contains(entry),
+                "{bad}: {e}"
+            );
         }
     }
 

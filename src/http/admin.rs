@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 
 use crate::api::{KeysResponse, Revoked, RotateRequest, RotateResponse, TooEarly};
 mod refusal;
@@ -32,6 +32,18 @@ use ipnet::IpNet;
 use refusal::no_active_key;
 pub use refusal::{Refusal, choose_alg};
 pub use sign::{SignRules, parse_sign_request};
+
+use crate::http::routes::{self, Endpoint, Listener};
+
+/// An admin route of [`routes::ROUTES`], with its parameter.
+enum Route {
+    Metrics,
+    ActiveKey,
+    Sign,
+    Keys,
+    Rotate,
+    Revoke(String),
+}
 
 /// Failed authentications a client may make per minute before it gets
 /// 429: generous for typos, ruinous for guessing 256-bit tokens.
@@ -82,40 +94,25 @@ impl AdminApi {
     }
 }
 
-enum Route {
-    Metrics,
-    ActiveKey,
-    Sign,
-    Keys,
-    Rotate,
-    Revoke(String),
-}
-
-fn route(path: &str) -> Option<(Route, &'static str)> {
-    Some(match path {
-        "/metrics" => (Route::Metrics, "GET"),
-        "/v1/keys/active" => (Route::ActiveKey, "GET, HEAD"),
-        "/v1/sign" => (Route::Sign, "POST"),
-        "/v1/keys" => (Route::Keys, "GET, HEAD"),
-        "/v1/rotate" => (Route::Rotate, "POST"),
-        _ => {
-            let kid = path.strip_prefix("/v1/keys/")?.strip_suffix("/revoke")?;
-            (Route::Revoke(kid.to_owned()), "POST")
-        }
-    })
-}
-
-fn method_ok(allow: &str, m: &Method) -> bool {
-    allow.split(", ").any(|a| a == m.as_str())
-}
-
 pub async fn handle(
     api: Arc<AdminApi>,
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    let Some((route, allow)) = route(req.uri().path()) else {
+    let Some((route, param)) = routes::find(Listener::Admin, req.uri().path()) else {
         return not_found();
+    };
+    let (allow, allowed) = (route.allow, route.allows(req.method()));
+    let route = match (route.endpoint, param) {
+        (Endpoint::Metrics, _) => Route::Metrics,
+        (Endpoint::ActiveKey, _) => Route::ActiveKey,
+        (Endpoint::Sign, _) => Route::Sign,
+        (Endpoint::Keys, _) => Route::Keys,
+        (Endpoint::Rotate, _) => Route::Rotate,
+        (Endpoint::Revoke, Some(kid)) => Route::Revoke(kid.to_owned()),
+        (Endpoint::Revoke, None) | (Endpoint::Jwks | Endpoint::Healthz | Endpoint::Readyz, _) => {
+            return not_found();
+        }
     };
     if !api.allow.is_empty() && !api.allow.iter().any(|n| n.contains(&peer.ip())) {
         api.count("403");
@@ -126,7 +123,7 @@ pub async fn handle(
             "this client's address is not allowed on the admin listener",
         );
     }
-    if !method_ok(allow, req.method()) {
+    if !allowed {
         return method_not_allowed(allow);
     }
     let needs = match route {

@@ -4,10 +4,14 @@
 //! - `public`: the JWK Set and health checks, no authentication.
 //! - `admin`: the signing key, signing, key management and metrics.
 //! - `auth`: bearer tokens, roles, constant-time comparison.
+//! - `routes`: the route table of both, which they dispatch on.
+//! - `cors`: CORS on the JWK Set.
 
 pub mod admin;
 pub mod auth;
+pub mod cors;
 pub mod public;
+pub mod routes;
 
 use std::collections::HashMap;
 use std::convert::Infallible;

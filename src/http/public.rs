@@ -1,5 +1,6 @@
-//! The public listener: `/.well-known/jwks.json`, `/healthz`, `/readyz`.
-//! No authentication; nothing here is secret.
+//! The public listener: `/.well-known/jwks.json` (with CORS), `/healthz`,
+//! `/readyz` ([`crate::http::routes`]). No authentication; nothing here is
+//! secret.
 
 use std::sync::Arc;
 
@@ -9,47 +10,80 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::api::{Health, Readiness};
 use crate::daemon::Handle;
+use crate::http::cors::Cors;
+use crate::http::routes::{self, Endpoint, Listener};
 use crate::http::{
     Body, bytes_response, cache_control, error, if_none_match, json, method_not_allowed, not_found,
 };
 use crate::lifecycle::readiness::overdue_rotations;
 
-pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+pub use crate::http::routes::JWKS_PATH;
 
-/// The public listener's state: the daemon handle and the JWKS
-/// `Cache-Control`, rendered once (it only depends on the configuration).
+/// The public listener's state: the daemon handle, the JWKS
+/// `Cache-Control`, rendered once (it only depends on the configuration),
+/// and its CORS rule.
 pub struct PublicApi {
     daemon: Handle,
     jwks_cache_control: HeaderValue,
+    cors: Cors,
 }
 
 impl PublicApi {
-    pub fn new(daemon: Handle) -> PublicApi {
+    pub fn new(daemon: Handle, cors: Cors) -> PublicApi {
         let jwks_cache_control = cache_control("public", daemon.policy().jwks_cache_max_age);
         PublicApi {
             daemon,
             jwks_cache_control,
+            cors,
         }
     }
 }
 
 pub async fn handle(api: Arc<PublicApi>, req: Request<Incoming>) -> Response<Body> {
-    let get_or_head = matches!(*req.method(), Method::GET | Method::HEAD);
-    match req.uri().path() {
-        JWKS_PATH if get_or_head => jwks(&api, &req),
-        "/healthz" if get_or_head => json(
+    let Some((route, _)) = routes::find(Listener::Public, req.uri().path()) else {
+        return not_found();
+    };
+    if !route.allows(req.method()) {
+        return method_not_allowed(route.allow);
+    }
+    match route.endpoint {
+        Endpoint::Jwks if req.method() == Method::OPTIONS => preflight(&api, &req, route.allow),
+        Endpoint::Jwks => jwks(&api, &req),
+        Endpoint::Healthz => json(
             StatusCode::OK,
             &Health {
                 status: "alive".into(),
             },
         ),
-        "/readyz" if get_or_head => readiness(&api.daemon),
-        JWKS_PATH | "/healthz" | "/readyz" => method_not_allowed("GET, HEAD"),
-        _ => not_found(),
+        Endpoint::Readyz => readiness(&api.daemon),
+        Endpoint::Metrics
+        | Endpoint::ActiveKey
+        | Endpoint::Sign
+        | Endpoint::Keys
+        | Endpoint::Rotate
+        | Endpoint::Revoke => not_found(),
     }
 }
 
+/// `OPTIONS` on the JWK Set: 204 with `Allow`, and the CORS preflight
+/// headers when the request's origin may read it.
+fn preflight(api: &PublicApi, req: &Request<Incoming>, allow: &'static str) -> Response<Body> {
+    let mut r = Response::new(Body::default());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    h.insert(header::ALLOW, HeaderValue::from_static(allow));
+    api.cors.preflight(req.headers().get(header::ORIGIN), h);
+    r
+}
+
 fn jwks(api: &PublicApi, req: &Request<Incoming>) -> Response<Body> {
+    let mut resp = jwks_answer(api, req);
+    api.cors
+        .response(req.headers().get(header::ORIGIN), resp.headers_mut());
+    resp
+}
+
+fn jwks_answer(api: &PublicApi, req: &Request<Incoming>) -> Response<Body> {
     let guard = api.daemon.snapshot();
     let Some(snap) = guard.as_ref() else {
         return error(
