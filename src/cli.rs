@@ -154,11 +154,24 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(code, msg)) => {
-            let one_line = msg.lines().collect::<Vec<_>>().join("; ");
-            eprintln!("jwksd: {one_line}");
+            eprint!("{}", failure_text(&msg));
             ExitCode::from(code)
         }
     }
+}
+
+/// A failure as printed: `jwksd: ` and its first line, each further line
+/// on its own, indented (not joined into one).
+fn failure_text(msg: &str) -> String {
+    let mut out = String::new();
+    for (i, line) in msg.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+        let lead = if i == 0 { "jwksd: " } else { "  " };
+        let _ = writeln!(out, "{lead}{}", line.trim_end());
+    }
+    if out.is_empty() {
+        out.push_str("jwksd: failed\n");
+    }
+    out
 }
 
 fn load_config(cli: &Cli) -> Result<(Checked, ConfigSource), Fail> {
@@ -587,6 +600,15 @@ mod tests {
       "upcoming":[{"at":"2026-02-01T00:00:00Z","alg":"ES256","kid":"next1","event":"rotation"},
         {"at":"2026-02-02T00:00:00Z","alg":"RS256","kid":"next1","event":"rotation_waiting_for_publish_ahead"},
         {"at":"2026-03-01T00:00:00Z","alg":"ES256","kid":"active1","event":"retire"}]}"#;
+
+    #[test]
+    fn failures_print_each_line_on_its_own() {
+        assert_eq!(
+            failure_text("cannot connect\nset sslmode=verify-full\n"),
+            "jwksd: cannot connect\n  set sslmode=verify-full\n"
+        );
+        assert_eq!(failure_text("one"), "jwksd: one\n");
+    }
 
     /// The table as the command line has always printed it (checked
     /// against the renderer that read the answer as untyped JSON).
