@@ -448,12 +448,21 @@ fn serve(cli: &Cli) -> Result<(), Fail> {
     let (checked, source) = load_config(cli)?;
     init_logging(checked.config.log.format);
     let rt = runtime()?;
-    rt.block_on(crate::server::run(checked, source))
-        .map_err(|e| {
-            tracing::error!(error = %e, "jwksd cannot start");
-            Fail(1, e.to_string())
-        })
+    let result = rt.block_on(crate::server::run(checked, source));
+    // Dropping the runtime would wait for every blocking thread, a key
+    // generation abandoned at shutdown included (seconds for RSA-4096):
+    // nothing that must finish runs there once `run` returned (commits are
+    // awaited, staging is closed), so the wait is bounded.
+    rt.shutdown_timeout(RUNTIME_SHUTDOWN_WAIT);
+    result.map_err(|e| {
+        tracing::error!(error = %e, "jwksd cannot start");
+        Fail(1, e.to_string())
+    })
 }
+
+/// How long `serve` waits at exit for blocking threads still running (a
+/// lease being given up, a generation abandoned).
+const RUNTIME_SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;

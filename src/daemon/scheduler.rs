@@ -17,7 +17,7 @@ pub use crate::api::{Revoked, Rotated};
 use crate::clock::Clock;
 use crate::daemon::Shared;
 use crate::daemon::snapshot::Snapshot;
-use crate::keyring::{Event, ExecuteError, Executed, Keyring, generate_staged};
+use crate::keyring::{Event, ExecuteError, Executed, Keyring, StagingGate, generate_staged_gated};
 use crate::keys::Alg;
 use crate::keys::KeyMaterial;
 use crate::lifecycle::{Action, Committed, Driver, KeyState, Policy, Synced, Work};
@@ -30,7 +30,8 @@ pub use commands::{Command, CommandError, ROTATE_NEXT_WAIT};
 pub const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// How often a command waiting for a key is tried again.
 const RETRY_POLL: Duration = Duration::from_millis(100);
-/// How long shutdown waits for a key generation in flight.
+/// How long shutdown waits for a key being staged (written to the store)
+/// at that moment; generating itself is not waited for.
 const GENERATION_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 /// The most pieces of work done before the scheduler sleeps again.
 const WORK_PER_WAKE: usize = 32;
@@ -47,6 +48,8 @@ pub struct Scheduler {
     pub shutdown: watch::Receiver<bool>,
     /// Set when other replicas share the store.
     pub replication: Option<Replication>,
+    /// Closed at shutdown: key generations in flight stage nothing more.
+    pub staging: Arc<StagingGate>,
 }
 
 /// How a replica learns what others changed.
@@ -152,14 +155,22 @@ impl Scheduler {
             }
         }
         self.answer_pending(&mut pending, true);
-        // A generation in flight holds the store: let it finish (its key
-        // stays staged, and the next load discards it), within bounds.
-        if tokio::time::timeout(GENERATION_SHUTDOWN_WAIT, generating.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "a key generation was still running at shutdown; its staged key is discarded at the next start"
+        // A generation in flight is not waited for (an RSA-4096 key takes
+        // seconds): once no key is being staged, none will be, and the
+        // generating threads are left to the process's exit. What is
+        // staged is discarded at the next start.
+        if !generating.is_empty() {
+            let gate = self.staging.clone();
+            let closed = tokio::task::spawn_blocking(move || gate.close());
+            if tokio::time::timeout(GENERATION_SHUTDOWN_WAIT, closed)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a key being staged at shutdown did not finish in time");
+            }
+            generating.detach_all();
+            tracing::info!(
+                "a key generation in progress was abandoned at shutdown; the next start generates it again"
             );
         }
         self.shared.set_scheduler_running(false);
@@ -199,7 +210,8 @@ impl Scheduler {
         let store = lock(&self.ring).store();
         for batch in batches {
             let store = store.clone();
-            set.spawn_blocking(move || generate_staged(&*store, &batch));
+            let gate = self.staging.clone();
+            set.spawn_blocking(move || generate_staged_gated(&*store, &batch, &gate));
         }
     }
 
