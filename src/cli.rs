@@ -226,15 +226,13 @@ pub fn main() -> ExitCode {
 }
 
 /// A failure as printed: `jwksd: ` and its first line, each further line
-/// on its own, indented (not joined into one).
+/// on its own, indented (not joined into one); nothing for an empty one
+/// (`serve` with JSON logs, which logged it).
 fn failure_text(msg: &str) -> String {
     let mut out = String::new();
     for (i, line) in msg.lines().filter(|l| !l.trim().is_empty()).enumerate() {
         let lead = if i == 0 { "jwksd: " } else { "  " };
         let _ = writeln!(out, "{lead}{}", line.trim_end());
-    }
-    if out.is_empty() {
-        out.push_str("jwksd: failed\n");
     }
     out
 }
@@ -446,7 +444,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
 
 fn serve(cli: &Cli) -> Result<(), Fail> {
     let (checked, source) = load_config(cli)?;
-    init_logging(checked.config.log.format);
+    let checked_format = checked.config.log.format;
+    init_logging(checked_format);
     let rt = runtime()?;
     let result = rt.block_on(crate::server::run(checked, source));
     // Dropping the runtime would wait for every blocking thread, a key
@@ -454,9 +453,14 @@ fn serve(cli: &Cli) -> Result<(), Fail> {
     // nothing that must finish runs there once `run` returned (commits are
     // awaited, staging is closed), so the wait is bounded.
     rt.shutdown_timeout(RUNTIME_SHUTDOWN_WAIT);
-    result.map_err(|e| {
-        tracing::error!(error = %e, "jwksd cannot start");
-        Fail(1, e.to_string())
+    // Said once: in JSON logs as an event, else as the command line's own
+    // failure line (not both, and never the cause twice).
+    result.map_err(|e| match checked_format {
+        LogFormat::Json => {
+            tracing::error!(error = %e, "jwksd cannot start");
+            Fail(1, String::new())
+        }
+        LogFormat::Text => Fail(1, format!("cannot start: {e}")),
     })
 }
 
@@ -761,6 +765,8 @@ mod tests {
             "jwksd: cannot connect\n  set sslmode=verify-full\n"
         );
         assert_eq!(failure_text("one"), "jwksd: one\n");
+        // Already said in the log.
+        assert_eq!(failure_text(""), "");
     }
 
     /// The table: by algorithm, then state (next, active, retiring, then

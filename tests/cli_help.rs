@@ -37,9 +37,7 @@ fn sections(text: &str) -> Vec<(String, Vec<String>)> {
         } else if let Some((_, opts)) = out.last_mut() {
             let t = line.trim_start();
             if t.starts_with('-') {
-                let long = t
-                    .split(|c: char| c == ' ' || c == ',' || c == '=')
-                    .find(|w| w.starts_with("--"));
+                let long = t.split([' ', ',', '=']).find(|w| w.starts_with("--"));
                 if let Some(l) = long {
                     opts.push(l.to_owned());
                 }
