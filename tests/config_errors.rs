@@ -79,7 +79,7 @@ const CORPUS: &[(&str, &str, &str)] = &[
     (
         "list given a section",
         "admin:\n  allow:\n    a: 1\n",
-        "configuration bad.yaml: admin.allow (line 2): expected a list, for example `allow: []`, not a section (`name: value` lines)",
+        "configuration bad.yaml: admin.allow (line 2): expected a list, for example `allow: [10.0.0.0/8, 127.0.0.1/32]`, not a section (`name: value` lines)",
     ),
     (
         "algorithm unknown",

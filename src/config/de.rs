@@ -117,7 +117,12 @@ impl Error {
     /// the built-in configuration writes it, when it does.
     pub(super) fn message(&self, example: Option<&str>) -> String {
         let key = self.keys().last().copied().unwrap_or("").to_owned();
+        // An empty default (`allow: []`) shows nothing worth copying.
         let example = example
+            .filter(|e| {
+                !e.split_once(':')
+                    .is_some_and(|(_, v)| matches!(v.trim(), "[]" | "{}" | "\"\"" | "''"))
+            })
             .map(|e| format!("`{e}`"))
             .or_else(|| self.fallback_example(&key));
         let for_example = example
@@ -173,6 +178,7 @@ impl Error {
                     "postgres" => "\"host=db.internal dbname=jwksd user=jwksd\"".to_owned(),
                     _ => return None,
                 },
+                Want::List if key == "allow" => "[10.0.0.0/8, 127.0.0.1/32]".to_owned(),
                 Want::List => "[a, b]".to_owned(),
                 Want::Section if key.is_empty() => return Some("`keys_dir: keys`".into()),
                 Want::Section => return Some(format!("`{key}:` followed by indented settings")),
