@@ -133,7 +133,7 @@ pub enum Command {
     /// Run the daemon.
     Serve,
     /// List every key with its state and timestamps, and what happens next.
-    #[command(long_about = KEYS_ABOUT)]
+    #[command(long_about = KEYS_ABOUT, after_help = TOKEN_HELP)]
     Keys {
         /// Print the admin API's JSON instead of a table.
         #[arg(long)]
@@ -142,6 +142,7 @@ pub enum Command {
         client: AdminClient,
     },
     /// Rotate now: the next key becomes active.
+    #[command(after_help = TOKEN_HELP)]
     Rotate {
         /// Only this algorithm (ES256 or RS256) [default: every configured one]
         #[arg(long)]
@@ -156,6 +157,7 @@ pub enum Command {
     },
     /// Revoke a key: out of the JWKS at once. Revoking the active key
     /// promotes the next one immediately.
+    #[command(after_help = TOKEN_HELP)]
     Revoke {
         /// The key's kid.
         kid: String,
@@ -604,6 +606,10 @@ fn expect_ok<T: DeserializeOwned>(r: &Reply) -> Result<T, Fail> {
     };
     Err(Fail(code, format!("{} ({})", r.error_message(), r.status)))
 }
+
+/// Under the admin-client options: where the token they send comes from.
+const TOKEN_HELP: &str = "The operator token is read from JWKSD_OPERATOR_TOKEN, else from \
+admin.operator_token_file (default: <keys_dir>/operator.token).";
 
 /// `jwksd keys --help`: the table, its order and its columns.
 const KEYS_ABOUT: &str = "\

@@ -68,6 +68,7 @@ fn client_options_are_only_on_daemon_commands_under_their_heading() {
             );
         }
         assert!(own.1.iter().any(|x| x == "--config"), "{cmd:?}:\n{text}");
+        assert!(text.contains("JWKSD_OPERATOR_TOKEN"), "{cmd:?}:\n{text}");
     }
     let rotate = help(&["rotate"]);
     let own = sections(&rotate)
