@@ -510,7 +510,10 @@ fn operator(cli: &Cli) -> Result<(), Fail> {
     let token = crate::http::auth::operator_token(&config).map_err(|e| {
         Fail(
             1,
-            format!("{e} (the operator token is needed; set JWKSD_OPERATOR_TOKEN or admin.operator_token_file)"),
+            format!(
+                "{e} (the operator token is needed: jwksd serve creates it at its first start; \
+                 or set JWKSD_OPERATOR_TOKEN or admin.operator_token_file)"
+            ),
         )
     })?;
     let options = match &cli.command {

@@ -44,7 +44,9 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
+    // Transparent: "{0}" with #[from] would also give it as the source,
+    // and a cause chain would print it twice.
+    #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("start-up task failed: {0}")]
     Join(String),
