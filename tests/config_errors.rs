@@ -252,6 +252,16 @@ const CORPUS: &[(&str, &str, &str)] = &[
         "configuration bad.yaml: line 3 column 2: not valid YAML: did not find expected key, while parsing a section",
     ),
     (
+        "yaml indentation",
+        "a: b\n  c: d\n",
+        "configuration bad.yaml: line 2 column 4: not valid YAML: a `name: value` is not allowed here (check the indentation, or quote a value that holds \": \")",
+    ),
+    (
+        "empty value",
+        "keys_dir:\n",
+        "configuration bad.yaml: keys_dir (line 1): expected text, for example `keys_dir: keys`, not an empty value",
+    ),
+    (
         "yaml tabs",
         "jwks:\n\tcache_max_age: 5m\n",
         "configuration bad.yaml: line 2 column 1: not valid YAML: found character that cannot start any token, while scanning for the next token",

@@ -321,7 +321,7 @@ fn unexpected(u: de::Unexpected<'_>) -> String {
 /// A YAML value in words, for "not ...".
 fn describe(v: &Value) -> String {
     match v {
-        Value::Null => "nothing (the value is empty)".into(),
+        Value::Null => "an empty value".into(),
         Value::Bool(b) => format!("{b}"),
         Value::Number(n) => format!("the number {n}"),
         Value::String(s) => format!("the text {s:?}"),

@@ -45,6 +45,11 @@ impl Text<'_> {
         // libyaml's words for YAML's kinds, in the ones messages use.
         let mut text = strip_marks(&e.to_string());
         for (word, plain) in [
+            (
+                "mapping values are not allowed in this context",
+                "a `name: value` is not allowed here (check the indentation, or quote a value \
+                 that holds \": \")",
+            ),
             ("flow mapping", "{...} section"),
             ("block mapping", "section"),
             ("mapping", "section"),
