@@ -450,10 +450,10 @@ fn serve(cli: &Cli) -> Result<(), Fail> {
     init_logging(checked_format);
     let rt = runtime()?;
     let result = rt.block_on(crate::server::run(checked, source));
-    // Dropping the runtime would wait for every blocking thread, a key
-    // generation abandoned at shutdown included (seconds for RSA-4096):
-    // nothing that must finish runs there once `run` returned (commits are
-    // awaited, staging is closed), so the wait is bounded.
+    // What may still run on the runtime's blocking threads once `run`
+    // returned (commits are awaited; key generations run on threads of
+    // their own and stage nothing more): giving up the leader lease, which
+    // has its own deadline. Bounded in case something else hangs.
     rt.shutdown_timeout(RUNTIME_SHUTDOWN_WAIT);
     // Said once: in JSON logs as an event, else as the command line's own
     // failure line (not both, and never the cause twice).
@@ -466,9 +466,9 @@ fn serve(cli: &Cli) -> Result<(), Fail> {
     })
 }
 
-/// How long `serve` waits at exit for blocking threads still running (a
-/// lease being given up, a generation abandoned).
-const RUNTIME_SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long `serve` waits at exit for blocking threads still running:
+/// longer than giving up the lease may take (its deadline is 2 s).
+const RUNTIME_SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use support::daemon::{Daemon, start_binary, write_config};
 
-/// Generous for a loaded 2-core machine: the exit takes ~0.1 s; before,
+/// Generous for a loaded 2-core machine: the exit takes ~10 ms; before,
 /// it waited for the generation (0.5 to 5 s for two RSA-4096 keys).
 const EXIT_BOUND: Duration = Duration::from_secs(1);
 

@@ -211,7 +211,26 @@ impl Scheduler {
         for batch in batches {
             let store = store.clone();
             let gate = self.staging.clone();
-            set.spawn_blocking(move || generate_staged_gated(&*store, &batch, &gate));
+            // A thread of its own, not the runtime's blocking pool: the
+            // runtime's shutdown waits for its blocking threads, and a
+            // generation abandoned at shutdown must not hold the exit.
+            set.spawn(async move {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let thread = std::thread::Builder::new()
+                    .name("jwksd-generate".into())
+                    .spawn(move || {
+                        let _ = tx.send(generate_staged_gated(&*store, &batch, &gate));
+                    });
+                let failed = |why: String| ExecuteError::Store(StoreError::Other(why));
+                match thread {
+                    Ok(_) => rx.await.unwrap_or_else(|_| {
+                        Err(failed(
+                            "the generation thread ended without an answer".into(),
+                        ))
+                    }),
+                    Err(e) => Err(failed(format!("cannot start the generation thread: {e}"))),
+                }
+            });
         }
     }
 
