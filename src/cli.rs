@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -23,7 +23,7 @@ use crate::client::{Client, ClientError, Reply};
 use crate::clock::{Clock, SystemClock};
 use crate::config::env::{self, KeySource, MasterKeyError};
 use crate::config::{Checked, Config, ConfigSource, LogFormat};
-use crate::lifecycle::{KeyState, UpcomingEvent};
+use crate::lifecycle::{KeyRecord, KeyState, UpcomingEvent};
 use crate::time::Timestamp;
 
 #[derive(Parser, Debug)]
@@ -38,18 +38,32 @@ pub struct Cli {
     #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Admin API base URL for operator commands [default: from listen.admin]
-    #[arg(long, global = true, env = "JWKSD_ADMIN_URL", value_name = "URL")]
+    /// The admin-client options, also accepted before the command (as
+    /// `jwksd --admin-url URL keys`, the form scripts written for earlier
+    /// versions use); hidden here, shown with the commands that use them.
+    #[command(flatten)]
+    pub client: AdminClientTop,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How an operator command reaches a running daemon's admin API: the
+/// options of `keys`, `rotate` and `revoke`, under their own heading.
+#[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Admin client options (reaching a running daemon)")]
+pub struct AdminClient {
+    /// Admin API base URL [default: from listen.admin]
+    #[arg(long, env = "JWKSD_ADMIN_URL", value_name = "URL")]
     pub admin_url: Option<String>,
 
     /// CA certificate (PEM) to verify an https admin URL with
-    #[arg(long, global = true, env = "JWKSD_TLS_CA", value_name = "FILE")]
+    #[arg(long, env = "JWKSD_TLS_CA", value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
 
     /// Client certificate (PEM) for an admin listener that requires one
     #[arg(
         long,
-        global = true,
         env = "JWKSD_TLS_CLIENT_CERT",
         value_name = "FILE",
         requires = "tls_client_key"
@@ -59,15 +73,59 @@ pub struct Cli {
     /// Private key (PEM) of the client certificate
     #[arg(
         long,
-        global = true,
         env = "JWKSD_TLS_CLIENT_KEY",
         value_name = "FILE",
         requires = "tls_client_cert"
     )]
     pub tls_client_key: Option<PathBuf>,
+}
 
-    #[command(subcommand)]
-    pub command: Command,
+/// [`AdminClient`] before the command: hidden from every help, without
+/// the environment (which the command's own options read).
+#[derive(Args, Debug, Clone, Default)]
+pub struct AdminClientTop {
+    #[arg(
+        long = "admin-url",
+        id = "top_admin_url",
+        hide = true,
+        value_name = "URL"
+    )]
+    pub admin_url: Option<String>,
+    #[arg(long = "tls-ca", id = "top_tls_ca", hide = true, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    #[arg(
+        long = "tls-client-cert",
+        id = "top_tls_client_cert",
+        hide = true,
+        value_name = "FILE",
+        requires = "top_tls_client_key"
+    )]
+    pub tls_client_cert: Option<PathBuf>,
+    #[arg(
+        long = "tls-client-key",
+        id = "top_tls_client_key",
+        hide = true,
+        value_name = "FILE",
+        requires = "top_tls_client_cert"
+    )]
+    pub tls_client_key: Option<PathBuf>,
+}
+
+impl AdminClient {
+    /// The command's options, each falling back to the one given before
+    /// the command.
+    fn or(&self, top: &AdminClientTop) -> AdminClient {
+        let (cert, key) = match (&top.tls_client_cert, &top.tls_client_key) {
+            (Some(c), Some(k)) => (Some(c.clone()), Some(k.clone())),
+            _ => (self.tls_client_cert.clone(), self.tls_client_key.clone()),
+        };
+        AdminClient {
+            admin_url: top.admin_url.clone().or_else(|| self.admin_url.clone()),
+            tls_ca: top.tls_ca.clone().or_else(|| self.tls_ca.clone()),
+            tls_client_cert: cert,
+            tls_client_key: key,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -75,12 +133,16 @@ pub enum Command {
     /// Run the daemon.
     Serve,
     /// List every key with its state and timestamps, and what happens next.
+    #[command(long_about = KEYS_ABOUT, after_help = TOKEN_HELP)]
     Keys {
         /// Print the admin API's JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        client: AdminClient,
     },
     /// Rotate now: the next key becomes active.
+    #[command(after_help = TOKEN_HELP)]
     Rotate {
         /// Only this algorithm (ES256 or RS256) [default: every configured one]
         #[arg(long)]
@@ -90,12 +152,17 @@ pub enum Command {
         /// tokens until their cache expires).
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        client: AdminClient,
     },
     /// Revoke a key: out of the JWKS at once. Revoking the active key
     /// promotes the next one immediately.
+    #[command(after_help = TOKEN_HELP)]
     Revoke {
         /// The key's kid.
         kid: String,
+        #[command(flatten)]
+        client: AdminClient,
     },
     /// Validate a configuration offline and print its timeline in words.
     CheckConfig,
@@ -154,11 +221,22 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(code, msg)) => {
-            let one_line = msg.lines().collect::<Vec<_>>().join("; ");
-            eprintln!("jwksd: {one_line}");
+            eprint!("{}", failure_text(&msg));
             ExitCode::from(code)
         }
     }
+}
+
+/// A failure as printed: `jwksd: ` and its first line, each further line
+/// on its own, indented (not joined into one); nothing for an empty one
+/// (`serve` with JSON logs, which logged it).
+fn failure_text(msg: &str) -> String {
+    let mut out = String::new();
+    for (i, line) in msg.lines().filter(|l| !l.trim().is_empty()).enumerate() {
+        let lead = if i == 0 { "jwksd: " } else { "  " };
+        let _ = writeln!(out, "{lead}{}", line.trim_end());
+    }
+    out
 }
 
 fn load_config(cli: &Cli) -> Result<(Checked, ConfigSource), Fail> {
@@ -368,14 +446,29 @@ fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
 
 fn serve(cli: &Cli) -> Result<(), Fail> {
     let (checked, source) = load_config(cli)?;
-    init_logging(checked.config.log.format);
+    let checked_format = checked.config.log.format;
+    init_logging(checked_format);
     let rt = runtime()?;
-    rt.block_on(crate::server::run(checked, source))
-        .map_err(|e| {
+    let result = rt.block_on(crate::server::run(checked, source));
+    // What may still run on the runtime's blocking threads once `run`
+    // returned (commits are awaited; key generations run on threads of
+    // their own and stage nothing more): giving up the leader lease, which
+    // has its own deadline. Bounded in case something else hangs.
+    rt.shutdown_timeout(RUNTIME_SHUTDOWN_WAIT);
+    // Said once: in JSON logs as an event, else as the command line's own
+    // failure line (not both, and never the cause twice).
+    result.map_err(|e| match checked_format {
+        LogFormat::Json => {
             tracing::error!(error = %e, "jwksd cannot start");
-            Fail(1, e.to_string())
-        })
+            Fail(1, String::new())
+        }
+        LogFormat::Text => Fail(1, format!("cannot start: {e}")),
+    })
 }
+
+/// How long `serve` waits at exit for blocking threads still running:
+/// longer than giving up the lease may take (its deadline is 2 s).
+const RUNTIME_SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
@@ -393,8 +486,8 @@ fn init_logging(format: LogFormat) {
 
 /// The admin API base URL: `--admin-url`, or `listen.admin` (a wildcard
 /// address is reached on loopback).
-fn admin_base(cli: &Cli, config: &Config) -> String {
-    if let Some(u) = &cli.admin_url {
+fn admin_base(client: &AdminClient, config: &Config) -> String {
+    if let Some(u) = &client.admin_url {
         return u.trim_end_matches('/').to_owned();
     }
     let mut addr = config.listen.admin;
@@ -417,17 +510,27 @@ fn operator(cli: &Cli) -> Result<(), Fail> {
     let token = crate::http::auth::operator_token(&config).map_err(|e| {
         Fail(
             1,
-            format!("{e} (the operator token is needed; set JWKSD_OPERATOR_TOKEN or admin.operator_token_file)"),
+            format!(
+                "{e} (the operator token is needed: jwksd serve creates it at its first start; \
+                 or set JWKSD_OPERATOR_TOKEN or admin.operator_token_file)"
+            ),
         )
     })?;
-    let base = admin_base(cli, &config);
+    let options = match &cli.command {
+        Command::Keys { client, .. }
+        | Command::Rotate { client, .. }
+        | Command::Revoke { client, .. } => client.or(&cli.client),
+        _ => AdminClient::default().or(&cli.client),
+    };
+    let base = admin_base(&options, &config);
     let rt = runtime()?;
-    let client = if cli.tls_ca.is_some() || cli.tls_client_cert.is_some() {
+    let client = if options.tls_ca.is_some() || options.tls_client_cert.is_some() {
         let tls = crate::tls::client_config(
-            cli.tls_ca.as_deref(),
-            cli.tls_client_cert
+            options.tls_ca.as_deref(),
+            options
+                .tls_client_cert
                 .as_deref()
-                .zip(cli.tls_client_key.as_deref()),
+                .zip(options.tls_client_key.as_deref()),
         )
         .map_err(|e| Fail(1, e.to_string()))?;
         Client::with_tls(tls, std::time::Duration::from_secs(150))
@@ -436,7 +539,7 @@ fn operator(cli: &Cli) -> Result<(), Fail> {
     };
     rt.block_on(async {
         match &cli.command {
-            Command::Keys { json } => {
+            Command::Keys { json, .. } => {
                 let r = client.get(&format!("{base}/v1/keys"), Some(&token)).await?;
                 if *json {
                     // The daemon's JSON re-indented, whatever it holds: a
@@ -449,7 +552,7 @@ fn operator(cli: &Cli) -> Result<(), Fail> {
                 }
                 Ok(())
             }
-            Command::Rotate { alg, force } => {
+            Command::Rotate { alg, force, .. } => {
                 let body = RotateRequest { alg: alg.clone(), force: *force };
                 let r = client.post_json(&format!("{base}/v1/rotate"), Some(&token), &body).await?;
                 let answer: RotateResponse = expect_ok(&r)?;
@@ -468,7 +571,7 @@ fn operator(cli: &Cli) -> Result<(), Fail> {
                 }
                 Ok(())
             }
-            Command::Revoke { kid } => {
+            Command::Revoke { kid, .. } => {
                 let r = client
                     .send(hyper::Method::POST, &format!("{base}/v1/keys/{kid}/revoke"), Some(&token), &[], None)
                     .await?;
@@ -507,7 +610,48 @@ fn expect_ok<T: DeserializeOwned>(r: &Reply) -> Result<T, Fail> {
     Err(Fail(code, format!("{} ({})", r.error_message(), r.status)))
 }
 
-/// Renders `GET /v1/keys` as a table.
+/// Under the admin-client options: where the token they send comes from.
+const TOKEN_HELP: &str = "The operator token is read from JWKSD_OPERATOR_TOKEN, else from \
+admin.operator_token_file (default: <keys_dir>/operator.token).";
+
+/// `jwksd keys --help`: the table, its order and its columns.
+const KEYS_ABOUT: &str = "\
+List every key with its state and timestamps, and what happens next.
+
+Order (stable: scripts may rely on it): by algorithm (ES256, then RS256),
+then by state (next, active, retiring, then retired and revoked), then by
+creation time, oldest first.
+
+Columns: CREATED, ACTIVATED, RETIRE-AT (when a published key is scheduled
+to leave the JWKS) and RETIRED/REVOKED-AT (when a retired or revoked key
+left it). Times in UTC; `-` when not set; a `*` after the state marks a key
+activated before publish_ahead. `--json` prints the admin API's answer
+as it is.";
+
+/// Where a state sorts in the table: published keys in the order they
+/// live, then the ones gone.
+fn state_rank(s: KeyState) -> u8 {
+    match s {
+        KeyState::Next => 0,
+        KeyState::Active => 1,
+        KeyState::Retiring => 2,
+        KeyState::Retired | KeyState::Revoked => 3,
+    }
+}
+
+/// One table row: cells padded to `widths`, no trailing spaces.
+fn row(cells: &[&str], widths: &[usize]) -> String {
+    let mut line = String::new();
+    for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+        if i > 0 {
+            line.push_str("  ");
+        }
+        let _ = write!(line, "{cell:<w$}");
+    }
+    line.trim_end().to_owned()
+}
+
+/// Renders `GET /v1/keys` as a table, in the order [`KEYS_ABOUT`] states.
 pub fn keys_table(v: &KeysResponse<'_>) -> String {
     let short = |t: Option<Timestamp>| -> String {
         t.map(|t| {
@@ -516,16 +660,37 @@ pub fn keys_table(v: &KeysResponse<'_>) -> String {
         })
         .unwrap_or_else(|| "-".into())
     };
+    const WIDTHS: [usize; 7] = [43, 5, 9, 19, 19, 19, 19];
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<43}  {:<5}  {:<9}  {:<19}  {:<19}  {:<19}",
-        "KID", "ALG", "STATE", "CREATED", "ACTIVATED", "RETIRE-AT"
+        "{}",
+        row(
+            &[
+                "KID",
+                "ALG",
+                "STATE",
+                "CREATED",
+                "ACTIVATED",
+                "RETIRE-AT",
+                "RETIRED/REVOKED-AT"
+            ],
+            &WIDTHS
+        )
     );
-    for k in &v.keys {
-        let retire = match k.state {
-            KeyState::Retired | KeyState::Revoked => k.ended_at,
-            _ => k.retire_at,
+    let mut keys: Vec<&KeyRecord> = v.keys.iter().map(|k| k.as_ref()).collect();
+    keys.sort_by(|a, b| {
+        (a.alg, state_rank(a.state), a.created_at, a.kid.as_str()).cmp(&(
+            b.alg,
+            state_rank(b.state),
+            b.created_at,
+            b.kid.as_str(),
+        ))
+    });
+    for k in keys {
+        let (retire, ended) = match k.state {
+            KeyState::Retired | KeyState::Revoked => (None, k.ended_at),
+            _ => (k.retire_at, None),
         };
         let mut state = k.state.as_str().to_owned();
         if k.early_activation.is_some() {
@@ -533,13 +698,19 @@ pub fn keys_table(v: &KeysResponse<'_>) -> String {
         }
         let _ = writeln!(
             out,
-            "{:<43}  {:<5}  {:<9}  {:<19}  {:<19}  {:<19}",
-            k.kid.as_str(),
-            k.alg.as_str(),
-            state,
-            short(Some(k.created_at)),
-            short(k.activated_at),
-            short(retire),
+            "{}",
+            row(
+                &[
+                    k.kid.as_str(),
+                    k.alg.as_str(),
+                    &state,
+                    &short(Some(k.created_at)),
+                    &short(k.activated_at),
+                    &short(retire),
+                    &short(ended),
+                ],
+                &WIDTHS
+            )
         );
     }
     if v.upcoming.is_empty() {
@@ -583,21 +754,44 @@ mod tests {
        "created_at":"2026-01-05T00:00:00Z","published_at":"2026-01-05T00:00:00Z","transitions":[]},
       {"kid":"old1","alg":"ES256","state":"revoked","public":{"kty":"EC","crv":"P-256","x":"a","y":"b"},
        "created_at":"2025-12-01T00:00:00Z","published_at":"2025-12-01T00:00:00Z","retire_at":"2026-02-01T00:00:00Z",
-       "ended_at":"2025-12-24T18:00:00Z","transitions":[]}],
+       "ended_at":"2025-12-24T18:00:00Z","transitions":[]},
+      {"kid":"next2","alg":"ES256","state":"next","public":{"kty":"EC","crv":"P-256","x":"a","y":"b"},
+       "created_at":"2026-01-06T00:00:00Z","published_at":"2026-01-06T00:00:00Z","transitions":[]},
+      {"kid":"ret1","alg":"ES256","state":"retiring","public":{"kty":"EC","crv":"P-256","x":"a","y":"b"},
+       "created_at":"2025-12-20T00:00:00Z","published_at":"2025-12-20T00:00:00Z","activated_at":"2025-12-21T00:00:00Z",
+       "retire_at":"2026-01-03T00:00:00Z","transitions":[]},
+      {"kid":"gone1","alg":"ES256","state":"retired","public":{"kty":"EC","crv":"P-256","x":"a","y":"b"},
+       "created_at":"2025-11-01T00:00:00Z","published_at":"2025-11-01T00:00:00Z","activated_at":"2025-11-02T00:00:00Z",
+       "retire_at":"2025-12-01T00:00:00Z","ended_at":"2025-12-01T00:00:01Z","transitions":[]}],
       "upcoming":[{"at":"2026-02-01T00:00:00Z","alg":"ES256","kid":"next1","event":"rotation"},
         {"at":"2026-02-02T00:00:00Z","alg":"RS256","kid":"next1","event":"rotation_waiting_for_publish_ahead"},
         {"at":"2026-03-01T00:00:00Z","alg":"ES256","kid":"active1","event":"retire"}]}"#;
 
-    /// The table as the command line has always printed it (checked
-    /// against the renderer that read the answer as untyped JSON).
     #[test]
-    fn the_keys_table_is_unchanged() {
+    fn failures_print_each_line_on_its_own() {
+        assert_eq!(
+            failure_text("cannot connect\nset sslmode=verify-full\n"),
+            "jwksd: cannot connect\n  set sslmode=verify-full\n"
+        );
+        assert_eq!(failure_text("one"), "jwksd: one\n");
+        // Already said in the log.
+        assert_eq!(failure_text(""), "");
+    }
+
+    /// The table: by algorithm, then state (next, active, retiring, then
+    /// retired and revoked), then creation time; no trailing spaces; a
+    /// retired or revoked key's end under a column that says so.
+    #[test]
+    fn the_keys_table_has_a_stable_order_and_true_columns() {
         let keys: KeysResponse = serde_json::from_str(KEYS).unwrap();
         let expected = [
-            "KID                                          ALG    STATE      CREATED              ACTIVATED            RETIRE-AT          ",
-            "active1                                      ES256  active*    2026-01-01 00:00:00  2026-01-02 10:11:12  2026-03-01 00:00:00",
-            "next1                                        RS256  next       2026-01-05 00:00:00  -                    -                  ",
-            "old1                                         ES256  revoked    2025-12-01 00:00:00  -                    2025-12-24 18:00:00",
+            "KID                                          ALG    STATE      CREATED              ACTIVATED            RETIRE-AT            RETIRED/REVOKED-AT",
+            "next2                                        ES256  next       2026-01-06 00:00:00  -                    -                    -",
+            "active1                                      ES256  active*    2026-01-01 00:00:00  2026-01-02 10:11:12  2026-03-01 00:00:00  -",
+            "ret1                                         ES256  retiring   2025-12-20 00:00:00  2025-12-21 00:00:00  2026-01-03 00:00:00  -",
+            "gone1                                        ES256  retired    2025-11-01 00:00:00  2025-11-02 00:00:00  -                    2025-12-01 00:00:01",
+            "old1                                         ES256  revoked    2025-12-01 00:00:00  -                    -                    2025-12-24 18:00:00",
+            "next1                                        RS256  next       2026-01-05 00:00:00  -                    -                    -",
             "",
             "next transitions:",
             "  2026-02-01 00:00:00  ES256  next1  becomes active (scheduled rotation)",
@@ -605,7 +799,13 @@ mod tests {
             "  2026-03-01 00:00:00  ES256  active1  leaves the JWKS (retired)",
             "(times in UTC; * = activated before publish_ahead: first key, forced or emergency)",
         ];
-        assert_eq!(keys_table(&keys), expected.join("\n") + "\n");
+        let table = keys_table(&keys);
+        assert_eq!(table, expected.join("\n") + "\n");
+        assert!(table.lines().all(|l| !l.ends_with(' ')), "{table}");
+        // The order is the keys', not the answer's.
+        let mut reversed: KeysResponse = serde_json::from_str(KEYS).unwrap();
+        reversed.keys.reverse();
+        assert_eq!(keys_table(&reversed), table);
         let empty: KeysResponse =
             serde_json::from_str(r#"{"version":1,"keys":[],"upcoming":[]}"#).unwrap();
         assert!(keys_table(&empty).contains("\nnext transition: none scheduled\n"));

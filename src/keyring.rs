@@ -203,6 +203,49 @@ pub fn generate_staged(
     store: &dyn KeyStore,
     actions: &[Action],
 ) -> Result<Vec<(Action, KeyMaterial)>, ExecuteError> {
+    generate_staged_gated(store, actions, &StagingGate::default())
+}
+
+/// Lets shutdown end key generation without waiting for it: a key is
+/// staged only while the gate is open, and [`StagingGate::close`] waits
+/// for a staging in progress and keeps any other from starting. Generating
+/// (CPU only, nothing written) can then be abandoned at any instant: the
+/// process may exit under it and no store is left half-written.
+#[derive(Debug, Default)]
+pub struct StagingGate {
+    closed: std::sync::Mutex<bool>,
+}
+
+impl StagingGate {
+    /// Closes the gate once no key is being staged. Blocks for as long as a
+    /// staging in progress takes.
+    pub fn close(&self) {
+        *self.closed.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    }
+
+    fn stage(&self, store: &dyn KeyStore, key: &KeyMaterial) -> Result<(), ExecuteError> {
+        let closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        if *closed {
+            return Err(ExecuteError::Store(StoreError::Other(
+                "shutting down: the key generated was not staged".into(),
+            )));
+        }
+        store.stage(key)?;
+        Ok(())
+    }
+
+    fn is_closed(&self) -> bool {
+        *self.closed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// [`generate_staged`], staging through `gate`: once it is closed, nothing
+/// more is staged (nor discarded: the next start discards what is staged).
+pub fn generate_staged_gated(
+    store: &dyn KeyStore,
+    actions: &[Action],
+    gate: &StagingGate,
+) -> Result<Vec<(Action, KeyMaterial)>, ExecuteError> {
     let mut out: Vec<(Action, KeyMaterial)> = Vec::with_capacity(actions.len());
     for a in actions {
         let Action::Generate { alg, rsa_bits, .. } = a else {
@@ -211,14 +254,16 @@ pub fn generate_staged(
         let made = keys::generate_in_background(*alg, *rsa_bits)
             .map_err(ExecuteError::from)
             .and_then(|key| {
-                store.stage(&key)?;
+                gate.stage(store, &key)?;
                 Ok(key)
             });
         match made {
             Ok(key) => out.push((a.clone(), key)),
             Err(e) => {
-                for (_, key) in &out {
-                    store.discard(&key.kid);
+                if !gate.is_closed() {
+                    for (_, key) in &out {
+                        store.discard(&key.kid);
+                    }
                 }
                 return Err(e);
             }

@@ -44,7 +44,9 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
+    // Transparent: "{0}" with #[from] would also give it as the source,
+    // and a cause chain would print it twice.
+    #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("start-up task failed: {0}")]
     Join(String),
@@ -103,8 +105,11 @@ impl Running {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(checked: Checked, source: ConfigSource) -> Result<(), DaemonError> {
+    // Listening for SIGTERM before "listening" is logged: a signal sent
+    // once that line appears stops the daemon in order, not by default.
+    let signals = wait_for_signal();
     let running = start(Options::new(checked, source)).await?;
-    wait_for_signal().await;
+    signals.await;
     tracing::info!("shutting down: finishing in-flight requests");
     running.shutdown().await;
     tracing::info!("stopped");
@@ -329,20 +334,24 @@ async fn reload_tls(listeners: Vec<Arc<ReloadingTls>>, mut shutdown: watch::Rece
     }
 }
 
-async fn wait_for_signal() {
+/// Registers for SIGTERM and SIGINT now; the future ends at the first.
+fn wait_for_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let signals = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+    );
+    async move {
+        match signals {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

@@ -705,7 +705,7 @@ fn check_config_rejects_each_bad_config_with_a_useful_message() {
         ),
         (
             "rotation:\n  schedule: \"0 0 25 * * *\"\n",
-            &["rotation.schedule", "invalid"],
+            &["rotation.schedule", "outside 0-23"],
         ),
         (
             "rotation:\n  every: 1m\n",

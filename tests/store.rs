@@ -582,3 +582,30 @@ fn a_failure_after_the_commit_point_is_not_reported_as_uncommitted() {
         "{notes:?}"
     );
 }
+
+#[test]
+fn a_closed_staging_gate_stages_nothing() {
+    // Shutdown closes the gate: a generation that finishes afterwards
+    // writes nothing (the process may be gone before it would finish).
+    use jwksd::keyring::{StagingGate, generate_staged_gated};
+    let tmp = tempfile::tempdir().unwrap();
+    let (ring, _) = Keyring::load(Box::new(open(tmp.path()))).unwrap();
+    let p = plan(ring.state(), &policy(), t(0));
+    let store = ring.store();
+    let gate = StagingGate::default();
+    gate.close();
+    let e = generate_staged_gated(&*store, &p.actions, &gate)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("shutting down"), "{e}");
+    let staged: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".key.pending") || n.ends_with(".key"))
+        .collect();
+    assert!(staged.is_empty(), "{staged:?}");
+    // Open, it stages as before.
+    let made = generate_staged_gated(&*store, &p.actions, &StagingGate::default()).unwrap();
+    assert_eq!(made.len(), p.actions.len());
+}

@@ -50,16 +50,32 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             unit.push(c);
             chars.next();
         }
+        if !digits.is_empty() && matches!(chars.peek(), Some('.' | ',')) {
+            return Err(format!(
+                "{text:?} has a fraction: durations take whole numbers; write a smaller \
+                 unit or parts, like \"1h 30m\" or \"90m\" for 1.5h"
+            ));
+        }
         if digits.is_empty() {
             return Err(format!("{text:?} is not a duration: {expected}"));
         }
         if unit.is_empty() {
-            return Err(format!("{text:?} has a number without a unit: {expected}"));
+            return Err(format!(
+                "{text:?} has a number without a unit: {expected} (a bare number is \
+                 refused: seconds or minutes?)"
+            ));
         }
         if !UNITS.contains(&unit.as_str()) {
+            let why = if ["M", "mo", "month", "months", "y", "yr", "year", "years"]
+                .contains(&unit.as_str())
+            {
+                "months and years have no fixed length; "
+            } else {
+                ""
+            };
             return Err(format!(
-                "{text:?} uses the unit {unit:?}, which is not accepted (use ms, s, m for \
-                 minutes, h, d or w)"
+                "{text:?} uses the unit {unit:?}, which is not accepted ({why}use ms, s, m for \
+                 minutes, h, d or w, like \"30d\" or \"52w\")"
             ));
         }
         saw_part = true;
@@ -114,6 +130,11 @@ mod tests {
         let e = parse("tokens:\n  clock_skew: 90\n").unwrap_err();
         assert!(
             e.contains("tokens.clock_skew") && e.contains("line 2"),
+            "{e}"
+        );
+        let e = parse("tokens:\n  max_lifetime: 1.5h\n").unwrap_err();
+        assert!(
+            e.contains("fraction") && !e.contains("without a unit"),
             "{e}"
         );
         let e = parse("tokens:\n  max_lifetime: 5M\n").unwrap_err();

@@ -10,6 +10,7 @@
 //! `JWKSD_*` variable); this file reads and parses, and turns a
 //! configuration into its policy.
 
+mod de;
 mod describe;
 mod duration;
 pub mod env;
@@ -85,13 +86,16 @@ impl Config {
             name: name.to_owned(),
             yaml,
         };
-        let config: Config = match serde_yaml::from_str::<Option<Config>>(yaml) {
+        // Parsed, then read into the schema by `de`, whose errors carry
+        // their path and say what is expected in words.
+        let value: serde_yaml::Value =
+            serde_yaml::from_str(yaml).map_err(|e| text.syntax_error(&e))?;
+        let config: Config = match de::from_value::<Option<Config>>(&value) {
             Ok(c) => c.unwrap_or_default(),
             Err(e) => {
-                return Err(ConfigError::Invalid {
-                    source_name: name.to_owned(),
-                    message: e.to_string(),
-                });
+                let keys = e.keys();
+                let example = locate::example(DEFAULT_YAML, &keys);
+                return Err(text.error_named(&e.field(), &keys, e.message(example.as_deref())));
             }
         };
         let (policy, warnings) = config.validate(&text, now)?;
@@ -278,7 +282,12 @@ mod tests {
         let c = parse("rotation:\n  every: 24h\n").unwrap();
         assert!(c.rotation.schedule.is_none());
         let e = parse("rotation: 5\n").unwrap_err();
-        assert!(e.contains("expected struct Rotation at line 1"), "{e}");
+        assert_eq!(
+            e,
+            "configuration test.yaml: rotation (line 1): expected a section of settings \
+             (indented `name: value` lines), for example `rotation:` followed by indented \
+             settings, not the number 5"
+        );
     }
 
     #[test]
@@ -308,7 +317,11 @@ mod tests {
                 .unwrap_err()
                 .contains("ES384")
         );
-        assert!(parse("- a\n- b\n").unwrap_err().contains("sequence"));
+        let e = parse("- a\n- b\n").unwrap_err();
+        assert!(
+            e.contains("expected a section") && e.contains("not a list"),
+            "{e}"
+        );
         let bomb = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n\
                     c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n\
                     e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n\

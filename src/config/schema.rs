@@ -166,8 +166,7 @@ impl Default for Rotation {
 
 /// `rotation` as written, before the default schedule fills an empty one.
 #[derive(Default, Deserialize)]
-// Errors name the type it becomes: "expected struct Rotation".
-#[serde(expecting = "struct Rotation", deny_unknown_fields, default)]
+#[serde(deny_unknown_fields, default)]
 struct RotationFields {
     schedule: Option<String>,
     every: Option<HumanDuration>,
@@ -214,7 +213,9 @@ pub struct SigningKey {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Listen {
+    #[serde(deserialize_with = "super::de::socket_addr")]
     pub public: SocketAddr,
+    #[serde(deserialize_with = "super::de::socket_addr")]
     pub admin: SocketAddr,
 }
 

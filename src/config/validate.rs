@@ -159,10 +159,13 @@ impl Config {
         if let Some(why) = cors_origins_error(&self.jwks.cors_allow_origins) {
             return Err(invalid(&["jwks", "cors_allow_origins"], why));
         }
-        if let Some(expr) = &self.rotation.schedule
-            && let Err(e) = Schedule::cron(expr)
-        {
-            return Err(invalid(&["rotation", "schedule"], e));
+        if let Some(expr) = &self.rotation.schedule {
+            if let Some(problem) = cron_problem(expr) {
+                return Err(invalid(&["rotation", "schedule"], problem));
+            }
+            if let Err(e) = Schedule::cron(expr) {
+                return Err(invalid(&["rotation", "schedule"], e));
+            }
         }
         let policy = self.policy_unchecked(now);
         match policy.validate(now) {
@@ -194,45 +197,86 @@ fn cors_origins_error(origins: &[String]) -> Option<String> {
         .map(|(i, o)| format!("entry {} ({o:?}) is not an origin: {EXPECTED}", i + 1))
 }
 
-/// `scheme://host[:port]`, as in an `Origin` header.
+/// `scheme://host[:port]`, as in an `Origin` header: the `http` crate
+/// parses it; no user, path, query or trailing slash.
 fn is_origin(o: &str) -> bool {
-    let Some((scheme, rest)) = o.split_once("://") else {
+    let Ok(uri) = o.parse::<hyper::Uri>() else {
         return false;
     };
-    let scheme_ok = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
-    let (host, port) = match rest.strip_prefix('[') {
-        // An IPv6 literal: [::1]:8080.
-        Some(v6) => match v6.split_once(']') {
-            Some((addr, after)) if addr.parse::<std::net::Ipv6Addr>().is_ok() => {
-                if after.is_empty() {
-                    ("v6", None)
-                } else {
-                    match after.strip_prefix(':') {
-                        Some(p) => ("v6", Some(p)),
-                        None => return false,
-                    }
+    let Some(authority) = uri.authority() else {
+        return false;
+    };
+    uri.scheme().is_some()
+        && !authority.host().is_empty()
+        && !authority.as_str().contains('@')
+        && port_ok(authority.as_str())
+        && uri.path_and_query().is_none_or(|p| p.as_str() == "/")
+        && !o.ends_with('/')
+}
+
+/// The port of an authority, if it names one, is a port number (the `http`
+/// crate leaves an out-of-range one unchecked).
+fn port_ok(authority: &str) -> bool {
+    let after_host = authority.rfind(']').map_or(0, |i| i + 1);
+    authority[after_host..]
+        .rsplit_once(':')
+        .is_none_or(|(_, p)| p.parse::<u16>().is_ok_and(|n| n > 0))
+}
+
+/// The fields of a cron expression, seconds first, with their ranges.
+const CRON_FIELDS: [(&str, u32, u32); 7] = [
+    ("second", 0, 59),
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day-of-month", 1, 31),
+    ("month", 1, 12),
+    ("day-of-week", 1, 7),
+    ("year", 1970, 2100),
+];
+
+/// What is wrong with a cron expression, said here rather than by the cron
+/// crate (whose message is three lines, a caret under the wrong place, and
+/// says "hours must be less than 23" of a range that ends at 23): numbers
+/// outside a field's range, or else the crate's complaint on one line.
+/// `None` when the expression parses (or has the wrong number of fields,
+/// which `Schedule::cron` says).
+fn cron_problem(expr: &str) -> Option<String> {
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    if expr.trim_start().starts_with('@') || !(6..=7).contains(&fields.len()) {
+        return None;
+    }
+    let shape = "sec min hour day-of-month month day-of-week [year], for example \"0 0 3 * * *\"";
+    for (field, (name, lo, hi)) in fields.iter().zip(CRON_FIELDS) {
+        // Numbers in lists, ranges and steps ("1,5", "2-4", "*/15"); the
+        // step is a count, not a value of the field.
+        for part in field.split(',') {
+            let values = part.split('/').next().unwrap_or(part);
+            for v in values.split('-') {
+                if let Ok(n) = v.parse::<u32>()
+                    && !(lo..=hi).contains(&n)
+                {
+                    return Some(format!(
+                        "cron expression {expr:?}: the {name} field is {n}, outside {lo}-{hi} \
+                         ({shape})"
+                    ));
                 }
             }
-            _ => return false,
-        },
-        None => match rest.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (rest, None),
-        },
-    };
-    let host_ok = !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-    let port_ok = port.is_none_or(|p| {
-        !p.is_empty()
-            && p.chars().all(|c| c.is_ascii_digit())
-            && p.parse::<u16>().is_ok_and(|n| n > 0)
-    });
-    scheme_ok && host_ok && port_ok
+        }
+    }
+    match expr.parse::<cron::Schedule>() {
+        Ok(_) => None,
+        Err(e) => {
+            let text = e.to_string();
+            let reason = text
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or(&text);
+            Some(format!(
+                "cron expression {expr:?} is invalid: {} ({shape})",
+                reason.trim()
+            ))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -256,6 +300,25 @@ mod tests {
             e.contains("rotation.every") && e.contains("publish_ahead"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn cron_fields_out_of_range_name_the_field_and_its_range() {
+        let e = parse("rotation:\n  schedule: \"0 0 25 * * *\"\n").unwrap_err();
+        assert_eq!(
+            e,
+            "configuration test.yaml: rotation.schedule (line 2): cron expression \"0 0 25 * * *\": \
+             the hour field is 25, outside 0-23 (sec min hour day-of-month month day-of-week \
+             [year], for example \"0 0 3 * * *\")"
+        );
+        assert!(!e.contains('\n') && !e.contains('^') && !e.contains("less than 23"));
+        let e = parse("rotation:\n  schedule: \"0 0 3 * 13 *\"\n").unwrap_err();
+        assert!(e.contains("the month field is 13, outside 1-12"), "{e}");
+        let e = parse("rotation:\n  schedule: \"0 */15 1-30 * * *\"\n").unwrap_err();
+        assert!(e.contains("the hour field is 30"), "{e}");
+        assert!(parse("rotation:\n  schedule: \"0 */15 1-23 * * Mon-Fri\"\n").is_ok());
+        let e = parse("rotation:\n  schedule: \"a b c d e f\"\n").unwrap_err();
+        assert!(!e.contains('\n') && e.contains("invalid"), "{e}");
     }
 
     #[test]

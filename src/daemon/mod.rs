@@ -98,6 +98,7 @@ pub fn spawn(
         commands: cmd_rx,
         shutdown: shutdown.clone(),
         replication,
+        staging: Default::default(),
     };
     let scheduler = tokio::spawn(scheduler.run());
     tokio::spawn(signing::run(shared.clone(), sign_rx));

@@ -17,7 +17,7 @@ use crate::clock::Clock;
 use crate::daemon::request::{Reply, Request};
 use crate::daemon::shared::{Shared, SyncFailure};
 use crate::daemon::snapshot::Snapshot;
-use crate::keyring::{Event, ExecuteError, Executed, Keyring, generate_staged};
+use crate::keyring::{Event, ExecuteError, Executed, Keyring, StagingGate, generate_staged_gated};
 use crate::keys::{Alg, KeyMaterial};
 use crate::lifecycle::{
     Action, Answer, CommandError, CommandId, Committed, Driver, KeyState, Policy, Synced, Work,
@@ -27,7 +27,8 @@ use crate::store::StoreError;
 /// The longest the scheduler sleeps: bounds how late it notices a wall
 /// clock that jumped.
 pub const MAX_SLEEP: Duration = Duration::from_secs(30);
-/// How long shutdown waits for a key generation in flight.
+/// How long shutdown waits for a key being staged (written to the store)
+/// at that moment; generating itself is not waited for.
 const GENERATION_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 /// The most pieces of work done before the scheduler sleeps again.
 const WORK_PER_WAKE: usize = 32;
@@ -44,6 +45,8 @@ pub struct Scheduler {
     pub shutdown: watch::Receiver<bool>,
     /// Set when other replicas share the store.
     pub replication: Option<Replication>,
+    /// Closed at shutdown: key generations in flight stage nothing more.
+    pub staging: Arc<StagingGate>,
 }
 
 /// How a replica learns what others changed.
@@ -138,14 +141,22 @@ impl Scheduler {
         let state = lock(&self.ring).state().clone();
         driver.stop(&state);
         self.answer(&mut driver, &mut replies);
-        // A generation in flight holds the store: let it finish (its key
-        // stays staged, and the next load discards it), within bounds.
-        if tokio::time::timeout(GENERATION_SHUTDOWN_WAIT, generating.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                "a key generation was still running at shutdown; its staged key is discarded at the next start"
+        // A generation in flight is not waited for (an RSA-4096 key takes
+        // seconds): once no key is being staged, none will be, and the
+        // generating threads are left to the process's exit. What is
+        // staged is discarded at the next start.
+        if !generating.is_empty() {
+            let gate = self.staging.clone();
+            let closed = tokio::task::spawn_blocking(move || gate.close());
+            if tokio::time::timeout(GENERATION_SHUTDOWN_WAIT, closed)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a key being staged at shutdown did not finish in time");
+            }
+            generating.detach_all();
+            tracing::info!(
+                "a key generation in progress was abandoned at shutdown; the next start generates it again"
             );
         }
         self.shared.set_scheduler_running(false);
@@ -234,7 +245,27 @@ impl Scheduler {
         let store = lock(&self.ring).store();
         for batch in batches {
             let store = store.clone();
-            set.spawn_blocking(move || generate_staged(&*store, &batch));
+            let gate = self.staging.clone();
+            // A thread of its own, not the runtime's blocking pool: the
+            // runtime's shutdown waits for its blocking threads, and a
+            // generation abandoned at shutdown must not hold the exit.
+            set.spawn(async move {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let thread = std::thread::Builder::new()
+                    .name("jwksd-generate".into())
+                    .spawn(move || {
+                        let _ = tx.send(generate_staged_gated(&*store, &batch, &gate));
+                    });
+                let failed = |why: String| ExecuteError::Store(StoreError::Other(why));
+                match thread {
+                    Ok(_) => rx.await.unwrap_or_else(|_| {
+                        Err(failed(
+                            "the generation thread ended without an answer".into(),
+                        ))
+                    }),
+                    Err(e) => Err(failed(format!("cannot start the generation thread: {e}"))),
+                }
+            });
         }
     }
 

@@ -145,6 +145,15 @@ pub enum StoreError {
          was dropped and the next call reconnects"
     )]
     Timeout { op: &'static str, after: Duration },
+    /// No connection to the database could be made (refused, no such
+    /// host, role or database, authentication): the cause once, and what
+    /// to check.
+    #[error("database: cannot connect to {servers}: {reason}; {fix}")]
+    Connect {
+        servers: String,
+        reason: String,
+        fix: String,
+    },
     /// A TLS handshake with the database failed.
     #[error("database: TLS with {hosts} (sslmode={sslmode}) failed: {reason}; {fix}")]
     Tls {
@@ -176,6 +185,7 @@ impl StoreError {
                 | StoreError::Io { .. }
                 | StoreError::Timeout { .. }
                 | StoreError::Tls { .. }
+                | StoreError::Connect { .. }
         )
     }
 }

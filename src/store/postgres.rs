@@ -281,10 +281,75 @@ impl Target {
     }
 
     fn connect_error(&self, e: &tokio_postgres::Error) -> StoreError {
-        tls::failure(e, &self.tls, &self.hosts).unwrap_or_else(|| StoreError::Database {
-            op: "connect to the database",
+        tls::failure(e, &self.tls, &self.hosts).unwrap_or_else(|| StoreError::Connect {
+            servers: self.servers(),
             reason: describe(e),
+            fix: connect_fix(e, &self.config),
         })
+    }
+
+    /// `host:port` of each server tried, as libpq pairs them.
+    fn servers(&self) -> String {
+        let ports = self.config.get_ports();
+        self.config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                match h {
+                    tokio_postgres::config::Host::Tcp(h) if h.contains(':') => {
+                        format!("[{h}]:{port}")
+                    }
+                    tokio_postgres::config::Host::Tcp(h) => format!("{h}:{port}"),
+                    tokio_postgres::config::Host::Unix(p) => {
+                        format!("{}/.s.PGSQL.{port}", p.display())
+                    }
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// What to check when no connection could be made, by its cause.
+fn connect_fix(e: &tokio_postgres::Error, config: &tokio_postgres::Config) -> String {
+    let user = config.get_user().unwrap_or("<user>");
+    let dbname = config.get_dbname().unwrap_or(user);
+    let place = "in the connection string (store.postgres or JWKSD_STORE_URL)";
+    if let Some(d) = e.as_db_error() {
+        let code = d.code().code();
+        return match code {
+            // invalid_authorization_specification: no such role, or no
+            // pg_hba.conf line for this client.
+            "28000" if d.message().contains("pg_hba.conf") => format!(
+                "allow this client in the server's pg_hba.conf (host {dbname} {user} <address>                  scram-sha-256), then reload PostgreSQL"
+            ),
+            "28000" => format!(
+                "check user {place}, or create the role: CREATE ROLE {user} LOGIN PASSWORD '...'"
+            ),
+            // invalid_password
+            "28P01" => format!("check the user and password {place}"),
+            // invalid_catalog_name
+            "3D000" => format!(
+                "check dbname {place}, or create it: CREATE DATABASE {dbname} OWNER {user}"
+            ),
+            // too_many_connections, cannot_connect_now (starting, shutting
+            // down, in recovery)
+            "53300" | "57P03" => "the server refuses connections for now: try again, or raise                                   its max_connections"
+                .to_owned(),
+            _ => "check the connection string (store.postgres or JWKSD_STORE_URL)".to_owned(),
+        };
+    }
+    let text = describe(e).to_lowercase();
+    if text.contains("connection refused") {
+        format!("is PostgreSQL running and listening there? Check host and port {place}")
+    } else if text.contains("lookup address") || text.contains("name or service not known") {
+        format!("the host name does not resolve: check host {place}")
+    } else if text.contains("password") {
+        format!("give the password {place} (password=... or postgres://user:password@host/db)")
+    } else {
+        format!("check the server's address and that it is reachable from here ({place})")
     }
 }
 
@@ -532,6 +597,11 @@ fn replica_name() -> String {
 
 async fn migrate(c: &mut Client) -> Result<(), StoreError> {
     let tx = c.transaction().await.map_err(db("begin migration"))?;
+    // `CREATE TABLE IF NOT EXISTS` says NOTICE when the table is there, at
+    // every start: not news (this transaction only).
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(db("begin migration"))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(db("lock for migration"))?;

@@ -329,8 +329,21 @@ pub fn failure(e: &tokio_postgres::Error, tls: &Tls, hosts: &str) -> Option<Stor
          sslmode=verify-ca checks the chain only"
             .to_owned()
     } else if tls.verifies_chain() {
+        // OpenSSL's words for a leaf that signed itself (not for a chain
+        // whose root is unknown, "... in certificate chain").
+        let self_signed = if reason.contains("(self-signed certificate)")
+            || reason.contains("(self signed certificate)")
+        {
+            " (a self-signed server certificate is its own CA: Debian's default cluster serves \
+             /etc/ssl/certs/ssl-cert-snakeoil.pem, made for the machine's host name)"
+        } else {
+            ""
+        };
         format!(
-            "set sslrootcert to the CA certificate that signed the server's certificate (now {})",
+            "set sslrootcert in the connection string (store.postgres or JWKSD_STORE_URL) to \
+             the CA certificate that signed the server's certificate, now {}{self_signed}, e.g. \
+             sslmode=verify-full sslrootcert=/etc/ssl/certs/ca.pem; sslmode=require without \
+             sslrootcert connects without checking it (encrypted, open to a man in the middle)",
             tls.rootcert.as_deref().unwrap_or("unset")
         )
     } else {
