@@ -119,7 +119,7 @@ const CORPUS: &[(&str, &str, &str)] = &[
     (
         "unknown field, near",
         "jwks:\n  cache_max_age: 5m\n  cache_maxage: 5m\n",
-        "configuration bad.yaml: jwks.cache_maxage (line 3): unknown setting \"cache_maxage\": did you mean \"cache_max_age\"? (this section takes cache_max_age or publish_ahead)",
+        "configuration bad.yaml: jwks.cache_maxage (line 3): unknown setting \"cache_maxage\": did you mean \"cache_max_age\"? (this section takes cache_max_age, publish_ahead or cors_allow_origins)",
     ),
     (
         "unknown field, far",
