@@ -112,8 +112,10 @@ pub struct AdminClientTop {
 }
 
 impl AdminClient {
-    /// The command's options, each falling back to the one given before
-    /// the command.
+    /// The options in effect: one given before the command (where scripts
+    /// have always put them) wins, so that it also beats the environment
+    /// variable the command's own option falls back to; then the command's
+    /// own (given after it, or from the environment).
     fn or(&self, top: &AdminClientTop) -> AdminClient {
         let (cert, key) = match (&top.tls_client_cert, &top.tls_client_key) {
             (Some(c), Some(k)) => (Some(c.clone()), Some(k.clone())),

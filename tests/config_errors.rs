@@ -321,3 +321,38 @@ fn messages_speak_the_configuration_not_rust() {
         );
     }
 }
+
+/// Text settings keep what was written: an unquoted value YAML reads as a
+/// number is refused rather than respelled (`0x1F` would become "31").
+#[test]
+fn unquoted_numbers_are_not_respelled_into_text_settings() {
+    for yaml in [
+        "tokens:\n  audience: 0x1F\n",
+        "tokens:\n  issuer: 1.10\n",
+        "keys_dir: 2024\n",
+    ] {
+        let got = refusal(yaml);
+        assert!(got.contains("written in quotes"), "{yaml:?}: {got}");
+    }
+    let now = Timestamp::parse_rfc3339("2026-11-26T12:00:00Z").unwrap();
+    let quoted = Config::parse("tokens:\n  audience: \"0x1F\"\n", "ok.yaml", now).unwrap();
+    assert_eq!(quoted.config.tokens.audience.as_deref(), Some("0x1F"));
+}
+
+/// A list setting with every entry commented out is an empty list, as it
+/// was before the configuration's own reader.
+#[test]
+fn an_empty_list_setting_is_an_empty_list() {
+    let now = Timestamp::parse_rfc3339("2026-11-26T12:00:00Z").unwrap();
+    let c = Config::parse("admin:\n  allow:\n  #  - 10.0.0.0/8\n", "ok.yaml", now).unwrap();
+    assert!(c.config.admin.allow.is_empty());
+}
+
+/// A connection string pasted where a section belongs is not repeated in
+/// the error: it may hold a password.
+#[test]
+fn a_misplaced_connection_string_is_not_echoed() {
+    let got = refusal("store: postgres://jwksd:s3cret@db/jwksd\n");
+    assert!(!got.contains("s3cret"), "{got}");
+    assert!(got.contains("store (line 1)"), "{got}");
+}

@@ -309,11 +309,25 @@ fn describe(v: &Value) -> String {
         Value::Null => "an empty value".into(),
         Value::Bool(b) => format!("{b}"),
         Value::Number(n) => format!("the number {n}"),
+        // A connection string pasted in the wrong place may hold a
+        // password: never repeat one.
+        Value::String(s) if looks_secret(s) => "a text that looks like a connection string \
+                                                 (not repeated here: it may hold a password)"
+            .into(),
         Value::String(s) => format!("the text {s:?}"),
         Value::Sequence(_) => "a list".into(),
         Value::Mapping(_) => "a section (`name: value` lines)".into(),
         Value::Tagged(t) => format!("a value tagged {}", t.tag),
     }
+}
+
+/// Whether a text may carry a credential (`user:password@` in a URL, or a
+/// `password=` setting).
+fn looks_secret(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
+    lower.contains("password")
+        || s.split_once("://")
+            .is_some_and(|(_, rest)| rest.contains('@'))
 }
 
 /// Deserializes `T` from `value`; errors carry their path.
@@ -341,15 +355,27 @@ impl<'a> ValueDe<'a> {
         }
     }
 
-    /// The value as text: YAML scalars (numbers, true/false) are text too
-    /// where text is asked for, so that a duration written `90` is told it
-    /// lacks a unit.
+    /// The value as text. A number where a duration or an address is asked
+    /// for is read as text, so that `90` is told it lacks a unit and `8081`
+    /// that it is no IP:port (no number is a valid one); anywhere else an
+    /// unquoted number or true/false is refused: YAML has already turned
+    /// it into a value whose spelling may differ from what was written
+    /// (`0x1F` is 31, `1.10` is 1.1), and a changed issuer, audience or
+    /// path must not pass unnoticed.
     fn text<'de, V: Visitor<'de>>(&self, visitor: &V) -> Result<String, Error> {
+        let wanted = expecting(visitor);
+        // Parsed further, and never valid as a bare number.
+        let parsed = wanted.contains("duration") || wanted.contains("address");
         match self.0 {
             Value::String(s) => Ok(s.clone()),
-            Value::Number(n) => Ok(n.to_string()),
-            Value::Bool(b) => Ok(b.to_string()),
-            other => Err(Error::kind(Want::Text(plain(&expecting(visitor))), other)),
+            Value::Number(n) if parsed => Ok(n.to_string()),
+            Value::Number(_) | Value::Bool(_) => Err(Error::new(Problem::Message(format!(
+                "expected {}, written in quotes: YAML reads this unquoted value as {}, whose \
+                 spelling may not be what was written",
+                plain(&wanted),
+                describe(self.0)
+            )))),
+            other => Err(Error::kind(Want::Text(plain(&wanted)), other)),
         }
     }
 }
@@ -481,9 +507,16 @@ impl<'de> de::Deserializer<'de> for ValueDe<'de> {
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        const NONE: &[Value] = &[];
         match self.0 {
             Value::Sequence(items) => visitor.visit_seq(Seq {
                 items: items.iter(),
+                index: 0,
+            }),
+            // A list setting left empty (every entry commented out) is an
+            // empty list, as it always was.
+            Value::Null => visitor.visit_seq(Seq {
+                items: NONE.iter(),
                 index: 0,
             }),
             other => Err(Error::kind(Want::List, other)),

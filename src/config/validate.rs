@@ -197,30 +197,40 @@ fn cors_origins_error(origins: &[String]) -> Option<String> {
         .map(|(i, o)| format!("entry {} ({o:?}) is not an origin: {EXPECTED}", i + 1))
 }
 
-/// `scheme://host[:port]`, as in an `Origin` header: the `http` crate
-/// parses it; no user, path, query or trailing slash.
+/// `scheme://host[:port]` exactly as a browser sends it in `Origin` (else
+/// it could never match): the `http` crate parses it; no user, path,
+/// query, fragment or trailing slash, and no default port.
 fn is_origin(o: &str) -> bool {
     let Ok(uri) = o.parse::<hyper::Uri>() else {
         return false;
     };
-    let Some(authority) = uri.authority() else {
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
         return false;
     };
-    uri.scheme().is_some()
-        && !authority.host().is_empty()
+    !authority.host().is_empty()
         && !authority.as_str().contains('@')
-        && port_ok(authority.as_str())
+        && !o.contains('#')
+        && port_ok(scheme, authority.as_str())
         && uri.path_and_query().is_none_or(|p| p.as_str() == "/")
         && !o.ends_with('/')
 }
 
-/// The port of an authority, if it names one, is a port number (the `http`
-/// crate leaves an out-of-range one unchecked).
-fn port_ok(authority: &str) -> bool {
+/// The port of an authority, if it names one, is a port number as browsers
+/// write it: in range (the `http` crate leaves that unchecked), without
+/// leading zeros, and not the scheme's default (browsers leave it out).
+fn port_ok(scheme: &str, authority: &str) -> bool {
     let after_host = authority.rfind(']').map_or(0, |i| i + 1);
+    let default = match scheme.to_ascii_lowercase().as_str() {
+        "https" => Some(443),
+        "http" => Some(80),
+        _ => None,
+    };
     authority[after_host..]
         .rsplit_once(':')
-        .is_none_or(|(_, p)| p.parse::<u16>().is_ok_and(|n| n > 0))
+        .is_none_or(|(_, p)| {
+            p.parse::<u16>()
+                .is_ok_and(|n| n > 0 && p == n.to_string() && Some(n) != default)
+        })
 }
 
 /// The fields of a cron expression, seconds first, with their ranges.
@@ -374,6 +384,9 @@ mod tests {
             ("[\"a.example\"]", "entry 1"),
             ("[\"https://a.example:0\"]", "entry 1"),
             ("[\"https://a.example:99999\"]", "entry 1"),
+            ("[\"https://a.example:443\"]", "entry 1"),
+            ("[\"http://a.example:0080\"]", "entry 1"),
+            ("[\"https://a.example#x\"]", "entry 1"),
             ("[\"https://user@a.example\"]", "entry 1"),
             ("[\"https://a.example?x=1\"]", "entry 1"),
             ("[\"https://\"]", "entry 1"),

@@ -323,7 +323,7 @@ fn connect_fix(e: &tokio_postgres::Error, config: &tokio_postgres::Config) -> St
             // invalid_authorization_specification: no such role, or no
             // pg_hba.conf line for this client.
             "28000" if d.message().contains("pg_hba.conf") => format!(
-                "allow this client in the server's pg_hba.conf (host {dbname} {user} <address>                  scram-sha-256), then reload PostgreSQL"
+                "allow this client in the server's pg_hba.conf (host {dbname} {user} <address> scram-sha-256), then reload PostgreSQL"
             ),
             "28000" => format!(
                 "check user {place}, or create the role: CREATE ROLE {user} LOGIN PASSWORD '...'"
@@ -331,13 +331,15 @@ fn connect_fix(e: &tokio_postgres::Error, config: &tokio_postgres::Config) -> St
             // invalid_password
             "28P01" => format!("check the user and password {place}"),
             // invalid_catalog_name
-            "3D000" => format!(
-                "check dbname {place}, or create it: CREATE DATABASE {dbname} OWNER {user}"
-            ),
+            "3D000" => {
+                format!("check dbname {place}, or create it: CREATE DATABASE {dbname} OWNER {user}")
+            }
             // too_many_connections, cannot_connect_now (starting, shutting
             // down, in recovery)
-            "53300" | "57P03" => "the server refuses connections for now: try again, or raise                                   its max_connections"
-                .to_owned(),
+            "53300" | "57P03" => {
+                "the server refuses connections for now: try again, or raise its max_connections"
+                    .to_owned()
+            }
             _ => "check the connection string (store.postgres or JWKSD_STORE_URL)".to_owned(),
         };
     }
