@@ -210,7 +210,10 @@ pub fn generate_staged(
 /// staged only while the gate is open, and [`StagingGate::close`] waits
 /// for a staging in progress and keeps any other from starting. Generating
 /// (CPU only, nothing written) can then be abandoned at any instant: the
-/// process may exit under it and no store is left half-written.
+/// process may exit under it and no store is left half-written. (Within
+/// the scheduler's shutdown wait for the gate: a staging that outlasts it,
+/// on a stalled store, is left to the store's own crash rules, which
+/// discard a staged key no state names at the next start.)
 #[derive(Debug, Default)]
 pub struct StagingGate {
     closed: std::sync::Mutex<bool>,

@@ -21,7 +21,9 @@ use crate::metrics::Metrics;
 use crate::time::Timestamp;
 
 /// How long an operator request waits for the scheduler (RSA-4096
-/// generation can take seconds).
+/// generation can take seconds); above the core's own deadline for a
+/// command ([`crate::lifecycle::command::COMMAND_DEADLINE`]), so that the
+/// answer, not this wait, says what became of it.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Tries of a signature that meets no active key between the wait and the
@@ -144,14 +146,22 @@ impl Handle {
         request: Request,
         rx: oneshot::Receiver<Result<T, CommandError>>,
     ) -> Result<T, CallError> {
-        self.commands
-            .send(request)
+        // One deadline for handing the command over and for its answer: a
+        // scheduler stuck on a full queue does not hold the request longer.
+        let call = async {
+            self.commands
+                .send(request)
+                .await
+                .map_err(|_| CallError::NotRunning)?;
+            match rx.await {
+                Ok(r) => r.map_err(CallError::Refused),
+                // The scheduler stopped without answering: shutting down.
+                Err(_) => Err(CallError::NotRunning),
+            }
+        };
+        tokio::time::timeout(COMMAND_TIMEOUT, call)
             .await
-            .map_err(|_| CallError::NotRunning)?;
-        match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
-            Ok(Ok(r)) => r.map_err(CallError::Refused),
-            _ => Err(CallError::NoAnswer),
-        }
+            .unwrap_or(Err(CallError::NoAnswer))
     }
 
     /// Why the keys held may not be used now, when they may not.

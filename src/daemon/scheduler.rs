@@ -139,7 +139,7 @@ impl Scheduler {
             }
         }
         let state = lock(&self.ring).state().clone();
-        driver.stop(&state);
+        driver.stop(&state, &self.policy, self.clock.now());
         self.answer(&mut driver, &mut replies);
         // A generation in flight is not waited for (an RSA-4096 key takes
         // seconds): once no key is being staged, none will be, and the
@@ -300,6 +300,9 @@ impl Scheduler {
                     ExecuteError::Store(StoreError::Other(format!("commit task failed: {e}")))
                 })?;
         match self.settle(&[], before, started, executed, true).await {
+            // Another writer committed first: read what it wrote. (With a
+            // shared store the loop reads it again, and tells the driver,
+            // before the driver plans.)
             Err(ExecuteError::Store(StoreError::Conflict { .. })) => {
                 self.sync().await;
                 Ok(())

@@ -3,7 +3,7 @@
 //! served, metrics, leadership, the store's reachability and freshness.
 //! Private fields: only the daemon changes them.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,6 +50,8 @@ pub struct Shared {
     /// How long after `last_sync` (with a shared store) or the start of a
     /// commit in flight the keys held may still be used.
     pub(super) freshness: Duration,
+    /// The clock jumps already counted in `jwksd_clock_jumps_total`.
+    pub(super) jumps_exported: AtomicU64,
 }
 
 /// Marks a commit in flight while it lives.
@@ -285,9 +287,12 @@ impl Shared {
         self.metrics
             .clock_offset
             .set(s.offset_millis() as f64 / 1000.0);
-        let seen = self.metrics.clock_jumps.get();
-        if s.jumps() > seen {
-            self.metrics.clock_jumps.inc_by(s.jumps() - seen);
+        // Two scrapes at once must not both add the same jumps: the one
+        // that moves the exported count up adds the difference.
+        let jumps = s.jumps();
+        let exported = self.jumps_exported.fetch_max(jumps, Ordering::AcqRel);
+        if jumps > exported {
+            self.metrics.clock_jumps.inc_by(jumps - exported);
         }
         let guard = self.snapshot.load();
         let Some(snap) = guard.as_ref() else { return };
@@ -342,6 +347,7 @@ impl Shared {
             last_sync: Mutex::new(read_at),
             sync_failure: Mutex::new(None),
             commit_started: Mutex::new(None),
+            jumps_exported: AtomicU64::new(0),
             freshness: policy
                 .freshness_window(store_shared.then_some(config.store.poll_interval.0)),
         }

@@ -12,7 +12,7 @@ use crate::keys::id::{Alg, Kid};
 use crate::lifecycle::planner::{RevokeError, RotateError};
 use crate::lifecycle::state::KeyState;
 
-/// How often an operator's rotation is judged again when other replicas
+/// How often an operator's command is judged again when other replicas
 /// keep committing first.
 pub const ROTATE_ATTEMPTS: u32 = 3;
 
@@ -20,6 +20,12 @@ pub const ROTATE_ATTEMPTS: u32 = 3;
 /// answers anyway (RSA-4096 generation can take seconds), and how long one
 /// that meets a next key still being generated waits for it.
 pub const ROTATE_NEXT_WAIT: Duration = Duration::from_secs(30);
+
+/// The longest a command is worked on: one still waiting then (for a next
+/// key, or after losing its compare-and-set to other writers) is refused,
+/// changing nothing. Below the admin API's own wait for an answer, so that
+/// nothing is committed after the caller was told it timed out.
+pub const COMMAND_DEADLINE: Duration = Duration::from_secs(100);
 
 /// How often a rotation that waits for a next key being generated (here or
 /// by another replica) is judged again.

@@ -290,11 +290,12 @@ impl Driver {
         self.commands.poll_answer()
     }
 
-    /// The daemon stops: rotations waiting for their new next keys answer
-    /// with what there is (take them with [`Driver::poll_answer`]); other
-    /// commands in progress are dropped.
-    pub fn stop(&mut self, state: &KeyringState) {
-        self.commands.stop(state);
+    /// The daemon stops at `now`: commands whose commit ended, and
+    /// rotations waiting for their new next keys, answer with what there is
+    /// (take them with [`Driver::poll_answer`]); other commands in progress
+    /// are dropped, having changed nothing.
+    pub fn stop(&mut self, state: &KeyringState, policy: &Policy, now: Timestamp) {
+        self.commands.stop(state, policy, now);
     }
 
     /// One batch of [`Work::Generate`] ended at `now`: its keys were made

@@ -15,8 +15,8 @@ use std::collections::VecDeque;
 use crate::keys::id::{Alg, Kid};
 use crate::lifecycle::action::Action;
 use crate::lifecycle::command::{
-    Answer, Command, CommandError, CommandId, RETRY_POLL, ROTATE_ATTEMPTS, ROTATE_NEXT_WAIT,
-    Revoked, Rotated,
+    Answer, COMMAND_DEADLINE, Command, CommandError, CommandId, RETRY_POLL, ROTATE_ATTEMPTS,
+    ROTATE_NEXT_WAIT, Revoked, Rotated,
 };
 use crate::lifecycle::planner::{RevokeError, RotateError, revoke, rotate, rotated_elsewhere};
 use crate::lifecycle::policy::Policy;
@@ -47,6 +47,10 @@ struct Pending {
     id: CommandId,
     command: Command,
     stage: Stage,
+    /// Arrival + [`COMMAND_DEADLINE`]: a command still waiting then (for
+    /// a next key, or after losing to other writers again and again) is
+    /// refused rather than carried out after its caller gave up.
+    deadline: Timestamp,
 }
 
 #[derive(Clone, Debug)]
@@ -58,14 +62,19 @@ enum Stage {
         needs_sync: bool,
         /// Since when a rotation has waited for a next key being generated.
         waiting_since: Option<Timestamp>,
-        /// The rotation lost its compare-and-set: check what won first.
-        lost: Option<Rotation>,
+        /// It lost its compare-and-set: check what won first.
+        lost: Option<Judged>,
     },
     /// Its transitions are being committed.
     Committing(Judged),
     /// Its commit ended (with this error, if any): what it achieved is
     /// read on the state after it.
-    Committed(Judged, Option<String>),
+    Committed {
+        judged: Judged,
+        /// Another writer committed first (for the last time it may).
+        lost: bool,
+        error: Option<String>,
+    },
     /// Committed; waits for its new next keys before it answers.
     Answering {
         done: Vec<Rotated>,
@@ -76,10 +85,25 @@ enum Stage {
 #[derive(Clone, Debug)]
 enum Judged {
     Rotation(Rotation),
-    Revocation {
-        before: KeyRecord,
-        gens: Vec<Action>,
-    },
+    Revocation(Revocation),
+}
+
+/// A revocation judged on a state where the key was `before`; the keys to
+/// generate after it.
+#[derive(Clone, Debug)]
+struct Revocation {
+    before: KeyRecord,
+    attempts: u32,
+    gens: Vec<Action>,
+}
+
+impl Judged {
+    fn attempts(&self) -> u32 {
+        match self {
+            Judged::Rotation(r) => r.attempts,
+            Judged::Revocation(r) => r.attempts,
+        }
+    }
 }
 
 /// A rotation judged on `arrived`: for each algorithm, the key it makes
@@ -105,6 +129,7 @@ impl Commands {
                 waiting_since: None,
                 lost: None,
             },
+            deadline: now.saturating_add(COMMAND_DEADLINE),
         });
     }
 
@@ -128,8 +153,8 @@ impl Commands {
         }
     }
 
-    /// A command's commit ended. A rotation that lost its compare-and-set
-    /// (and may try again) waits for the state to be read, to see what won.
+    /// A command's commit ended. One that lost its compare-and-set (and may
+    /// try again) waits for the state to be read, to see what won.
     /// `lost`: another writer committed first.
     pub(crate) fn committed(&mut self, lost: bool, error: Option<String>) {
         let Some(i) = self
@@ -143,20 +168,34 @@ impl Commands {
             id,
             command,
             stage: Stage::Committing(judged),
+            deadline,
         } = self.pending.remove(i)
         else {
             return;
         };
-        let stage = match judged {
-            Judged::Rotation(r) if lost && r.attempts < ROTATE_ATTEMPTS => Stage::Queued {
+        let stage = if lost && judged.attempts() < ROTATE_ATTEMPTS {
+            Stage::Queued {
                 at: Timestamp::from_millis(i64::MIN),
                 needs_sync: true,
                 waiting_since: None,
-                lost: Some(r),
-            },
-            judged => Stage::Committed(judged, error),
+                lost: Some(judged),
+            }
+        } else {
+            Stage::Committed {
+                judged,
+                lost,
+                error,
+            }
         };
-        self.pending.insert(i, Pending { id, command, stage });
+        self.pending.insert(
+            i,
+            Pending {
+                id,
+                command,
+                stage,
+                deadline,
+            },
+        );
     }
 
     /// Whether a commit of a command is in flight (nothing else is done
@@ -183,13 +222,18 @@ impl Commands {
             let due = match &self.pending[i].stage {
                 Stage::Queued { at, .. } => *at <= now,
                 Stage::Committing(_) => false,
-                Stage::Committed(..) | Stage::Answering { .. } => true,
+                Stage::Committed { .. } | Stage::Answering { .. } => true,
             };
             if !due {
                 i += 1;
                 continue;
             }
-            let Pending { id, command, stage } = self.pending.remove(i);
+            let Pending {
+                id,
+                command,
+                stage,
+                deadline,
+            } = self.pending.remove(i);
             let at = Context {
                 state,
                 policy,
@@ -197,15 +241,27 @@ impl Commands {
                 shared,
                 generating,
             };
-            let (stage, step) = at.advance(&command, stage);
+            let (stage, step) = if matches!(stage, Stage::Queued { .. }) && deadline <= now {
+                let message = format!(
+                    "gave up after {} s: the keys it waits for did not come, or other replicas \
+                     kept committing first; nothing was changed, try again",
+                    COMMAND_DEADLINE.as_secs()
+                );
+                (None, Step::Answer(Err(CommandError::Failed(message))))
+            } else {
+                at.advance(&command, stage)
+            };
             if let Some(stage) = stage {
-                // Queued again for now (to be read first): its turn again.
-                let again = matches!(stage, Stage::Queued { at, .. } if at <= now)
-                    && matches!(step, Step::Wait);
-                self.pending.insert(i, Pending { id, command, stage });
-                if !again {
-                    i += 1;
-                }
+                self.pending.insert(
+                    i,
+                    Pending {
+                        id,
+                        command,
+                        stage,
+                        deadline,
+                    },
+                );
+                i += 1;
             }
             let (answer, work) = match step {
                 Step::Wait => (None, None),
@@ -228,9 +284,9 @@ impl Commands {
         self.pending
             .iter()
             .filter_map(|p| match &p.stage {
-                Stage::Queued { at, .. } => Some((*at).max(now)),
+                Stage::Queued { at, .. } => Some((*at).min(p.deadline).max(now)),
                 Stage::Committing(_) => None,
-                Stage::Committed(..) => Some(now),
+                Stage::Committed { .. } => Some(now),
                 Stage::Answering { until, .. } => Some(*until),
             })
             .min()
@@ -241,15 +297,31 @@ impl Commands {
         self.answers.pop_front()
     }
 
-    /// The daemon stops: rotations waiting for their next keys answer with
-    /// what there is; other commands in progress are dropped unanswered.
-    pub(crate) fn stop(&mut self, state: &KeyringState) {
+    /// The daemon stops at `now`: commands whose commit ended are answered
+    /// on `state` (what they achieved stands), rotations waiting for their
+    /// new next keys answer with what there is; the others are dropped
+    /// unanswered (nothing of theirs was committed).
+    pub(crate) fn stop(&mut self, state: &KeyringState, policy: &Policy, now: Timestamp) {
+        let at = Context {
+            state,
+            policy,
+            now,
+            shared: false,
+            // Nothing more is generated: answer now.
+            generating: 0,
+        };
         for p in std::mem::take(&mut self.pending) {
-            if let Stage::Answering { mut done, .. } = p.stage {
-                for r in &mut done {
-                    r.next_kid = state.next_key(r.alg).map(|k| k.kid.clone());
-                }
-                self.answers.push_back((p.id, Ok(Answer::Rotated(done))));
+            if !matches!(p.stage, Stage::Committed { .. } | Stage::Answering { .. }) {
+                continue;
+            }
+            // Committed, then answering with what there is: two steps.
+            let (mut stage, mut step) = at.advance(&p.command, p.stage);
+            if let (Some(s), Step::Wait | Step::Work(_)) = (stage.take(), &step) {
+                (stage, step) = at.advance(&p.command, s);
+            }
+            drop(stage);
+            if let Step::Answer(a) | Step::Both(a, _) = step {
+                self.answers.push_back((p.id, a));
             }
         }
     }
@@ -286,14 +358,32 @@ impl Context<'_> {
                 lost,
                 ..
             } => match command {
-                Command::Rotate { alg, force } => self.rotate(*alg, *force, waiting_since, lost),
-                Command::Revoke { kid } => self.revoke(kid),
+                Command::Rotate { alg, force } => {
+                    let lost = lost.and_then(|j| match j {
+                        Judged::Rotation(r) => Some(r),
+                        Judged::Revocation(_) => None,
+                    });
+                    self.rotate(*alg, *force, waiting_since, lost)
+                }
+                Command::Revoke { kid } => {
+                    let lost = lost.and_then(|j| match j {
+                        Judged::Revocation(r) => Some(r),
+                        Judged::Rotation(_) => None,
+                    });
+                    self.revoke(kid, lost)
+                }
             },
             Stage::Committing(j) => (Some(Stage::Committing(j)), Step::Wait),
-            Stage::Committed(Judged::Rotation(r), error) => self.rotation_committed(r, error),
-            Stage::Committed(Judged::Revocation { before, gens }, error) => {
-                self.revocation_committed(before, gens, error)
-            }
+            Stage::Committed {
+                judged: Judged::Rotation(r),
+                lost,
+                error,
+            } => self.rotation_committed(r, lost, error),
+            Stage::Committed {
+                judged: Judged::Revocation(r),
+                error,
+                ..
+            } => self.revocation_committed(r, error),
             Stage::Answering { mut done, until } => {
                 for r in &mut done {
                     r.next_kid = self.state.next_key(r.alg).map(|k| k.kid.clone());
@@ -316,23 +406,8 @@ impl Context<'_> {
         lost: Option<Rotation>,
     ) -> (Option<Stage>, Step) {
         let state = self.state;
-        if let Some(lost) = &lost {
-            let out: Vec<(Alg, Kid)> = lost
-                .pairs
-                .iter()
-                .map(|(alg, _, previous)| (*alg, previous.clone()))
-                .collect();
-            if rotated_elsewhere(&lost.arrived, state, &out) {
-                let done = lost
-                    .pairs
-                    .iter()
-                    .filter_map(|(alg, _, previous)| {
-                        let kid = state.active(*alg)?.kid.clone();
-                        Some(rotated(state, *alg, kid, previous.clone(), true))
-                    })
-                    .collect();
-                return (None, Step::Answer(Ok(Answer::Rotated(done))));
-            }
+        if let Some(done) = lost.as_ref().and_then(|l| self.done_elsewhere(l)) {
+            return (None, Step::Answer(Ok(Answer::Rotated(done))));
         }
         let actions = match rotate(state, self.policy, self.now, alg, force) {
             Ok(a) => a,
@@ -341,11 +416,12 @@ impl Context<'_> {
             }) if waiting_since.is_none_or(|t| self.now.since(t) < ROTATE_NEXT_WAIT) => {
                 // The next key of a rotation just made is on its way (here
                 // or on another replica): judged by the rules once it is.
+                // What it lost to stays known (its attempts count on).
                 let stage = Stage::Queued {
                     at: self.now.saturating_add(RETRY_POLL),
                     needs_sync: self.shared,
                     waiting_since: Some(waiting_since.unwrap_or(self.now)),
-                    lost: None,
+                    lost: lost.map(Judged::Rotation),
                 };
                 return (Some(stage), Step::Wait);
             }
@@ -380,8 +456,37 @@ impl Context<'_> {
         )
     }
 
-    /// A rotation's commit ended (lost for the last time, or not).
-    fn rotation_committed(&self, r: Rotation, error: Option<String>) -> (Option<Stage>, Step) {
+    /// The answer of a rotation that lost to another writer which rotated
+    /// the same keys out: done there ("already rotated" is success).
+    fn done_elsewhere(&self, lost: &Rotation) -> Option<Vec<Rotated>> {
+        let state = self.state;
+        let out: Vec<(Alg, Kid)> = lost
+            .pairs
+            .iter()
+            .map(|(alg, _, previous)| (*alg, previous.clone()))
+            .collect();
+        rotated_elsewhere(&lost.arrived, state, &out).then(|| {
+            lost.pairs
+                .iter()
+                .filter_map(|(alg, _, previous)| {
+                    let kid = state.active(*alg)?.kid.clone();
+                    Some(rotated(state, *alg, kid, previous.clone(), true))
+                })
+                .collect()
+        })
+    }
+
+    /// A rotation's commit ended (`lost`: to another writer, for the last
+    /// time it may: it may still have been done there).
+    fn rotation_committed(
+        &self,
+        r: Rotation,
+        lost: bool,
+        error: Option<String>,
+    ) -> (Option<Stage>, Step) {
+        if lost && let Some(done) = self.done_elsewhere(&r) {
+            return (None, Step::Answer(Ok(Answer::Rotated(done))));
+        }
         let state = self.state;
         let done: Vec<Rotated> = r
             .pairs
@@ -407,33 +512,61 @@ impl Context<'_> {
         (Some(stage), step)
     }
 
-    fn revoke(&self, kid: &Kid) -> (Option<Stage>, Step) {
+    /// A revocation, judged on the state just read; `lost`: it lost its
+    /// compare-and-set before, and a key the winner revoked is revoked.
+    fn revoke(&self, kid: &Kid, lost: Option<Revocation>) -> (Option<Stage>, Step) {
+        if let Some(lost) = &lost
+            && self
+                .state
+                .find(kid)
+                .is_some_and(|k| k.state == KeyState::Revoked)
+        {
+            return (None, Step::Answer(self.revoked(&lost.before)));
+        }
         let actions = match revoke(self.state, self.policy, self.now, kid) {
             Ok(a) => a,
             Err(e) => return (None, Step::Answer(Err(CommandError::Revoke(e)))),
         };
-        let Some(before) = self.state.find(kid).cloned() else {
+        let Some(found) = self.state.find(kid).cloned() else {
             let e = RevokeError::Unknown(kid.clone());
             return (None, Step::Answer(Err(CommandError::Revoke(e))));
         };
         let (gens, transitions): (Vec<Action>, Vec<Action>) =
             actions.into_iter().partition(Action::is_generate);
+        // What the key was when the command first met it.
+        let (before, attempts) = match lost {
+            Some(l) => (l.before, l.attempts),
+            None => (found, 0),
+        };
+        let judged = Revocation {
+            before,
+            attempts: attempts + 1,
+            gens,
+        };
         (
-            Some(Stage::Committing(Judged::Revocation { before, gens })),
+            Some(Stage::Committing(Judged::Revocation(judged))),
             Step::Work(Next::Commit(transitions)),
         )
     }
 
-    fn revocation_committed(
-        &self,
-        before: KeyRecord,
-        gens: Vec<Action>,
-        error: Option<String>,
-    ) -> (Option<Stage>, Step) {
-        let kid = before.kid.clone();
-        let after = self.state;
-        if !after
-            .find(&kid)
+    /// The answer for a key that was `before` and is revoked now.
+    fn revoked(&self, before: &KeyRecord) -> Result<Answer, CommandError> {
+        let promoted = (before.state == KeyState::Active)
+            .then(|| self.state.active(before.alg).map(|k| k.kid.clone()))
+            .flatten();
+        Ok(Answer::Revoked(Revoked {
+            kid: before.kid.clone(),
+            alg: before.alg,
+            was: before.state,
+            promoted,
+        }))
+    }
+
+    fn revocation_committed(&self, r: Revocation, error: Option<String>) -> (Option<Stage>, Step) {
+        let kid = &r.before.kid;
+        if !self
+            .state
+            .find(kid)
             .is_some_and(|k| k.state == KeyState::Revoked)
         {
             let message = format!(
@@ -442,19 +575,11 @@ impl Context<'_> {
             );
             return (None, Step::Answer(Err(CommandError::Failed(message))));
         }
-        let promoted = (before.state == KeyState::Active)
-            .then(|| after.active(before.alg).map(|k| k.kid.clone()))
-            .flatten();
-        let answer = Ok(Answer::Revoked(Revoked {
-            kid,
-            alg: before.alg,
-            was: before.state,
-            promoted,
-        }));
-        if gens.is_empty() {
+        let answer = self.revoked(&r.before);
+        if r.gens.is_empty() {
             (None, Step::Answer(answer))
         } else {
-            (None, Step::Both(answer, Next::Generate(gens)))
+            (None, Step::Both(answer, Next::Generate(r.gens)))
         }
     }
 }

@@ -293,9 +293,130 @@ fn stopping_answers_a_rotation_waiting_for_its_next_key() {
     d.command(CommandId(1), ROTATE, t(2500));
     s.run(&mut d, t(2500));
     assert!(s.answers.is_empty());
-    d.stop(&s.state);
+    d.stop(&s.state, &s.policy, t(2600));
     let Some((_, Ok(Answer::Rotated(r)))) = d.poll_answer() else {
         panic!()
     };
     assert_eq!(r[0].next_kid, None);
+}
+
+/// Lost for the last time it may, to a writer that did the same rotation:
+/// done there, not a failure.
+#[test]
+fn the_last_lost_rotation_is_success_when_it_was_done_elsewhere() {
+    let mut s = Shell::new();
+    let mut d = Driver::new(None);
+    let next = s.next();
+    d.command(CommandId(1), ROTATE, t(2500));
+    for attempt in 1..=ROTATE_ATTEMPTS {
+        let mut work = d.poll(&s.state, &s.policy, t(2500));
+        if work == Some(Work::Sync) {
+            d.synced(Synced::Current);
+            work = d.poll(&s.state, &s.policy, t(2500));
+        }
+        let Some(Work::CommitCommand(actions)) = work else {
+            panic!("attempt {attempt}: {work:?}")
+        };
+        if attempt == ROTATE_ATTEMPTS {
+            // The winner of the last race rotated the same key out.
+            s.commit(&actions, t(2500));
+        }
+        d.command_committed(Committed::Conflict, Some("conflict".into()));
+    }
+    s.hold = true;
+    s.run(&mut d, t(2500));
+    let [(_, Ok(Answer::Rotated(r)))] = &s.answers[..] else {
+        panic!("{:?}", s.answers)
+    };
+    assert!(r[0].by_another_replica);
+    assert_eq!(r[0].kid, next);
+}
+
+/// A revocation that loses its compare-and-set is judged again; when the
+/// winner revoked the same key, it is done.
+#[test]
+fn a_lost_revocation_is_judged_again_and_a_key_revoked_elsewhere_is_done() {
+    let mut s = Shell::new();
+    let mut d = Driver::new(None);
+    let next = s.next();
+    let revoke = Command::Revoke { kid: next.clone() };
+    // Lost to a writer that changed something else: tried again, committed.
+    d.command(CommandId(1), revoke.clone(), t(100));
+    let Some(Work::CommitCommand(_)) = d.poll(&s.state, &s.policy, t(100)) else {
+        panic!()
+    };
+    d.command_committed(Committed::Conflict, Some("conflict".into()));
+    let done = s.run(&mut d, t(100));
+    assert!(
+        matches!(done[..2], [Work::Sync, Work::CommitCommand(_)]),
+        "{done:?}"
+    );
+    assert!(matches!(
+        &s.answers[..],
+        [(CommandId(1), Ok(Answer::Revoked(r)))] if r.kid == next && r.was == KeyState::Next
+    ));
+    // Lost to a writer that revoked the same key: revoked.
+    let next = s.next();
+    d.command(CommandId(2), Command::Revoke { kid: next.clone() }, t(200));
+    let Some(Work::CommitCommand(actions)) = d.poll(&s.state, &s.policy, t(200)) else {
+        panic!()
+    };
+    s.commit(&actions, t(200));
+    d.command_committed(Committed::Conflict, Some("conflict".into()));
+    s.hold = true;
+    let done = s.run(&mut d, t(200));
+    assert!(
+        !done.iter().any(|w| matches!(w, Work::CommitCommand(_))),
+        "{done:?}"
+    );
+    assert!(matches!(
+        &s.answers[1],
+        (CommandId(2), Ok(Answer::Revoked(r))) if r.kid == next && r.was == KeyState::Next
+    ));
+}
+
+/// A command still waiting at its deadline is refused, having changed
+/// nothing: nothing is committed after its caller gave up.
+#[test]
+fn a_command_still_waiting_at_its_deadline_is_refused() {
+    let mut s = Shell::new();
+    let mut d = Driver::new(None);
+    s.hold = true;
+    d.command(CommandId(1), ROTATE, t(2500));
+    s.run(&mut d, t(2500));
+    // The next key is being generated: the second rotation waits for it.
+    d.command(CommandId(2), ROTATE, t(2510));
+    s.run(&mut d, t(2510));
+    let late = t(2510).saturating_add(crate::lifecycle::command::COMMAND_DEADLINE);
+    assert!(d.poll_timeout(&s.state, &s.policy, t(2600)) <= Some(late));
+    let done = s.run(&mut d, late);
+    assert!(
+        !done.iter().any(|w| matches!(w, Work::CommitCommand(_))),
+        "nothing of the command committed: {done:?}"
+    );
+    assert!(
+        s.answers.iter().any(|(id, a)| *id == CommandId(2)
+            && matches!(a, Err(CommandError::Failed(m)) if m.starts_with("gave up after 100 s"))),
+        "{:?}",
+        s.answers
+    );
+}
+
+/// Stopping answers a command whose commit ended on the state it left.
+#[test]
+fn stopping_answers_a_command_whose_commit_ended() {
+    let mut s = Shell::new();
+    let mut d = Driver::new(None);
+    let active = s.active();
+    d.command(CommandId(1), Command::Revoke { kid: active }, t(100));
+    let Some(Work::CommitCommand(actions)) = d.poll(&s.state, &s.policy, t(100)) else {
+        panic!()
+    };
+    s.commit(&actions, t(100));
+    d.command_committed(Committed::Done, None);
+    d.stop(&s.state, &s.policy, t(100));
+    assert!(matches!(
+        d.poll_answer(),
+        Some((CommandId(1), Ok(Answer::Revoked(_))))
+    ));
 }
