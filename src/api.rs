@@ -76,7 +76,40 @@ pub struct ActiveKeyResponse<'a> {
     pub next: Option<NextKeyInfo<'a>>,
 }
 
-/// The next key, in [`ActiveKeyResponse`].
+/// `/v1/keys/active` with `signing_key.export: false` (sign-only): the
+/// active key's public half and times, and no private member. A type of its
+/// own, with no field that could hold private material, rather than
+/// [`ActiveKeyResponse`] with its private members left out: the snapshot
+/// cannot fill in what this type does not have. The `export` member, always
+/// `false`, tells a client which answer it has before it looks for a key
+/// (the exporting answer has no `export` member: it is byte for byte what
+/// it always was). The public JWK is under `public_jwk`, never `jwk`, so
+/// that a client written for the exporting answer fails on a missing `jwk`
+/// rather than taking a public key for a private one.
+#[derive(Serialize)]
+pub struct ActivePublicKeyResponse<'a> {
+    pub kid: &'a str,
+    pub alg: &'static str,
+    pub export: NotExported,
+    /// The active key's entry of the JWK Set.
+    pub public_jwk: PublishedJwk<'a>,
+    pub activated_at: String,
+    pub max_token_lifetime_seconds: u64,
+    pub next: Option<NextKeyInfo<'a>>,
+}
+
+/// The `export` member of [`ActivePublicKeyResponse`]: serialises as
+/// `false`, and is never anything else.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NotExported;
+
+impl Serialize for NotExported {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bool(false)
+    }
+}
+
+/// The next key, in [`ActiveKeyResponse`] and [`ActivePublicKeyResponse`].
 #[derive(Serialize)]
 pub struct NextKeyInfo<'a> {
     pub kid: &'a str,

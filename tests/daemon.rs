@@ -1200,3 +1200,211 @@ async fn the_jwk_set_cors_follows_an_origin_list_and_an_empty_list_turns_it_off(
     assert_eq!(r.status, 204);
     assert_eq!(r.header(header::ALLOW), Some("GET, HEAD, OPTIONS"));
 }
+
+/// The object keys of `v`, at any depth.
+fn member_names(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                out.push(k.clone());
+                member_names(child, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|c| member_names(c, out)),
+        _ => {}
+    }
+}
+
+/// The active key's private scalar `d`, base64url, from its key file (an
+/// unsealed store).
+fn d_of(dir: &std::path::Path, kid: &str, alg: &str) -> String {
+    use base64::Engine as _;
+    let pem = std::fs::read(dir.join("keys").join(format!("{kid}.key"))).unwrap();
+    let key = openssl::pkey::PKey::private_key_from_pem(&pem).unwrap();
+    let raw = match alg {
+        "ES256" => key
+            .ec_key()
+            .unwrap()
+            .private_key()
+            .to_vec_padded(32)
+            .unwrap(),
+        _ => key.rsa().unwrap().d().to_vec(),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// `signing_key.export: false`: `/v1/keys/active` answers the key's public
+/// half and its times, with no private member at all, `/v1/sign` still
+/// signs (verified with jsonwebtoken against the JWK Set), and a cached
+/// answer of the exporting daemon is not revalidated by the sign-only one.
+/// The default (export) answer is the one it always was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_only_mode_hands_out_no_private_key_and_still_signs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let body = |export: &str| {
+        format!(
+            "rotation:\n  every: 1h\ntokens:\n  max_lifetime: 4s\n  clock_skew: 1s\njwks:\n  cache_max_age: 1s\nsigning_key:\n  cache_max_age: 1s\n{export}"
+        )
+    };
+    let mut d = Daemon::start(tmp.path(), &body("")).await;
+    let mut exported_tags = HashMap::new();
+    for alg in ["ES256", "RS256"] {
+        let r = d.active_key(alg).await;
+        assert_eq!(r.status, 200, "{}", r.error_message());
+        let v = r.json().unwrap();
+        let members: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            members,
+            [
+                "kid",
+                "alg",
+                "jwk",
+                "pem",
+                "activated_at",
+                "max_token_lifetime_seconds",
+                "next"
+            ],
+            "the default answer is unchanged: {v}"
+        );
+        let kid = v["kid"].as_str().unwrap();
+        assert_eq!(v["jwk"]["d"], d_of(tmp.path(), kid, alg).as_str());
+        assert!(v["pem"].as_str().unwrap().contains("PRIVATE KEY"));
+        exported_tags.insert(alg, r.header(header::ETAG).unwrap().to_owned());
+    }
+    assert!(!d.wait_events("signing key pulled").await.is_empty());
+    let out = std::process::Command::new(BIN)
+        .args(["check-config", "-c"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("the signing key is exported"),
+        "check-config: {text}"
+    );
+
+    assert_eq!(d.stop().code(), Some(0));
+    write_config(tmp.path(), &body("  export: false\n"));
+    let out = std::process::Command::new(BIN)
+        .args(["check-config", "-c"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("the signing key is not exported"),
+        "check-config: {text}"
+    );
+    d.restart().await;
+    let jwks = d.jwks().await;
+    for alg in ["ES256", "RS256"] {
+        let url = format!("{}/v1/keys/active?alg={alg}", d.admin);
+        let old_tag = exported_tags[alg].as_str();
+        let r = d
+            .client
+            .send(
+                Method::GET,
+                &url,
+                Some(&d.signer),
+                &[(header::IF_NONE_MATCH, old_tag)],
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status, 200,
+            "the exporting daemon's cached answer was revalidated"
+        );
+        let text = String::from_utf8(r.body.to_vec()).unwrap();
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let kid = v["kid"].as_str().unwrap().to_owned();
+        let mut names = Vec::new();
+        member_names(&v, &mut names);
+        for private in [
+            "d", "p", "q", "dp", "dq", "qi", "oth", "k", "pem", "private", "jwk",
+        ] {
+            assert!(
+                !names.iter().any(|n| n == private),
+                "{alg}: {private} in the sign-only answer: {text}"
+            );
+        }
+        assert!(!text.contains("PRIVATE KEY"), "{text}");
+        assert!(
+            !text.contains(&d_of(tmp.path(), &kid, alg)),
+            "{alg}: the private scalar in the answer"
+        );
+        let members: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            members,
+            [
+                "kid",
+                "alg",
+                "export",
+                "public_jwk",
+                "activated_at",
+                "max_token_lifetime_seconds",
+                "next"
+            ],
+            "{v}"
+        );
+        assert_eq!(v["export"], false);
+        assert_eq!(v["alg"], alg);
+        assert_eq!(v["max_token_lifetime_seconds"], 4);
+        assert!(v["next"]["kid"].is_string(), "{v}");
+        // The public JWK is the JWK Set's entry for the kid.
+        let published = jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid.as_str())
+            .expect("the active key is published");
+        assert_eq!(&v["public_jwk"], published);
+        let cc = r.header(header::CACHE_CONTROL).unwrap();
+        assert!(cc.starts_with("private, max-age="), "{cc}");
+        let tag = r.header(header::ETAG).unwrap().to_owned();
+        assert_ne!(tag, old_tag);
+        let again = d
+            .client
+            .send(
+                Method::GET,
+                &url,
+                Some(&d.signer),
+                &[(header::IF_NONE_MATCH, tag.as_str())],
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(again.status, 304);
+        let head = d
+            .client
+            .send(Method::HEAD, &url, Some(&d.signer), &[], None)
+            .await
+            .unwrap();
+        assert_eq!(head.status, 200);
+        assert_eq!(head.header(header::ETAG), Some(tag.as_str()));
+
+        // Signing goes on, with the key the answer names.
+        let r = d.sign(alg, json!({"sub": "sign-only"})).await;
+        assert_eq!(r.status, 200, "{}", r.error_message());
+        let s = r.json().unwrap();
+        assert_eq!(s["kid"], kid.as_str());
+        let token = s["token"].as_str().unwrap();
+        let set: JwkSet = serde_json::from_value(jwks.clone()).unwrap();
+        let head = jsonwebtoken::decode_header(token).unwrap();
+        assert_eq!(head.kid.as_deref(), Some(kid.as_str()));
+        let key = DecodingKey::from_jwk(set.find(&kid).unwrap()).unwrap();
+        let mut val = Validation::new(alg_of(alg));
+        val.validate_aud = false;
+        let claims = jsonwebtoken::decode::<Value>(token, &key, &val)
+            .unwrap()
+            .claims;
+        assert_eq!(claims["sub"], "sign-only");
+    }
+    // (The log reaches the test through a reader thread.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        d.events("signing key pulled").is_empty(),
+        "no private key was pulled"
+    );
+}

@@ -13,11 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use hyper::Method;
 use hyper::header::{self, HeaderName};
 use jwksd::api::{
-    ErrorBody, Health, Readiness, Revoked, RotateRequest, RotateResponse, Rotated, SignRequest,
-    SignResponse, TooEarly,
+    ActivePublicKeyResponse, ErrorBody, Health, NextKeyInfo, NotExported, Readiness, Revoked,
+    RotateRequest, RotateResponse, Rotated, SignRequest, SignResponse, TooEarly,
 };
 use jwksd::http::routes::{Listener, ROUTES};
-use jwksd::keys::{Alg, Kid};
+use jwksd::keys::{Alg, Kid, PublicKey, PublishedJwk};
 use jwksd::lifecycle::KeyState;
 use serde_json::{Value, json};
 use support::daemon::{Daemon, FAST};
@@ -367,7 +367,33 @@ fn wire_examples() -> Vec<(&'static str, Value)> {
         next_kid: full.then(|| kid.clone()),
         by_another_replica: full,
     };
+    let ec = PublicKey::Ec {
+        crv: "P-256".into(),
+        x: "eA".into(),
+        y: "eQ".into(),
+    };
+    let rsa = PublicKey::Rsa {
+        n: "bg".into(),
+        e: "AQAB".into(),
+    };
+    let public_answer = |alg: Alg, public: &PublicKey, next: bool| {
+        to_value(&ActivePublicKeyResponse {
+            kid: kid.as_str(),
+            alg: alg.as_str(),
+            export: NotExported,
+            public_jwk: PublishedJwk::new(&kid, alg, public),
+            activated_at: "2026-01-01T00:00:00.000Z".into(),
+            max_token_lifetime_seconds: 60,
+            next: next.then(|| NextKeyInfo {
+                kid: kid.as_str(),
+                earliest_activation: "2026-01-01T00:06:00.000Z".into(),
+                scheduled_activation: None,
+            }),
+        })
+    };
     vec![
+        ("ActivePublicKey", public_answer(Alg::ES256, &ec, true)),
+        ("ActivePublicKey", public_answer(Alg::RS256, &rsa, false)),
         (
             "Error",
             to_value(&ErrorBody {
@@ -482,6 +508,7 @@ fn the_wire_types_are_the_schemas() {
         }
     }
     v.assert_covered(&[
+        "ActivePublicKey",
         "Error",
         "TooEarly",
         "Health",
@@ -694,4 +721,68 @@ async fn every_route_answers_as_documented_on_a_real_daemon() {
         "SignResponse",
         "TooEarly",
     ]);
+}
+
+/// `signing_key.export: false` on a real daemon: `/v1/keys/active` answers
+/// the documented sign-only schema (and not the exporting one), with the
+/// documented headers, and `304` on its tag; `/v1/sign` as documented.
+#[tokio::test]
+async fn the_sign_only_answer_is_documented_on_a_real_daemon() {
+    let spec = spec();
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        dir.path(),
+        &FAST.replace("signing_key:\n", "signing_key:\n  export: false\n"),
+    )
+    .await;
+    let mut v = Validator::new(&spec);
+    for alg in ["ES256", "RS256"] {
+        let url = format!("{}/v1/keys/active?alg={alg}", d.admin);
+        let r = d.client.get(&url, Some(&d.signer)).await.unwrap();
+        let at = format!("GET {url} -> {}", r.status);
+        assert_eq!(r.status, 200, "{at}: {}", r.error_message());
+        let doc = documented(&spec, "/v1/keys/active", "get", 200).unwrap();
+        let schema = doc["content"]["application/json"]["schema"].clone();
+        let value: Value = serde_json::from_slice(&r.body).unwrap();
+        if let Err(e) = v.check(&value, &schema, &at, None, true) {
+            panic!("{at}: {e}");
+        }
+        v.component("ActivePublicKey", &value).unwrap();
+        assert!(
+            Validator::new(&spec)
+                .component("ActiveKey", &value)
+                .is_err(),
+            "{at}: the sign-only answer passes for the exporting one: {value}"
+        );
+        assert_eq!(value["export"], false);
+        let cc = r.header(header::CACHE_CONTROL).unwrap();
+        assert!(
+            cc == "no-store"
+                || cc
+                    .strip_prefix("private, max-age=")
+                    .is_some_and(|n| n.parse::<u64>().is_ok()),
+            "{at}: Cache-Control {cc}"
+        );
+        let tag = r.header(header::ETAG).unwrap().to_owned();
+        let again = d
+            .client
+            .send(
+                Method::GET,
+                &url,
+                Some(&d.signer),
+                &[(header::IF_NONE_MATCH, tag.as_str())],
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(again.status, 304);
+        assert!(documented(&spec, "/v1/keys/active", "get", 304).is_some());
+        let r = d.sign(alg, json!({"sub": "a"})).await;
+        assert_eq!(r.status, 200, "{}", r.error_message());
+        let doc = documented(&spec, "/v1/sign", "post", 200).unwrap();
+        let schema = doc["content"]["application/json"]["schema"].clone();
+        v.check(&r.json().unwrap(), &schema, "sign", None, true)
+            .unwrap();
+    }
+    v.assert_covered(&["ActivePublicKey", "PublishedJwk", "NextKey", "SignResponse"]);
 }

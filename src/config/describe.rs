@@ -80,6 +80,13 @@ impl Config {
             "public listener {}, admin listener {}; keys in {store}\n",
             self.listen.public, self.listen.admin
         ));
+        out.push_str(if self.signing_key.export {
+            "the signing key is exported: GET /v1/keys/active hands the private key to signer-token \
+             holders (signing_key.export: true)\n"
+        } else {
+            "the signing key is not exported (sign-only): GET /v1/keys/active answers the public key \
+             only, auth servers sign through POST /v1/sign (signing_key.export: false)\n"
+        });
         Ok(out)
     }
 }
@@ -96,5 +103,13 @@ mod tests {
         assert!(d.contains("published at least 6m before they sign"), "{d}");
         assert!(d.contains("stays published 1day 2m"), "{d}");
         assert!(d.contains("2026-11-27T03:00:00.000Z"), "{d}");
+        assert!(d.contains("the signing key is exported"), "{d}");
+        let c = parse("signing_key:\n  export: false\n").unwrap();
+        let d = c.describe(&c.policy(now()).unwrap(), now()).unwrap();
+        assert!(
+            d.contains("the signing key is not exported (sign-only)"),
+            "{d}"
+        );
+        assert!(!d.contains("is exported"), "{d}");
     }
 }

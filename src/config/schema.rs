@@ -123,6 +123,7 @@ impl Default for SigningKey {
     fn default() -> Self {
         SigningKey {
             cache_max_age: HumanDuration(Duration::from_secs(60)),
+            export: true,
         }
     }
 }
@@ -208,6 +209,10 @@ pub struct Jwks {
 #[serde(deny_unknown_fields, default)]
 pub struct SigningKey {
     pub cache_max_age: HumanDuration,
+    /// Whether `GET /v1/keys/active` hands out the private key (its JWK and
+    /// PEM). `false` is sign-only: the answer carries the public JWK and
+    /// the times, and auth servers sign through `/v1/sign`.
+    pub export: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]

@@ -35,7 +35,7 @@ pub use crate::lifecycle::readiness::NotCurrent;
 pub use handle::{CallError, Handle};
 pub use shared::{ACTIVE_KEY_WAIT, CommitInFlight, Shared, SyncFailure};
 pub use signing::SignError;
-pub use snapshot::{ActiveKey, Snapshot};
+pub use snapshot::{ActiveKey, Export, Snapshot};
 
 /// The daemon's core, running: the scheduler (the one writer), the signing
 /// task and, with a shared store, the lease holder and the change listener.
@@ -99,6 +99,7 @@ pub fn spawn(
         shutdown: shutdown.clone(),
         replication,
         staging: Default::default(),
+        export: snapshot::Export::from_config(config.signing_key.export),
     };
     let scheduler = tokio::spawn(scheduler.run());
     tokio::spawn(signing::run(shared.clone(), sign_rx));

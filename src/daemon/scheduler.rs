@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use crate::clock::Clock;
 use crate::daemon::request::{Reply, Request};
 use crate::daemon::shared::{Shared, SyncFailure};
-use crate::daemon::snapshot::Snapshot;
+use crate::daemon::snapshot::{Export, Snapshot};
 use crate::keyring::{Event, ExecuteError, Executed, Keyring, StagingGate, generate_staged_gated};
 use crate::keys::{Alg, KeyMaterial};
 use crate::lifecycle::{
@@ -47,6 +47,8 @@ pub struct Scheduler {
     pub replication: Option<Replication>,
     /// Closed at shutdown: key generations in flight stage nothing more.
     pub staging: Arc<StagingGate>,
+    /// What `/v1/keys/active` hands out (`signing_key.export`).
+    pub export: Export,
 }
 
 /// How a replica learns what others changed.
@@ -466,9 +468,12 @@ impl Scheduler {
     pub async fn publish(&self) {
         let ring = self.ring.clone();
         let policy = self.policy.clone();
+        let export = self.export;
         let now = self.clock.now();
-        let built =
-            tokio::task::spawn_blocking(move || Snapshot::build(&lock(&ring), &policy, now)).await;
+        let built = tokio::task::spawn_blocking(move || {
+            Snapshot::build(&lock(&ring), &policy, export, now)
+        })
+        .await;
         match built {
             Ok(Ok(snap)) => {
                 for alg in Alg::ALL {

@@ -12,7 +12,7 @@ use josekit::jws::JwsSigner;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::api::{ActiveKeyResponse, Jwks, NextKeyInfo};
+use crate::api::{ActiveKeyResponse, ActivePublicKeyResponse, Jwks, NextKeyInfo, NotExported};
 use crate::keyring::Keyring;
 use crate::keys::{Alg, KeyError, Kid, PublishedJwk, SecretBuf};
 use crate::lifecycle::{
@@ -21,12 +21,35 @@ use crate::lifecycle::{
 };
 use crate::time::Timestamp;
 
+/// What `/v1/keys/active` hands out: `signing_key.export`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Export {
+    /// The private key, as a JWK and a PEM (`export: true`, the default).
+    PrivateKey,
+    /// The public JWK only (`export: false`, sign-only): no private-key
+    /// body is ever built.
+    PublicOnly,
+}
+
+impl Export {
+    pub fn from_config(export: bool) -> Export {
+        if export {
+            Export::PrivateKey
+        } else {
+            Export::PublicOnly
+        }
+    }
+}
+
 /// The active key of one algorithm, ready to sign and to hand out.
 pub struct ActiveKey {
     pub kid: Kid,
     pub alg: Alg,
     pub signer: Box<dyn JwsSigner>,
-    /// The `/v1/keys/active` response body: holds the private key.
+    /// What [`Self::response`] holds.
+    pub export: Export,
+    /// The `/v1/keys/active` response body: holds the private key when
+    /// `export` is [`Export::PrivateKey`], no private member otherwise.
     pub response: Zeroizing<Vec<u8>>,
     pub etag: String,
 }
@@ -73,8 +96,14 @@ pub fn strong_etag(bytes: &[u8]) -> String {
 
 impl Snapshot {
     /// Builds the snapshot for the key ring as it is now. Parses the active
-    /// keys (RSA takes milliseconds): call it on a blocking thread.
-    pub fn build(ring: &Keyring, policy: &Policy, now: Timestamp) -> Result<Snapshot, KeyError> {
+    /// keys (RSA takes milliseconds): call it on a blocking thread. `export`
+    /// decides the `/v1/keys/active` bodies prepared.
+    pub fn build(
+        ring: &Keyring,
+        policy: &Policy,
+        export: Export,
+        now: Timestamp,
+    ) -> Result<Snapshot, KeyError> {
         let state = ring.state();
         let (jwks_body, jwks_etag) = render_jwks(state);
         // Timeline answers as the planner's first step will record them.
@@ -107,46 +136,76 @@ impl Snapshot {
                     scheduled_activation: scheduled,
                 }
             });
-            // Every private member stays in a zeroizing buffer, from
-            // OpenSSL's key to the response body (see runbook.md).
-            let jwk = key.private_jwk()?;
-            let pem = key.pkcs8_pem()?;
             let activated = rec.activated_at.unwrap_or(rec.published_at);
-            let response = ActiveKeyResponse {
-                kid: rec.kid.as_str(),
-                alg: alg.as_str(),
-                jwk: Some(jwk),
-                pem: Some(&pem),
-                activated_at: activated.to_rfc3339(),
-                max_token_lifetime_seconds: policy.max_token_lifetime.as_secs(),
-                next: next_info,
+            let (response, etag) = match export {
+                Export::PrivateKey => {
+                    // Every private member stays in a zeroizing buffer, from
+                    // OpenSSL's key to the response body (see runbook.md).
+                    let jwk = key.private_jwk()?;
+                    let pem = key.pkcs8_pem()?;
+                    let response = ActiveKeyResponse {
+                        kid: rec.kid.as_str(),
+                        alg: alg.as_str(),
+                        jwk: Some(jwk),
+                        pem: Some(&pem),
+                        activated_at: activated.to_rfc3339(),
+                        max_token_lifetime_seconds: policy.max_token_lifetime.as_secs(),
+                        next: next_info,
+                    };
+                    // Straight into a buffer that wipes what it leaves behind
+                    // as it grows (an RSA-4096 body is about 7 KiB).
+                    let mut body = SecretBuf::with_capacity(8192);
+                    serde_json::to_writer(&mut body, &response).map_err(|e| KeyError::Parse {
+                        alg,
+                        reason: e.to_string(),
+                    })?;
+                    let body = body.into_inner();
+                    // The ETag covers the whole body without hashing private
+                    // key material: it hashes the body minus `jwk` and `pem`,
+                    // which the kid determines (the RFC 7638 thumbprint of
+                    // the public key, checked at load; one private key per
+                    // public key). Stable across restarts, unlike a keyed
+                    // hash under a per-process key.
+                    let public_part = ActiveKeyResponse {
+                        jwk: None,
+                        pem: None,
+                        ..response
+                    };
+                    let etag = strong_etag(&serde_json::to_vec(&public_part).unwrap_or_default());
+                    (body, etag)
+                }
+                Export::PublicOnly => {
+                    // Sign-only: neither the private JWK nor the PEM is
+                    // made, so this endpoint holds no copy of the key.
+                    let response = ActivePublicKeyResponse {
+                        kid: rec.kid.as_str(),
+                        alg: alg.as_str(),
+                        export: NotExported,
+                        public_jwk: PublishedJwk::new(&rec.kid, alg, &rec.public),
+                        activated_at: activated.to_rfc3339(),
+                        max_token_lifetime_seconds: policy.max_token_lifetime.as_secs(),
+                        next: next_info,
+                    };
+                    let body = serde_json::to_vec(&response).map_err(|e| KeyError::Parse {
+                        alg,
+                        reason: e.to_string(),
+                    })?;
+                    // The body holds nothing secret: its own hash. It differs
+                    // from every exporting answer's tag (`export` and
+                    // `public_jwk` are in it), so a private key cached from
+                    // an exporting daemon is not revalidated by this one.
+                    let etag = strong_etag(&body);
+                    (Zeroizing::new(body), etag)
+                }
             };
-            // Straight into a buffer that wipes what it leaves behind as it
-            // grows (an RSA-4096 body is about 7 KiB).
-            let mut body = SecretBuf::with_capacity(8192);
-            serde_json::to_writer(&mut body, &response).map_err(|e| KeyError::Parse {
-                alg,
-                reason: e.to_string(),
-            })?;
-            let body = body.into_inner();
-            // The ETag covers the whole body without hashing private key
-            // material: it hashes the body minus `jwk` and `pem`, which the
-            // kid determines (the RFC 7638 thumbprint of the public key,
-            // checked at load; one private key per public key). Stable
-            // across restarts, unlike a keyed hash under a per-process key.
-            let public_part = ActiveKeyResponse {
-                jwk: None,
-                pem: None,
-                ..response
-            };
-            let etag = strong_etag(&serde_json::to_vec(&public_part).unwrap_or_default());
             active.insert(
                 alg,
                 Arc::new(ActiveKey {
                     kid: rec.kid.clone(),
                     alg,
                     signer: key.signer()?,
-                    response: body,
+                    export,
+                    response,
                     etag,
                 }),
             );

@@ -20,7 +20,7 @@ use crate::api::{KeysResponse, Revoked, RotateRequest, RotateResponse, TooEarly}
 mod refusal;
 mod sign;
 
-use crate::daemon::{ActiveKey, CallError, CommandError, Handle, NotCurrent, Snapshot};
+use crate::daemon::{ActiveKey, CallError, CommandError, Export, Handle, NotCurrent, Snapshot};
 use crate::http::auth::{AuthError, FailureLimiter, Role, Tokens};
 use crate::http::{
     Body, Limits, bytes_response, cache_control, error, if_none_match, json, method_not_allowed,
@@ -262,7 +262,14 @@ async fn active_key(
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        tracing::info!(role = role.as_str(), peer = %peer, alg = %alg, kid = %active.kid, "signing key pulled");
+        match active.export {
+            Export::PrivateKey => {
+                tracing::info!(role = role.as_str(), peer = %peer, alg = %alg, kid = %active.kid, "signing key pulled");
+            }
+            Export::PublicOnly => {
+                tracing::debug!(role = role.as_str(), peer = %peer, alg = %alg, kid = %active.kid, "active key read (sign-only)");
+            }
+        }
         // No copy: the body sent is the snapshot's own zeroizing buffer,
         // kept alive by the response and wiped when the snapshot and every
         // response that holds it are dropped.
