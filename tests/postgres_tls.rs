@@ -78,8 +78,10 @@ fn verify_full_checks_the_ca_and_the_host_name_and_failures_say_what_to_set() {
         |mode: &str, root: &Path| format!("sslmode={mode}&sslrootcert={}", root.display());
 
     // The right CA and a name the certificate carries.
+    // The state answers (its version is whatever the other tests of this
+    // file, which share the database and run beside this one, committed).
     let s = connect(&url("localhost", with_root("verify-full", right_file))).unwrap();
-    assert_eq!(s.version().unwrap(), 0);
+    s.version().unwrap();
     // The chain only: any host name.
     connect(&url("127.0.0.1", with_root("verify-ca", right_file))).unwrap();
     // libpq's meaning: encrypted, not verified.
