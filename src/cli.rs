@@ -653,7 +653,7 @@ fn row(cells: &[&str], widths: &[usize]) -> String {
     line.trim_end().to_owned()
 }
 
-/// Renders `GET /v1/keys` as a table, in the order [`KEYS_ABOUT`] states.
+/// Renders `GET /v1/keys` as a table, in the order `KEYS_ABOUT` states.
 pub fn keys_table(v: &KeysResponse<'_>) -> String {
     let short = |t: Option<Timestamp>| -> String {
         t.map(|t| {

@@ -219,8 +219,9 @@ impl Commands {
     ) -> Option<Next> {
         let mut i = 0;
         while i < self.pending.len() {
-            let due = match &self.pending[i].stage {
-                Stage::Queued { at, .. } => *at <= now,
+            let p = &self.pending[i];
+            let due = match &p.stage {
+                Stage::Queued { at, .. } => *at <= now || p.deadline <= now,
                 Stage::Committing(_) => false,
                 Stage::Committed { .. } | Stage::Answering { .. } => true,
             };
