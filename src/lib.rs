@@ -42,7 +42,8 @@
 //!   (generate, stage, commit).
 //! - [`config`]: the YAML configuration, validated, and the policy it sets:
 //!   `schema` the structs and their defaults (the one source of them),
-//!   `duration` durations with units, `locate` the line of a field for
+//!   `de` the reader of the parsed YAML into them (errors in the
+//!   configuration's words), `duration` durations with units, `locate` the line of a field for
 //!   errors, `validate` the checks (the policy's among them), `describe`
 //!   check-config's account, `env` every `JWKSD_*` variable the daemon reads
 //!   and the file it falls back to (master keys open there).

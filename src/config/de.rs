@@ -9,6 +9,10 @@
 //! asks for (a whole number, text, a list, a section, one of a few words),
 //! so a value of the wrong kind is described from that, not from serde's
 //! "invalid type: ..., expected u32".
+//!
+//! One file, over 500 lines: a serde `Deserializer` is one trait of some
+//! thirty methods over one value walker, and its error type; split, the
+//! parts would only call each other.
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -5,10 +5,11 @@
 //! (months, years) are refused. Errors name the field, the line and what is
 //! expected.
 //!
-//! Split by concern: `schema` (the structs and their defaults), `duration`,
-//! `error`, `locate` (lines for errors), `validate`, `describe`, `env` (every
-//! `JWKSD_*` variable); this file reads and parses, and turns a
-//! configuration into its policy.
+//! Split by concern: `schema` (the structs and their defaults), `de` (reads
+//! the parsed YAML into the schema, with errors in the configuration's
+//! words and their path as data), `duration`, `error`, `locate` (lines for
+//! errors), `validate`, `describe`, `env` (every `JWKSD_*` variable); this
+//! file reads and parses, and turns a configuration into its policy.
 
 mod de;
 mod describe;

@@ -1,6 +1,6 @@
 //! The scheduler: the one task that changes the key ring. It performs what
-//! the [`Driver`] decides (commits and key generations, on blocking
-//! threads), feeds it what happened (a commit's or a generation's outcome,
+//! the [`Driver`] decides (commits on blocking threads, key generations on
+//! threads of their own), feeds it what happened (a commit's or a generation's outcome,
 //! a read of the shared state, leadership, an operator's command), sleeps
 //! until the driver's next wake-up (or a command, a change notification, a
 //! generation finishing), hands the driver's answers to the operators who

@@ -59,33 +59,43 @@ impl Cors {
 
     /// The CORS headers of an answer (GET, HEAD) to a request from `origin`.
     pub fn response(&self, origin: Option<&HeaderValue>, h: &mut HeaderMap) {
-        self.vary(h);
-        if let Some(v) = self.allow_origin(origin) {
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-            h.insert(
-                header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static(EXPOSE_HEADERS),
-            );
-        }
+        self.headers(
+            origin,
+            h,
+            &[(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE_HEADERS)],
+        );
     }
 
     /// The CORS headers of a preflight (OPTIONS) from `origin`.
     pub fn preflight(&self, origin: Option<&HeaderValue>, h: &mut HeaderMap) {
+        let max_age = HeaderValue::from(MAX_AGE_SECONDS);
+        self.headers(
+            origin,
+            h,
+            &[
+                (header::ACCESS_CONTROL_ALLOW_METHODS, ALLOW_METHODS),
+                (header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOW_HEADERS),
+            ],
+        );
+        if h.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+            h.insert(header::ACCESS_CONTROL_MAX_AGE, max_age);
+        }
+    }
+
+    /// `Vary`, and for an allowed origin `Access-Control-Allow-Origin` with
+    /// `extra`.
+    fn headers(
+        &self,
+        origin: Option<&HeaderValue>,
+        h: &mut HeaderMap,
+        extra: &[(header::HeaderName, &'static str)],
+    ) {
         self.vary(h);
         if let Some(v) = self.allow_origin(origin) {
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_METHODS,
-                HeaderValue::from_static(ALLOW_METHODS),
-            );
-            h.insert(
-                header::ACCESS_CONTROL_ALLOW_HEADERS,
-                HeaderValue::from_static(ALLOW_HEADERS),
-            );
-            h.insert(
-                header::ACCESS_CONTROL_MAX_AGE,
-                HeaderValue::from(MAX_AGE_SECONDS),
-            );
+            for (name, value) in extra {
+                h.insert(name.clone(), HeaderValue::from_static(value));
+            }
         }
     }
 }

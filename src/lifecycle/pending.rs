@@ -8,6 +8,9 @@
 //! judged again on what the winner committed; when the winner rotated the
 //! same keys out, it is done there: "already rotated" is success.
 //!
+//! One file, over 500 lines: one state machine, a command's stages and the
+//! step taken from each, which reads best whole.
+//!
 //! [`Driver`]: crate::lifecycle::Driver
 
 use std::collections::VecDeque;
@@ -51,6 +54,17 @@ struct Pending {
     /// a next key, or after losing to other writers again and again) is
     /// refused rather than carried out after its caller gave up.
     deadline: Timestamp,
+}
+
+impl Pending {
+    fn new(id: CommandId, command: Command, stage: Stage, deadline: Timestamp) -> Pending {
+        Pending {
+            id,
+            command,
+            stage,
+            deadline,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -187,15 +201,8 @@ impl Commands {
                 error,
             }
         };
-        self.pending.insert(
-            i,
-            Pending {
-                id,
-                command,
-                stage,
-                deadline,
-            },
-        );
+        self.pending
+            .insert(i, Pending::new(id, command, stage, deadline));
     }
 
     /// Whether a commit of a command is in flight (nothing else is done
@@ -253,15 +260,8 @@ impl Commands {
                 at.advance(&command, stage)
             };
             if let Some(stage) = stage {
-                self.pending.insert(
-                    i,
-                    Pending {
-                        id,
-                        command,
-                        stage,
-                        deadline,
-                    },
-                );
+                self.pending
+                    .insert(i, Pending::new(id, command, stage, deadline));
                 i += 1;
             }
             let (answer, work) = match step {
