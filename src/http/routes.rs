@@ -70,33 +70,20 @@ const fn route(
 
 /// Every route of both listeners. Order matters only where two templates
 /// could match one path: the first wins.
+// A table: one route a line.
+#[rustfmt::skip]
 pub const ROUTES: &[Route] = &[
     // OPTIONS: the CORS preflight (`jwks.cors_allow_origins`); without CORS
     // a plain 204 with `Allow`.
-    route(
-        Listener::Public,
-        JWKS_PATH,
-        "GET, HEAD, OPTIONS",
-        Endpoint::Jwks,
-    ),
+    route(Listener::Public, JWKS_PATH, "GET, HEAD, OPTIONS", Endpoint::Jwks),
     route(Listener::Public, "/healthz", "GET, HEAD", Endpoint::Healthz),
     route(Listener::Public, "/readyz", "GET, HEAD", Endpoint::Readyz),
     route(Listener::Admin, "/metrics", "GET", Endpoint::Metrics),
-    route(
-        Listener::Admin,
-        "/v1/keys/active",
-        "GET, HEAD",
-        Endpoint::ActiveKey,
-    ),
+    route(Listener::Admin, "/v1/keys/active", "GET, HEAD", Endpoint::ActiveKey),
     route(Listener::Admin, "/v1/sign", "POST", Endpoint::Sign),
     route(Listener::Admin, "/v1/keys", "GET, HEAD", Endpoint::Keys),
     route(Listener::Admin, "/v1/rotate", "POST", Endpoint::Rotate),
-    route(
-        Listener::Admin,
-        "/v1/keys/{kid}/revoke",
-        "POST",
-        Endpoint::Revoke,
-    ),
+    route(Listener::Admin, "/v1/keys/{kid}/revoke", "POST", Endpoint::Revoke),
 ];
 
 /// The route of `listener` that `path` names, and the value of its
