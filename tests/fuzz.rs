@@ -21,6 +21,7 @@ fn now() -> Timestamp {
 fn rules() -> SignRules<'static> {
     SignRules {
         algorithms: &[Alg::ES256, Alg::RS256],
+        served: &[],
         max_token_lifetime: Duration::from_secs(900),
         clock_skew: Duration::from_secs(60),
         issuer: Some("https://issuer.example"),

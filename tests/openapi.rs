@@ -488,6 +488,7 @@ fn alg_is_required_by_the_spec_and_optional_on_the_wire() {
     assert!(v.component("SignRequest", &without).is_err());
     let sign_rules = jwksd::http::admin::SignRules {
         algorithms: &[Alg::ES256],
+        served: &[],
         max_token_lifetime: std::time::Duration::from_secs(60),
         clock_skew: std::time::Duration::from_secs(1),
         issuer: None,

@@ -465,3 +465,58 @@ async fn store_copy_moves_keys_between_a_directory_and_postgres() {
     assert_eq!(files, kids.iter().cloned().collect());
     let _: Value = json!({});
 }
+
+/// A replica whose configuration says more than the leader's (a longer
+/// `signing_key.cache_max_age` and `tokens.max_lifetime`) promises signers
+/// no more than the active key records: the retention that keeps the key
+/// published comes from that record, so a longer max-age or token from
+/// this replica could outlive the key's place in the JWK Set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_promises_no_more_than_the_active_key_records() {
+    let url = cluster().database("promised");
+    let tmp = tempfile::tempdir().unwrap();
+    let env = [("JWKSD_STORE_URL", url.as_str()), ("JWKSD_MASTER_KEY", MK)];
+    // The leader, on the FAST timeline: signer cache 1 s, tokens 4 s.
+    let dir = tmp.path().join("leader");
+    let config = write_config(&dir, &format!("{FAST}{REPLICA}"));
+    let leader = Daemon::start_with(&dir, &config, &env).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leader.metric("jwksd_leader").await != Some(1.0) {
+        assert!(Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A replica that would promise 10 s of each.
+    let more = "rotation:\n  every: 3s\ntokens:\n  max_lifetime: 10s\n  clock_skew: 1s\n\
+                jwks:\n  cache_max_age: 1s\nsigning_key:\n  cache_max_age: 10s\n";
+    let dir = tmp.path().join("replica");
+    let config = write_config(&dir, &format!("{more}{REPLICA}"));
+    let replica = Daemon::start_with(&dir, &config, &env).await;
+    assert_eq!(replica.metric("jwksd_leader").await, Some(0.0));
+
+    let r = replica.active_key("ES256").await;
+    assert_eq!(r.status, 200);
+    let cc = r.headers["cache-control"].to_str().unwrap().to_owned();
+    let max_age: u64 = cc
+        .rsplit("max-age=")
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{cc}"));
+    assert!(max_age <= 1, "the replica serves {cc}; the key records 1 s");
+    assert_eq!(r.json().unwrap()["max_token_lifetime_seconds"], 4);
+
+    // Signed tokens: no longer than the record, even asked for.
+    let r = replica.sign("ES256", json!({"sub": "a"})).await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let token = r.json().unwrap()["token"].as_str().unwrap().to_owned();
+    let claims = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims).unwrap(),
+    )
+    .unwrap();
+    let lifetime = claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap();
+    assert_eq!(lifetime, 4, "{claims}");
+    let now = Timestamp::from_system(std::time::SystemTime::now()).unix_seconds();
+    let r = replica.sign("ES256", json!({"exp": now + 8})).await;
+    assert_eq!(r.status, 422, "{:?}", r.json());
+    assert_eq!(r.json().unwrap()["code"], "lifetime_too_long");
+}

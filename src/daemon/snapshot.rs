@@ -16,8 +16,8 @@ use crate::api::{ActiveKeyResponse, ActivePublicKeyResponse, Jwks, NextKeyInfo, 
 use crate::keyring::Keyring;
 use crate::keys::{Alg, KeyError, Kid, PublishedJwk, SecretBuf};
 use crate::lifecycle::{
-    KeyState, KeyringState, Policy, Upcoming, UpcomingEvent, earliest_activation, upcoming,
-    with_promises,
+    KeyState, KeyringState, Policy, Promised, Upcoming, UpcomingEvent, earliest_activation,
+    upcoming, with_promises,
 };
 use crate::time::Timestamp;
 
@@ -52,6 +52,9 @@ pub struct ActiveKey {
     /// `export` is [`Export::PrivateKey`], no private member otherwise.
     pub response: Zeroizing<Vec<u8>>,
     pub etag: String,
+    /// What this process may promise signers of this key: its own values,
+    /// capped to the key's record ([`Policy::served`]).
+    pub served: Promised,
 }
 
 pub struct Snapshot {
@@ -137,6 +140,7 @@ impl Snapshot {
                 }
             });
             let activated = rec.activated_at.unwrap_or(rec.published_at);
+            let served = policy.served(&rec.promised);
             let (response, etag) = match export {
                 Export::PrivateKey => {
                     // Every private member stays in a zeroizing buffer, from
@@ -149,7 +153,7 @@ impl Snapshot {
                         jwk: Some(jwk),
                         pem: Some(&pem),
                         activated_at: activated.to_rfc3339(),
-                        max_token_lifetime_seconds: policy.max_token_lifetime.as_secs(),
+                        max_token_lifetime_seconds: served.max_token_lifetime().as_secs(),
                         next: next_info,
                     };
                     // Straight into a buffer that wipes what it leaves behind
@@ -183,7 +187,7 @@ impl Snapshot {
                         export: NotExported,
                         public_jwk: PublishedJwk::new(&rec.kid, alg, &rec.public),
                         activated_at: activated.to_rfc3339(),
-                        max_token_lifetime_seconds: policy.max_token_lifetime.as_secs(),
+                        max_token_lifetime_seconds: served.max_token_lifetime().as_secs(),
                         next: next_info,
                     };
                     let body = serde_json::to_vec(&response).map_err(|e| KeyError::Parse {
@@ -207,6 +211,7 @@ impl Snapshot {
                     export,
                     response,
                     etag,
+                    served,
                 }),
             );
         }

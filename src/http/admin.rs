@@ -74,9 +74,10 @@ impl AdminApi {
         }
     }
 
-    /// `Cache-Control` of `/v1/keys/active` now.
-    fn signing_key_cache_control(&self) -> HeaderValue {
-        let max_age = self.daemon.signing_key_max_age();
+    /// `Cache-Control` of `/v1/keys/active` now, for a key whose record
+    /// allows a max-age of `served` here.
+    fn signing_key_cache_control(&self, served: Duration) -> HeaderValue {
+        let max_age = self.daemon.signing_key_max_age().map(|m| m.min(served));
         if max_age == Some(self.daemon.policy().signing_key_cache_max_age) {
             return self.signing_key_cache_control.clone();
         }
@@ -279,7 +280,10 @@ async fn active_key(
         )
     };
     let h = r.headers_mut();
-    h.insert(header::CACHE_CONTROL, api.signing_key_cache_control());
+    h.insert(
+        header::CACHE_CONTROL,
+        api.signing_key_cache_control(active.served.signing_key_cache_max_age()),
+    );
     if let Ok(v) = HeaderValue::from_str(&active.etag) {
         h.insert(header::ETAG, v);
     }

@@ -219,6 +219,32 @@ impl Policy {
             .saturating_add(self.propagation)
     }
 
+    /// What this process may promise signers about a key that was made
+    /// active under `promised`: its own values, but none above what the
+    /// key records. The retention that keeps the key published was computed
+    /// by the process that deactivated it, from its own configuration and
+    /// the key's record ([`Policy::retention_of`]); a replica whose
+    /// configuration says more than that record (a larger
+    /// `signing_key.cache_max_age`, `tokens.max_lifetime` or
+    /// `tokens.clock_skew` than the leader's) must not serve it, or its
+    /// tokens could outlive the key's place in the JWK Set. A key with no
+    /// record (written before they were kept) is served as configured.
+    pub fn served(&self, promised: &Promised) -> Promised {
+        let own = self.promised();
+        if promised.is_empty() {
+            return own;
+        }
+        Promised {
+            signing_key_cache_max_age_ms: own
+                .signing_key_cache_max_age_ms
+                .min(promised.signing_key_cache_max_age_ms),
+            max_token_lifetime_ms: own
+                .max_token_lifetime_ms
+                .min(promised.max_token_lifetime_ms),
+            clock_skew_ms: own.clock_skew_ms.min(promised.clock_skew_ms),
+        }
+    }
+
     /// How long the keys a process holds may still be signed with and
     /// handed out after they were last known current, so that every copy
     /// expires within what [`Policy::retention`] covers:
@@ -391,6 +417,22 @@ pub(crate) fn duration_ms(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_serves_no_more_than_the_key_records() {
+        let p = crate::lifecycle::testing::policy(3); // signer cache 1 s, tokens 4 s, skew 1 s
+        let ms = |c, t, k| Promised {
+            signing_key_cache_max_age_ms: c,
+            max_token_lifetime_ms: t,
+            clock_skew_ms: k,
+        };
+        // Recorded larger (the leader's configuration says more): its own.
+        assert_eq!(p.served(&ms(5000, 9000, 3000)), p.promised());
+        // Recorded smaller: capped to the record, field by field.
+        assert_eq!(p.served(&ms(500, 9000, 0)), ms(500, 4000, 0));
+        // No record: as configured.
+        assert_eq!(p.served(&Promised::default()), p.promised());
+    }
     use crate::lifecycle::testing::policy;
 
     #[test]

@@ -17,6 +17,7 @@ use crate::api::{SignRequest, SignResponse};
 use crate::daemon::{Handle, SignError};
 use crate::http::{Body, Limits, error, json, read_body};
 use crate::keys::Alg;
+use crate::lifecycle::Promised;
 use crate::lifecycle::tokens::{
     self, Claim, Claimed, Lifetime, Limits as TokenLimits, Refusal as TokenRefusal,
 };
@@ -27,6 +28,11 @@ pub struct SignRules<'a> {
     pub algorithms: &'a [Alg],
     pub max_token_lifetime: Duration,
     pub clock_skew: Duration,
+    /// For each algorithm, what its active key may be promised here
+    /// ([`crate::lifecycle::Policy::served`]): the lifetime and skew above,
+    /// capped to the key's record. An algorithm not listed gets them as
+    /// they are.
+    pub served: &'a [(Alg, Promised)],
     pub issuer: Option<&'a str>,
     pub audience: Option<&'a str>,
 }
@@ -68,9 +74,12 @@ pub fn parse_sign_request(
         exp: claim("exp"),
         nbf: claim("nbf"),
     };
+    let served = rules.served.iter().find(|(a, _)| *a == alg).map(|(_, p)| p);
     let limits = TokenLimits {
-        max_token_lifetime: rules.max_token_lifetime,
-        clock_skew: rules.clock_skew,
+        max_token_lifetime: served.map_or(rules.max_token_lifetime, |p| {
+            rules.max_token_lifetime.min(p.max_token_lifetime())
+        }),
+        clock_skew: served.map_or(rules.clock_skew, |p| rules.clock_skew.min(p.clock_skew())),
     };
     let Lifetime { iat, exp } = tokens::lifetime(claimed, limits, now).map_err(|r| match r {
         TokenRefusal::NotSeconds(name) => refuse(
@@ -127,10 +136,17 @@ pub(super) async fn sign(
         Err(r) => return r,
     };
     let policy = daemon.policy();
+    // What each active key may be promised here: no more than its record.
+    let served: Vec<(Alg, Promised)> = daemon
+        .snapshot()
+        .as_ref()
+        .map(|snap| snap.active.iter().map(|(a, k)| (*a, k.served)).collect())
+        .unwrap_or_default();
     let rules = SignRules {
         algorithms: &policy.algorithms,
         max_token_lifetime: policy.max_token_lifetime,
         clock_skew: policy.clock_skew,
+        served: &served,
         issuer: daemon.issuer(),
         audience: daemon.audience(),
     };
