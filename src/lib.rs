@@ -31,7 +31,8 @@
 //!   `pending` how the driver judges, commits, retries after a lost
 //!   compare-and-set and answers the commands in progress, `tokens` the
 //!   lifetime rules of a token to sign, `readiness` when the last known
-//!   keys stop being the right ones. No clock, no I/O, no randomness: a
+//!   keys stop being the right ones and whether the keys held may still be
+//!   used (`key_currency`). No clock, no I/O, no randomness: a
 //!   test holds it to `keys::id` and `time`.
 //! - [`store`]: the durable [`store::KeyStore`] trait; `check` is the one
 //!   consistency check of a loaded state against the private keys held

@@ -945,18 +945,7 @@ async fn active_key_etag_changes_with_any_part_of_the_body_across_a_restart() {
     assert_eq!(d.stop().code(), Some(0));
     write_config(tmp.path(), &body("8s"));
     d.restart().await;
-    let url = format!("{}/v1/keys/active?alg=ES256", d.admin);
-    let r = d
-        .client
-        .send(
-            Method::GET,
-            &url,
-            Some(&d.signer),
-            &[(header::IF_NONE_MATCH, etag.as_str())],
-            None,
-        )
-        .await
-        .unwrap();
+    let r = d.active_key_if_none_match("ES256", &etag).await;
     assert_eq!(r.status, 200, "a stale ETag matched the changed body");
     let v = r.json().unwrap();
     assert_eq!(v["kid"], first.json().unwrap()["kid"], "same key");
@@ -964,17 +953,7 @@ async fn active_key_etag_changes_with_any_part_of_the_body_across_a_restart() {
     assert_ne!(r.header(header::ETAG), Some(etag.as_str()));
     // An unchanged body keeps its tag.
     let new_tag = r.header(header::ETAG).unwrap().to_owned();
-    let again = d
-        .client
-        .send(
-            Method::GET,
-            &url,
-            Some(&d.signer),
-            &[(header::IF_NONE_MATCH, new_tag.as_str())],
-            None,
-        )
-        .await
-        .unwrap();
+    let again = d.active_key_if_none_match("ES256", &new_tag).await;
     assert_eq!(again.status, 304);
 }
 
@@ -1220,17 +1199,7 @@ fn member_names(v: &Value, out: &mut Vec<String>) {
 fn d_of(dir: &std::path::Path, kid: &str, alg: &str) -> String {
     use base64::Engine as _;
     let pem = std::fs::read(dir.join("keys").join(format!("{kid}.key"))).unwrap();
-    let key = openssl::pkey::PKey::private_key_from_pem(&pem).unwrap();
-    let raw = match alg {
-        "ES256" => key
-            .ec_key()
-            .unwrap()
-            .private_key()
-            .to_vec_padded(32)
-            .unwrap(),
-        _ => key.rsa().unwrap().d().to_vec(),
-    };
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(support::private_scalar(alg, &pem))
 }
 
 /// `signing_key.export: false`: `/v1/keys/active` answers the key's public
@@ -1301,17 +1270,7 @@ async fn sign_only_mode_hands_out_no_private_key_and_still_signs() {
     for alg in ["ES256", "RS256"] {
         let url = format!("{}/v1/keys/active?alg={alg}", d.admin);
         let old_tag = exported_tags[alg].as_str();
-        let r = d
-            .client
-            .send(
-                Method::GET,
-                &url,
-                Some(&d.signer),
-                &[(header::IF_NONE_MATCH, old_tag)],
-                None,
-            )
-            .await
-            .unwrap();
+        let r = d.active_key_if_none_match(alg, old_tag).await;
         assert_eq!(
             r.status, 200,
             "the exporting daemon's cached answer was revalidated"
@@ -1364,17 +1323,7 @@ async fn sign_only_mode_hands_out_no_private_key_and_still_signs() {
         assert!(cc.starts_with("private, max-age="), "{cc}");
         let tag = r.header(header::ETAG).unwrap().to_owned();
         assert_ne!(tag, old_tag);
-        let again = d
-            .client
-            .send(
-                Method::GET,
-                &url,
-                Some(&d.signer),
-                &[(header::IF_NONE_MATCH, tag.as_str())],
-                None,
-            )
-            .await
-            .unwrap();
+        let again = d.active_key_if_none_match(alg, &tag).await;
         assert_eq!(again.status, 304);
         let head = d
             .client

@@ -48,19 +48,7 @@ struct Counts {
 
 impl Forms {
     fn from_pem(alg: &'static str, pem: &[u8]) -> Forms {
-        let key = openssl::pkey::PKey::private_key_from_pem(pem).unwrap();
-        // EC: the fixed 32 bytes of PKCS#8 and of the JWK (RFC 7518 6.2.2.1);
-        // RSA: the minimal big-endian integer of both.
-        let raw = match alg {
-            "ES256" => key
-                .ec_key()
-                .unwrap()
-                .private_key()
-                .to_vec_padded(32)
-                .unwrap(),
-            "RS256" => key.rsa().unwrap().d().to_vec(),
-            other => panic!("{other}"),
-        };
+        let raw = support::private_scalar(alg, pem);
         let mut limbs = raw.clone();
         // A leading zero byte of a padded EC key is no part of the BIGNUM.
         while limbs.first() == Some(&0) {

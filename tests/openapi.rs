@@ -765,17 +765,7 @@ async fn the_sign_only_answer_is_documented_on_a_real_daemon() {
             "{at}: Cache-Control {cc}"
         );
         let tag = r.header(header::ETAG).unwrap().to_owned();
-        let again = d
-            .client
-            .send(
-                Method::GET,
-                &url,
-                Some(&d.signer),
-                &[(header::IF_NONE_MATCH, tag.as_str())],
-                None,
-            )
-            .await
-            .unwrap();
+        let again = d.active_key_if_none_match(alg, &tag).await;
         assert_eq!(again.status, 304);
         assert!(documented(&spec, "/v1/keys/active", "get", 304).is_some());
         let r = d.sign(alg, json!({"sub": "a"})).await;

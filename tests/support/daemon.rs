@@ -290,6 +290,20 @@ impl Daemon {
             .unwrap()
     }
 
+    /// `/v1/keys/active` revalidated with `If-None-Match: tag`.
+    pub async fn active_key_if_none_match(&self, alg: &str, tag: &str) -> Reply {
+        self.client
+            .send(
+                hyper::Method::GET,
+                &format!("{}/v1/keys/active?alg={alg}", self.admin),
+                Some(&self.signer),
+                &[(hyper::header::IF_NONE_MATCH, tag)],
+                None,
+            )
+            .await
+            .unwrap()
+    }
+
     /// The value of one metric sample (`name{labels}` as printed).
     pub async fn metric(&self, sample: &str) -> Option<f64> {
         let r = self

@@ -22,3 +22,20 @@ pub fn policy() -> Policy {
         propagation: Duration::ZERO,
     }
 }
+
+/// The private scalar of a PKCS#8 key as the JWK's `d` holds it, raw: EC,
+/// the fixed 32 bytes of PKCS#8 and of the JWK (RFC 7518 6.2.2.1); RSA, the
+/// minimal big-endian integer of both.
+pub fn private_scalar(alg: &str, pem: &[u8]) -> Vec<u8> {
+    let key = openssl::pkey::PKey::private_key_from_pem(pem).unwrap();
+    match alg {
+        "ES256" => key
+            .ec_key()
+            .unwrap()
+            .private_key()
+            .to_vec_padded(32)
+            .unwrap(),
+        "RS256" => key.rsa().unwrap().d().to_vec(),
+        other => panic!("{other}"),
+    }
+}

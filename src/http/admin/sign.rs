@@ -29,9 +29,9 @@ pub struct SignRules<'a> {
     pub max_token_lifetime: Duration,
     pub clock_skew: Duration,
     /// For each algorithm, what its active key may be promised here
-    /// ([`crate::lifecycle::Policy::served`]): the lifetime and skew above,
-    /// capped to the key's record. An algorithm not listed gets them as
-    /// they are.
+    /// ([`crate::lifecycle::Policy::served`]: the lifetime and skew above,
+    /// already capped to the key's record). An algorithm not listed gets
+    /// the two above.
     pub served: &'a [(Alg, Promised)],
     pub issuer: Option<&'a str>,
     pub audience: Option<&'a str>,
@@ -76,10 +76,8 @@ pub fn parse_sign_request(
     };
     let served = rules.served.iter().find(|(a, _)| *a == alg).map(|(_, p)| p);
     let limits = TokenLimits {
-        max_token_lifetime: served.map_or(rules.max_token_lifetime, |p| {
-            rules.max_token_lifetime.min(p.max_token_lifetime())
-        }),
-        clock_skew: served.map_or(rules.clock_skew, |p| rules.clock_skew.min(p.clock_skew())),
+        max_token_lifetime: served.map_or(rules.max_token_lifetime, Promised::max_token_lifetime),
+        clock_skew: served.map_or(rules.clock_skew, Promised::clock_skew),
     };
     let Lifetime { iat, exp } = tokens::lifetime(claimed, limits, now).map_err(|r| match r {
         TokenRefusal::NotSeconds(name) => refuse(
