@@ -1,6 +1,6 @@
 //! Criterion benchmarks of the pure core and the hot paths' building
-//! blocks: the planner over a year of rotations, rendering the JWK Set, and
-//! ES256 signing. `cargo bench`; the HTTP-level comparison with nginx and
+//! blocks: the planner over a year of rotations, rendering the JWK Set,
+//! ES256 signing, and identifying an admin client by its token. `cargo bench`; the HTTP-level comparison with nginx and
 //! OpenSSL is bench/run.
 
 use std::time::Duration;
@@ -24,6 +24,7 @@ fn policy() -> Policy {
         publish_ahead: Duration::from_secs(360),
         signing_key_cache_max_age: Duration::from_secs(60),
         propagation: Duration::ZERO,
+        custody: Default::default(),
     }
 }
 
@@ -59,6 +60,7 @@ fn simulate_year() -> usize {
                     kid: public.thumbprint(),
                     alg,
                     public,
+                    custody: Default::default(),
                 }
             });
             let _ = state.apply(a, now, new);
@@ -90,6 +92,7 @@ fn benches(c: &mut Criterion) {
                 kid: k.kid.clone(),
                 alg,
                 public: k.public.clone(),
+                custody: Default::default(),
             }),
         );
     }
@@ -115,7 +118,38 @@ fn benches(c: &mut Criterion) {
         "ES256 JWT, josekit's signer (OpenSSL EVP set up per token)",
         |b| b.iter(|| jwt::encode_with_signer(&payload, &header, &josekits as &dyn JwsSigner)),
     );
+    // The other algorithms, with jwksd's signers.
+    for alg in [Alg::ES384, Alg::PS256, Alg::EdDSA] {
+        let signer = generate(alg, 2048)
+            .and_then(|k| k.signer())
+            .expect("signer");
+        c.bench_function(&format!("{alg} JWT, jwksd's signer"), |b| {
+            b.iter(|| jwt::encode_with_signer(&payload, &header, &*signer))
+        });
+    }
 }
 
-criterion_group!(core, benches);
+/// What each admin request pays to be a client: the token's digest
+/// compared with every configured one (constant time, no early exit).
+fn identify(c: &mut Criterion) {
+    use jwksd::access::{Client, Clients, Role};
+    let now = Timestamp::from_millis(1_800_000_000_000);
+    for n in [2usize, 100] {
+        let list: Vec<Client> = (0..n)
+            .map(|i| {
+                let mut c =
+                    Client::builtin(&format!("c{i}"), Role::Signer, &format!("token-{i:040}"));
+                c.builtin = false;
+                c
+            })
+            .collect();
+        let clients = Clients::new(list, Vec::new()).expect("clients");
+        let last = format!("token-{:040}", n - 1);
+        c.bench_function(&format!("identify a client by its token among {n}"), |b| {
+            b.iter(|| clients.identify(Some(&last), None, now).is_ok())
+        });
+    }
+}
+
+criterion_group!(core, benches, identify);
 criterion_main!(core);

@@ -51,6 +51,9 @@ pub struct Readiness {
     /// Whether the key store answers; while it does not, the last known
     /// keys are served.
     pub store_reachable: bool,
+    /// Whether the PKCS#11 token answers; absent without a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_available: Option<bool>,
 }
 
 /// The JWK Set at `/.well-known/jwks.json` (rendered once per key-ring

@@ -1,6 +1,6 @@
 //! The command line: `serve` runs the daemon; `keys`, `rotate` and `revoke`
 //! are clients of a running daemon's admin API; `check-config` works
-//! offline.
+//! offline; `client` (in `cli/clients.rs`) manages the clients file.
 //!
 //! Exit codes: 0 ok; 1 failed; 2 usage; 3 refused by the daemon (for
 //! example a rotation before `publish_ahead`); 4 daemon unreachable.
@@ -12,6 +12,8 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+mod clients;
 
 use clap::{Args, Parser, Subcommand};
 use serde::de::DeserializeOwned;
@@ -146,7 +148,7 @@ pub enum Command {
     /// Rotate now: the next key becomes active.
     #[command(after_help = TOKEN_HELP)]
     Rotate {
-        /// Only this algorithm (ES256 or RS256) [default: every configured one]
+        /// Only this algorithm (ES256, ES384, RS256, PS256, EdDSA or Ed25519) [default: every configured one]
         #[arg(long)]
         alg: Option<String>,
         /// Rotate even if the next key has not been published for
@@ -161,7 +163,9 @@ pub enum Command {
     /// promotes the next one immediately.
     #[command(after_help = TOKEN_HELP)]
     Revoke {
-        /// The key's kid.
+        /// The key's kid (a kid may begin with `-`: it is taken as the kid,
+        /// not an option).
+        #[arg(allow_hyphen_values = true)]
         kid: String,
         #[command(flatten)]
         client: AdminClient,
@@ -180,6 +184,12 @@ pub enum Command {
     Store {
         #[command(subcommand)]
         command: StoreCommand,
+    },
+    /// Manage the named clients of the admin API in their file
+    /// (admin.clients): tokens, listing, removal.
+    Client {
+        #[command(subcommand)]
+        command: clients::ClientCommand,
     },
 }
 
@@ -218,6 +228,7 @@ pub fn main() -> ExitCode {
         Command::Store {
             command: StoreCommand::Copy { ref from, ref to },
         } => store_copy(&cli, from, to),
+        Command::Client { ref command } => clients::run(&cli, command),
         _ => operator(&cli),
     };
     match result {
@@ -256,8 +267,32 @@ fn check_config(cli: &Cli) -> Result<(), Fail> {
     let text = config
         .describe(&policy, now)
         .map_err(|e| Fail(1, e.to_string()))?;
+    // The clients file is part of the configuration: read and checked too.
+    let clients = config.clients().map_err(|e| Fail(1, e.to_string()))?;
     println!("{source}: valid");
     print!("{text}");
+    let replaced = |name: &str| clients.iter().any(|c| c.name == name);
+    let builtins: Vec<&str> = ["operator", "signer"]
+        .into_iter()
+        .filter(|n| !replaced(n))
+        .collect();
+    println!(
+        "Admin clients: {} named{}{}.",
+        clients.len(),
+        match &config.admin.clients {
+            Some(crate::config::ClientsSetting::File(p)) => format!(" (in {})", p.display()),
+            _ => String::new(),
+        },
+        if builtins.is_empty() {
+            ", no built-in".to_owned()
+        } else {
+            format!(", built-in {}", builtins.join(" and "))
+        }
+    );
+    let mut warnings = warnings;
+    if let Some(crate::config::ClientsSetting::File(_)) = &config.admin.clients {
+        warnings.extend(config.client_warnings(&clients));
+    }
     for w in warnings {
         println!("warning: {w}");
     }
@@ -590,7 +625,8 @@ fn operator(cli: &Cli) -> Result<(), Fail> {
             Command::Serve
             | Command::CheckConfig
             | Command::Rekey { .. }
-            | Command::Store { .. } => Ok(()),
+            | Command::Store { .. }
+            | Command::Client { .. } => Ok(()),
         }
     })
 }
@@ -620,13 +656,14 @@ admin.operator_token_file (default: <keys_dir>/operator.token).";
 const KEYS_ABOUT: &str = "\
 List every key with its state and timestamps, and what happens next.
 
-Order (stable: scripts may rely on it): by algorithm (ES256, then RS256),
-then by state (next, active, retiring, then retired and revoked), then by
+Order (stable: scripts may rely on it): by algorithm (ES256, ES384, RS256,
+PS256, EdDSA, Ed25519), then by state (next, active, retiring, then retired and revoked), then by
 creation time, oldest first.
 
 Columns: CREATED, ACTIVATED, RETIRE-AT (when a published key is scheduled
-to leave the JWKS) and RETIRED/REVOKED-AT (when a retired or revoked key
-left it). Times in UTC; `-` when not set; a `*` after the state marks a key
+to leave the JWKS), RETIRED/REVOKED-AT (when a retired or revoked key left
+it) and CUSTODY (where its private key lives: `software`, in the store, or
+`pkcs11:<token label>` for a key inside a PKCS#11 token). Times in UTC; `-` when not set; a `*` after the state marks a key
 activated before publish_ahead. `--json` prints the admin API's answer
 as it is.";
 
@@ -662,7 +699,17 @@ pub fn keys_table(v: &KeysResponse<'_>) -> String {
         })
         .unwrap_or_else(|| "-".into())
     };
-    const WIDTHS: [usize; 7] = [43, 5, 9, 19, 19, 19, 19];
+    // ALG as wide as the longest name shown (`Ed25519`), at least `RS256`.
+    let alg_width = v
+        .keys
+        .iter()
+        .map(|k| k.as_ref().alg)
+        .chain(v.upcoming.iter().map(|u| u.alg))
+        .map(|a| a.as_str().len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
+    let widths: [usize; 8] = [43, alg_width, 9, 19, 19, 19, 19, 0];
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -675,9 +722,10 @@ pub fn keys_table(v: &KeysResponse<'_>) -> String {
                 "CREATED",
                 "ACTIVATED",
                 "RETIRE-AT",
-                "RETIRED/REVOKED-AT"
+                "RETIRED/REVOKED-AT",
+                "CUSTODY"
             ],
-            &WIDTHS
+            &widths
         )
     );
     let mut keys: Vec<&KeyRecord> = v.keys.iter().map(|k| k.as_ref()).collect();
@@ -710,8 +758,9 @@ pub fn keys_table(v: &KeysResponse<'_>) -> String {
                     &short(k.activated_at),
                     &short(retire),
                     &short(ended),
+                    &k.custody.to_string(),
                 ],
-                &WIDTHS
+                &widths
             )
         );
     }
@@ -729,7 +778,7 @@ pub fn keys_table(v: &KeysResponse<'_>) -> String {
             };
             let _ = writeln!(
                 out,
-                "  {}  {:<5}  {}  {}",
+                "  {}  {:<alg_width$}  {}  {}",
                 short(Some(u.at)),
                 u.alg.as_str(),
                 u.kid.as_str(),
@@ -746,6 +795,18 @@ pub fn keys_table(v: &KeysResponse<'_>) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    /// Kids are base64url: one may begin with `-`, and must still name the
+    /// key to revoke (found by a test whose random kid did).
+    #[test]
+    fn a_kid_beginning_with_a_hyphen_is_the_kid() {
+        use clap::Parser as _;
+        let cli = Cli::try_parse_from(["jwksd", "revoke", "-tAbc_d"]).unwrap();
+        match cli.command {
+            Command::Revoke { kid, .. } => assert_eq!(kid, "-tAbc_d"),
+            other => panic!("{other:?}"),
+        }
+    }
     use super::*;
 
     const KEYS: &str = r#"{"version":7,"keys":[
@@ -753,7 +814,8 @@ mod tests {
        "created_at":"2026-01-01T00:00:00.123Z","published_at":"2026-01-01T00:00:00Z","activated_at":"2026-01-02T10:11:12Z",
        "retire_at":"2026-03-01T00:00:00Z","early_activation":"bootstrap","transitions":[]},
       {"kid":"next1","alg":"RS256","state":"next","public":{"kty":"RSA","n":"n","e":"AQAB"},
-       "created_at":"2026-01-05T00:00:00Z","published_at":"2026-01-05T00:00:00Z","transitions":[]},
+       "created_at":"2026-01-05T00:00:00Z","published_at":"2026-01-05T00:00:00Z",
+       "custody":{"backend":"pkcs11","token_label":"hsm"},"transitions":[]},
       {"kid":"old1","alg":"ES256","state":"revoked","public":{"kty":"EC","crv":"P-256","x":"a","y":"b"},
        "created_at":"2025-12-01T00:00:00Z","published_at":"2025-12-01T00:00:00Z","retire_at":"2026-02-01T00:00:00Z",
        "ended_at":"2025-12-24T18:00:00Z","transitions":[]},
@@ -787,13 +849,13 @@ mod tests {
     fn the_keys_table_has_a_stable_order_and_true_columns() {
         let keys: KeysResponse = serde_json::from_str(KEYS).unwrap();
         let expected = [
-            "KID                                          ALG    STATE      CREATED              ACTIVATED            RETIRE-AT            RETIRED/REVOKED-AT",
-            "next2                                        ES256  next       2026-01-06 00:00:00  -                    -                    -",
-            "active1                                      ES256  active*    2026-01-01 00:00:00  2026-01-02 10:11:12  2026-03-01 00:00:00  -",
-            "ret1                                         ES256  retiring   2025-12-20 00:00:00  2025-12-21 00:00:00  2026-01-03 00:00:00  -",
-            "gone1                                        ES256  retired    2025-11-01 00:00:00  2025-11-02 00:00:00  -                    2025-12-01 00:00:01",
-            "old1                                         ES256  revoked    2025-12-01 00:00:00  -                    -                    2025-12-24 18:00:00",
-            "next1                                        RS256  next       2026-01-05 00:00:00  -                    -                    -",
+            "KID                                          ALG    STATE      CREATED              ACTIVATED            RETIRE-AT            RETIRED/REVOKED-AT   CUSTODY",
+            "next2                                        ES256  next       2026-01-06 00:00:00  -                    -                    -                    software",
+            "active1                                      ES256  active*    2026-01-01 00:00:00  2026-01-02 10:11:12  2026-03-01 00:00:00  -                    software",
+            "ret1                                         ES256  retiring   2025-12-20 00:00:00  2025-12-21 00:00:00  2026-01-03 00:00:00  -                    software",
+            "gone1                                        ES256  retired    2025-11-01 00:00:00  2025-11-02 00:00:00  -                    2025-12-01 00:00:01  software",
+            "old1                                         ES256  revoked    2025-12-01 00:00:00  -                    -                    2025-12-24 18:00:00  software",
+            "next1                                        RS256  next       2026-01-05 00:00:00  -                    -                    -                    pkcs11:hsm",
             "",
             "next transitions:",
             "  2026-02-01 00:00:00  ES256  next1  becomes active (scheduled rotation)",
@@ -811,5 +873,24 @@ mod tests {
         let empty: KeysResponse =
             serde_json::from_str(r#"{"version":1,"keys":[],"upcoming":[]}"#).unwrap();
         assert!(keys_table(&empty).contains("\nnext transition: none scheduled\n"));
+        // A longer algorithm name widens ALG for every row: STATE starts
+        // at the same column in each.
+        let longer = KEYS.replacen(r#""alg":"RS256""#, r#""alg":"Ed25519""#, 1);
+        assert_ne!(longer, KEYS);
+        let longer: KeysResponse = serde_json::from_str(&longer).unwrap();
+        let table = keys_table(&longer);
+        let column = |line: &str, word: &str| line.find(word);
+        let lines: Vec<&str> = table.lines().take(7).collect();
+        let state = column(lines[0], "STATE").unwrap();
+        for line in &lines[1..] {
+            let cell = &line[state..];
+            assert!(
+                ["next ", "active", "retiring", "retired", "revoked"]
+                    .iter()
+                    .any(|s| cell.starts_with(s)),
+                "{table}"
+            );
+        }
+        assert!(table.contains("Ed25519  next "), "{table}");
     }
 }

@@ -1,7 +1,7 @@
 //! jwksd: a key-management and JWKS rotation daemon.
 //!
-//! jwksd owns the signing keys of a JWT issuer: it generates ES256 and RS256
-//! keypairs on a schedule, publishes each public key before it signs, keeps
+//! jwksd owns the signing keys of a JWT issuer: it generates ES256, ES384,
+//! RS256, PS256 and EdDSA (Ed25519) keypairs on a schedule, publishes each public key before it signs, keeps
 //! old public keys published until the last token they could have signed has
 //! expired, and hands the active key to authenticated auth servers.
 //!
@@ -19,8 +19,13 @@
 //!   that does not follow wall-clock jumps.
 //! - [`keys`]: `id` (algorithm, kid, public key: plain data, the one part
 //!   the core uses), `material` (a keypair in zeroizing buffers, read into
-//!   OpenSSL), `generate` (p256, rsa, at a low priority), `jwk` (public and
-//!   private JWKs), `sign` (JWS signers over OpenSSL).
+//!   OpenSSL), `generate` (p256, p384, rsa, OpenSSL's DRBG for Ed25519, at
+//!   a low priority), `jwk` (public and private JWKs), `sign` (JWS signers
+//!   over OpenSSL: ECDSA, RSA PKCS#1 and PSS, Ed25519), `pkcs11` (keys
+//!   generated and used inside a PKCS#11 token, through a pool of
+//!   sessions: docs/pkcs11.md), `custody` (where a key's private half
+//!   lives: the store or a token; plain data the core uses) and `private`
+//!   (a private key the key ring can sign with, in memory or in a token).
 //! - [`lifecycle`]: the pure core. `state` is plain data, `action` the
 //!   changes it takes (and how it applies them), `policy` the timeline
 //!   rules, `promises` what was served and what it defers, `planner` the
@@ -33,14 +38,17 @@
 //!   lifetime rules of a token to sign, `readiness` when the last known
 //!   keys stop being the right ones and whether the keys held may still be
 //!   used (`key_currency`). No clock, no I/O, no randomness: a
-//!   test holds it to `keys::id` and `time`.
+//!   test holds it to `keys::id`, `keys::custody` and `time`.
 //! - [`store`]: the durable [`store::KeyStore`] trait; `check` is the one
 //!   consistency check of a loaded state against the private keys held
 //!   (pure); `fs` keeps keys in a directory (atomic writes, lock), `postgres`
 //!   shares them between replicas (compare-and-set, leader lease,
 //!   notifications), `seal` encrypts private keys at rest under a master key.
 //! - [`keyring`]: the key ring in memory and where actions are carried out
-//!   (generate, stage, commit).
+//!   (generate, stage, commit), in the store or the token as each key's
+//!   custody says; `token` holds the crash rules of keys in a token (what a
+//!   load checks, repairs and reports) and the deadline of each call into
+//!   it (`within`).
 //! - [`config`]: the YAML configuration, validated, and the policy it sets:
 //!   `schema` the structs and their defaults (the one source of them),
 //!   `de` the reader of the parsed YAML into them (errors in the
@@ -50,7 +58,9 @@
 //!   and the file it falls back to (master keys open there).
 //! - [`daemon`]: the shell: the scheduler task (the one writer, performing
 //!   what the driver decides and handing its answers to operators), the
-//!   signing queue, the leader `lease`, the snapshot readers see,
+//!   signing queue (a token's signatures on blocking threads), the leader
+//!   `lease`, `token` (the PKCS#11 token's health and its watch), the
+//!   snapshot readers see,
 //!   `shared`, the state they share, and `request`, a command as the admin
 //!   API sends it. `handle` is all the HTTP layer sees of
 //!   it: [`daemon::Handle`], a cheap clone with a few methods over that
@@ -63,6 +73,13 @@
 //!   CORS on the JWK Set, authentication;
 //!   it renders HTTP (status, headers such as Cache-Control from the
 //!   daemon's max-ages) and maps the core's refusals to answers.
+//! - [`access`]: who may use the admin API: named clients, their roles,
+//!   credentials and restrictions, [`access::Clients::identify`] (a
+//!   request's credentials to a client), the failure limiter and sign
+//!   rates, trusted proxies. No I/O; `config` reads the clients file into
+//!   it and `reload` swaps it.
+//! - [`reload`]: what is re-read on SIGHUP and when its files change (TLS
+//!   certificates, the clients list), keeping the last good on error.
 //! - [`tls`]: rustls configurations for both listeners, reloaded on change.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`api`]: the wire types of both HTTP APIs (requests, answers, error
@@ -70,6 +87,7 @@
 //! - [`cli`] and [`client`]: the command line and the admin API client the
 //!   operator commands use.
 
+pub mod access;
 pub mod api;
 pub mod cli;
 pub mod client;
@@ -81,6 +99,7 @@ pub mod keyring;
 pub mod keys;
 pub mod lifecycle;
 pub mod metrics;
+pub mod reload;
 pub mod server;
 pub mod store;
 pub mod time;

@@ -17,14 +17,22 @@ use crate::lifecycle::{KeyState, Trigger};
 #[allow(clippy::upper_case_acronyms)]
 pub enum AlgLabel {
     ES256,
+    ES384,
     RS256,
+    PS256,
+    EdDSA,
+    Ed25519,
 }
 
 impl From<Alg> for AlgLabel {
     fn from(a: Alg) -> Self {
         match a {
             Alg::ES256 => AlgLabel::ES256,
+            Alg::ES384 => AlgLabel::ES384,
             Alg::RS256 => AlgLabel::RS256,
+            Alg::PS256 => AlgLabel::PS256,
+            Alg::EdDSA => AlgLabel::EdDSA,
+            Alg::Ed25519 => AlgLabel::Ed25519,
         }
     }
 }
@@ -59,6 +67,29 @@ pub struct SignLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientResultLabels {
+    /// A configured client's name, or `unknown`: bounded by the
+    /// configuration.
+    pub client: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientLabels {
+    pub client: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
     pub action: String,
 }
@@ -79,14 +110,20 @@ pub struct Metrics {
     pub jwks_200: Counter,
     pub jwks_304: Counter,
     pub sign: Family<SignLabels, Counter>,
-    sign_ok: [Counter; 2],
+    sign_ok: [Counter; Alg::ALL.len()],
     pub auth_failures: Family<StatusLabels, Counter>,
+    pub client_sign: Family<ClientResultLabels, Counter>,
+    pub client_auth_failures: Family<ClientLabels, Counter>,
+    pub clients_reloads: Family<ResultLabels, Counter>,
+    pub clients: Gauge,
     pub clock_jumps: Counter,
     pub clock_offset: FloatGauge,
     pub leader: Gauge,
     pub store_up: Gauge,
     pub store_state_readable: Gauge,
     pub store_state_age: FloatGauge,
+    pub token_errors: Family<KindLabels, Counter>,
+    pub token_up: Gauge,
 }
 
 /// A new metric, registered under `name` with its help text.
@@ -179,6 +216,29 @@ impl Metrics {
             "admin_auth_failures",
             "Admin requests refused for authentication (401), role (403) or rate (429)",
         );
+        let client_sign: Family<ClientResultLabels, Counter> = registered(
+            &mut registry,
+            "client_sign_requests",
+            "POST /v1/sign requests by client (a configured name, or unknown) and result (ok, \
+             refused: 4xx, failed: 5xx)",
+        );
+        let client_auth_failures: Family<ClientLabels, Counter> = registered(
+            &mut registry,
+            "client_auth_failures",
+            "Failed authentications by the client the credentials named (an expired token, a \
+             certificate), or unknown",
+        );
+        let clients_reloads: Family<ResultLabels, Counter> = registered(
+            &mut registry,
+            "clients_reloads",
+            "Reloads of the clients list (SIGHUP, file changed) by result (ok, failed: the \
+             previous list stays)",
+        );
+        let clients: Gauge = registered(
+            &mut registry,
+            "clients",
+            "Clients the admin listener accepts, built-ins included",
+        );
         let clock_jumps: Counter = registered(
             &mut registry,
             "clock_jumps",
@@ -212,7 +272,22 @@ impl Metrics {
             "store_state_age_seconds",
             "Time since this replica last read and applied the shared key-ring state",
         );
+        let token_errors: Family<KindLabels, Counter> = registered(
+            &mut registry,
+            "token_errors",
+            "Failures of the PKCS#11 token by kind (token_gone, pool_timeout, key_not_found, pin, \
+             token_not_found, module, operation)",
+        );
+        let token_up: Gauge = registered(
+            &mut registry,
+            "token_up",
+            "1 while the PKCS#11 token answers (0: signing with its keys fails; jwksd reopens it \
+             every second); 1 without a token",
+        );
+        token_up.set(1);
         Metrics {
+            token_errors,
+            token_up,
             registry,
             store_state_readable,
             store_state_age,
@@ -233,8 +308,18 @@ impl Metrics {
             sign,
             sign_ok,
             auth_failures,
+            client_sign,
+            client_auth_failures,
+            clients_reloads,
+            clients,
             clock_jumps,
         }
+    }
+
+    pub fn token_error(&self, kind: &str) {
+        self.token_errors
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
     }
 
     pub fn rotation(&self, alg: Alg, trigger: Trigger, ok: bool) {
@@ -259,6 +344,31 @@ impl Metrics {
             .get_or_create(&SignLabels {
                 alg: alg.map(|a| a.as_str()).unwrap_or("none").into(),
                 result: result.into(),
+            })
+            .inc();
+    }
+
+    pub fn client_sign_result(&self, client: &str, result: &str) {
+        self.client_sign
+            .get_or_create(&ClientResultLabels {
+                client: client.into(),
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    pub fn client_auth_failure(&self, client: &str) {
+        self.client_auth_failures
+            .get_or_create(&ClientLabels {
+                client: client.into(),
+            })
+            .inc();
+    }
+
+    pub fn clients_reloaded(&self, ok: bool) {
+        self.clients_reloads
+            .get_or_create(&ResultLabels {
+                result: if ok { "ok" } else { "failed" }.into(),
             })
             .inc();
     }

@@ -16,18 +16,16 @@ use crate::config::{Checked, Config, ConfigSource};
 use crate::daemon::{self, Handle};
 use crate::http;
 use crate::http::admin::AdminApi;
-use crate::http::auth::{TokenError, Tokens};
+use crate::http::auth::{TokenError, builtin_clients};
 use crate::http::public::PublicApi;
 use crate::keyring::Keyring;
 use crate::lifecycle::Policy;
+use crate::reload::ReloadingClients;
 use crate::store::KeyStore;
 use crate::store::StoreError;
 use crate::store::fs::FsStore;
 use crate::store::postgres::PgStore;
 use crate::tls::ReloadingTls;
-
-/// How often TLS certificate files are checked for changes.
-const TLS_WATCH_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -52,6 +50,9 @@ pub enum DaemonError {
     Join(String),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The PKCS#11 token of `keys.pkcs11`.
+    #[error(transparent)]
+    Pkcs11(#[from] crate::keys::pkcs11::TokenError),
 }
 
 /// What a daemon runs on. The store and the wall clock may be injected
@@ -144,8 +145,9 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         Some(s) => s,
         None => open_store(&config, store_url.clone()).await?,
     };
+    let token = open_token(&config).await?;
     let read_at = std::time::Instant::now();
-    let (ring, notes) = tokio::task::spawn_blocking(move || Keyring::load(store))
+    let (ring, notes) = tokio::task::spawn_blocking(move || Keyring::load_with(store, token))
         .await
         .map_err(|e| DaemonError::Join(e.to_string()))??;
     for n in &notes {
@@ -170,9 +172,43 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
     };
     let public_tls = tls("public", &config.tls.public)?;
     let admin_tls = tls("admin", &config.tls.admin)?;
-    let (tokens, sources) =
-        Tokens::load_or_create(&config.operator_token_file(), &config.signer_token_file())?;
-    tracing::info!(operator = %sources[0], signer = %sources[1], "admin tokens loaded");
+    let configured = config.clients()?;
+    let clients_source = config.clients_source(match &source {
+        ConfigSource::File(p) => Some(p.as_path()),
+        ConfigSource::BuiltIn => None,
+    });
+    if matches!(
+        clients_source,
+        crate::config::clients::ClientsSource::File(_)
+    ) {
+        // Inline lists were warned about with the configuration.
+        for w in config.client_warnings(&configured) {
+            tracing::warn!("{w}");
+        }
+    }
+    let builtins = builtin_clients(
+        &config.operator_token_file(),
+        &config.signer_token_file(),
+        |name| configured.iter().any(|c| c.name == name),
+    )?;
+    let from = |name: &str| {
+        builtins
+            .iter()
+            .find(|(c, _)| c.name == name)
+            .map_or("(replaced by a named client)".to_owned(), |(_, f)| {
+                f.to_string()
+            })
+    };
+    tracing::info!(operator = %from("operator"), signer = %from("signer"), "admin tokens loaded");
+    let builtins: Vec<_> = builtins.into_iter().map(|(c, _)| c).collect();
+    let named = configured.len();
+    let clients = crate::access::Clients::new(configured, builtins.clone()).map_err(|message| {
+        crate::config::ConfigError::Invalid {
+            source_name: source.to_string(),
+            message,
+        }
+    })?;
+    tracing::info!(clients = clients.len(), named, "admin clients loaded");
 
     let bind = |which: &'static str, addr: SocketAddr| async move {
         let l = TcpListener::bind(addr)
@@ -205,8 +241,13 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
     );
     let reloadable: Vec<Arc<ReloadingTls>> =
         public_tls.iter().chain(admin_tls.iter()).cloned().collect();
+    let clients = ReloadingClients::new(clients_source, builtins, clients, handle.clone());
     // Always: without a handler, SIGHUP would end the process.
-    tokio::spawn(reload_tls(reloadable, shutdown_rx.clone()));
+    tokio::spawn(crate::reload::run(
+        reloadable,
+        clients.clone(),
+        shutdown_rx.clone(),
+    ));
     let public_api = Arc::new(PublicApi::new(
         handle.clone(),
         http::cors::Cors::new(&config.jwks.cors_allow_origins),
@@ -216,20 +257,27 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         limits,
         public_tls.clone(),
         shutdown_rx.clone(),
-        move |req, _peer| http::public::handle(public_api.clone(), req),
+        move |req, _conn| http::public::handle(public_api.clone(), req),
     ));
     let api = Arc::new(AdminApi::new(
         handle.clone(),
-        tokens,
+        clients.current(),
         config.admin.allow.clone(),
+        config.admin.trusted_proxies.clone(),
         limits,
     ));
+    let weak = Arc::downgrade(&api);
+    clients.after_reload(move || {
+        if let Some(api) = weak.upgrade() {
+            api.forget_removed_clients();
+        }
+    });
     let admin_task = tokio::spawn(http::serve(
         admin,
         limits,
         admin_tls.clone(),
         shutdown_rx,
-        move |req, peer| http::admin::handle(api.clone(), req, peer),
+        move |req, conn| http::admin::handle(api.clone(), req, conn),
     ));
     tracing::info!(
         public = %public_addr,
@@ -252,6 +300,55 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
 /// Opens the store the configuration names: the PostgreSQL store when a
 /// connection string is set, the key directory otherwise, each with its
 /// master keys (current and previous).
+/// How long opening the token (loading the module, logging in, opening the
+/// sessions) may take at start-up.
+const TOKEN_OPEN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Opens the token of `keys.pkcs11`, when configured (with `keys.backend:
+/// software` too: keys made in it before a move stay there until they
+/// retire). Its errors are start-up errors (runbook.md, "Start-up errors of
+/// a token").
+async fn open_token(
+    config: &Config,
+) -> Result<Option<Arc<crate::keys::pkcs11::Token>>, DaemonError> {
+    use crate::keys::pkcs11::{Pin, Token, TokenConfig};
+    let Some(t) = config.keys.pkcs11.clone() else {
+        return Ok(None);
+    };
+    let label = t.token_label.clone();
+    let algorithms = config.algorithms.clone();
+    let opening = tokio::task::spawn_blocking(move || {
+        let pin = Pin::resolve(t.pin_file.as_deref())?;
+        let mut c = TokenConfig::new(&t.module, &t.token_label, pin);
+        c.pin_file = t.pin_file.clone();
+        c.sessions = t.sessions;
+        c.session_wait = t.session_wait.0;
+        let token = Token::open(c)?;
+        token.supports(&algorithms)?;
+        Ok::<_, crate::keys::pkcs11::TokenError>(token)
+    });
+    // A module that hangs (a network HSM that does not answer) fails the
+    // start instead of holding it.
+    let token = tokio::time::timeout(TOKEN_OPEN_DEADLINE, opening)
+        .await
+        .map_err(|_| {
+            DaemonError::Pkcs11(crate::keys::pkcs11::TokenError::TokenGone {
+                label,
+                op: "open",
+                reason: format!("no answer within {TOKEN_OPEN_DEADLINE:?}"),
+            })
+        })?
+        .map_err(|e| DaemonError::Join(e.to_string()))??;
+    tracing::info!(
+        custody = %format!("pkcs11:{}", token.label()),
+        module = %token.module().display(),
+        sessions = token.sessions(),
+        backend = config.keys.backend.as_str(),
+        "PKCS#11 token opened"
+    );
+    Ok(Some(token))
+}
+
 async fn open_store(
     config: &Config,
     store_url: Option<String>,
@@ -280,6 +377,12 @@ async fn open_store(
                 Some(m) => {
                     tracing::info!(master_key_id = m.id(), "private keys are sealed at rest")
                 }
+                // With a token, new keys are not in the store at all; what
+                // may be is a key from before a move to it.
+                None if config.keys.backend == crate::config::Backend::Pkcs11 => tracing::info!(
+                    "no master key configured: new keys live in the PKCS#11 token; a key still in \
+                 the key directory from before the move to it is stored in the clear (mode 600)"
+                ),
                 None => tracing::warn!(
                     "no master key configured: private keys are stored in the clear (mode 600); \
                  set JWKSD_MASTER_KEY or master_key_file to seal them"
@@ -295,43 +398,6 @@ async fn open_store(
             .map(|s| Box::new(s) as Box<dyn KeyStore>)?
         }
     })
-}
-
-/// Reloads TLS certificates on SIGHUP and when their files change. Without
-/// TLS, SIGHUP is logged and otherwise ignored.
-async fn reload_tls(listeners: Vec<Arc<ReloadingTls>>, mut shutdown: watch::Receiver<bool>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hup = match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGHUP; certificates reload on file change only");
-            None
-        }
-    };
-    let mut tick = tokio::time::interval(TLS_WATCH_INTERVAL);
-    loop {
-        tokio::select! {
-            _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => {
-                if listeners.is_empty() {
-                    tracing::info!("SIGHUP: no TLS certificate to reload; the configuration is read at start only");
-                }
-                for l in &listeners {
-                    l.reload_logged("SIGHUP");
-                }
-            }
-            _ = tick.tick() => {
-                // File stats and PEM parsing: off the async workers.
-                let ls = listeners.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    for l in &ls {
-                        l.reload_if_changed();
-                    }
-                })
-                .await;
-            }
-            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => return,
-        }
-    }
 }
 
 /// Registers for SIGTERM and SIGINT now; the future ends at the first.

@@ -83,13 +83,13 @@ const CORPUS: &[(&str, &str, &str)] = &[
     ),
     (
         "algorithm unknown",
-        "algorithms: [ES256, ES384]\n",
-        "configuration bad.yaml: algorithms[1] (line 1): \"ES384\" is not accepted: expected ES256 or RS256, for example `algorithms: [ES256, RS256]`",
+        "algorithms: [ES256, ES512]\n",
+        "configuration bad.yaml: algorithms[1] (line 1): \"ES512\" is not accepted: expected ES256, ES384, RS256, PS256, EdDSA or Ed25519, for example `algorithms: [ES256, RS256]`",
     ),
     (
         "algorithm given a list",
         "algorithms: [[ES256]]\n",
-        "configuration bad.yaml: algorithms[0] (line 1): expected ES256 or RS256, for example `algorithms: [ES256, RS256]`, not a list",
+        "configuration bad.yaml: algorithms[0] (line 1): expected ES256, ES384, RS256, PS256, EdDSA or Ed25519, for example `algorithms: [ES256, RS256]`, not a list",
     ),
     (
         "enum unknown",
@@ -122,14 +122,39 @@ const CORPUS: &[(&str, &str, &str)] = &[
         "configuration bad.yaml: jwks.cache_maxage (line 3): unknown setting \"cache_maxage\": did you mean \"cache_max_age\"? (this section takes cache_max_age, publish_ahead or cors_allow_origins)",
     ),
     (
+        "pkcs11 backend without its token",
+        "keys:\n  backend: pkcs11\n",
+        "configuration bad.yaml: keys.backend (line 2): pkcs11 needs the token: add keys.pkcs11 with module and token_label (docs/configuration.md, \"keys.pkcs11\")",
+    ),
+    (
+        "unknown key backend",
+        "keys:\n  backend: kms\n",
+        "configuration bad.yaml: keys.backend (line 2): \"kms\" is not accepted: expected software or pkcs11, for example `backend: software`",
+    ),
+    (
+        "pkcs11 without its module",
+        "keys:\n  pkcs11:\n    token_label: x\n",
+        "configuration bad.yaml: keys.pkcs11 (line 2): module is missing: this section needs it",
+    ),
+    (
+        "pkcs11 sessions out of range",
+        "keys:\n  pkcs11:\n    module: /usr/lib/softhsm/libsofthsm2.so\n    token_label: jwksd\n    sessions: 0\n",
+        "configuration bad.yaml: keys.pkcs11.sessions (line 5): expected 1 to 64",
+    ),
+    (
+        "pkcs11 token label too long",
+        "keys:\n  pkcs11:\n    module: /m.so\n    token_label: abcdefghijklmnopqrstuvwxyz0123456789\n",
+        "configuration bad.yaml: keys.pkcs11.token_label (line 4): expected the token's label: 1 to 32 bytes",
+    ),
+    (
         "unknown field, far",
         "frobnicate: 1\n",
-        "configuration bad.yaml: frobnicate (line 1): unknown setting \"frobnicate\" (this section takes keys_dir, algorithms, rsa_bits, rotation, tokens, jwks, signing_key, listen, admin, master_key_file, http, tls, store or log)",
+        "configuration bad.yaml: frobnicate (line 1): unknown setting \"frobnicate\" (this section takes keys_dir, keys, algorithms, rsa_bits, rotation, tokens, jwks, signing_key, listen, admin, master_key_file, http, tls, store or log)",
     ),
     (
         "unknown top-level typo",
         "keyz_dir: x\n",
-        "configuration bad.yaml: keyz_dir (line 1): unknown setting \"keyz_dir\": did you mean \"keys_dir\"? (this section takes keys_dir, algorithms, rsa_bits, rotation, tokens, jwks, signing_key, listen, admin, master_key_file, http, tls, store or log)",
+        "configuration bad.yaml: keyz_dir (line 1): unknown setting \"keyz_dir\": did you mean \"keys_dir\"? (this section takes keys_dir, keys, algorithms, rsa_bits, rotation, tokens, jwks, signing_key, listen, admin, master_key_file, http, tls, store or log)",
     ),
     (
         "text given a section",
@@ -204,7 +229,7 @@ const CORPUS: &[(&str, &str, &str)] = &[
     (
         "no algorithms",
         "algorithms: []\n",
-        "configuration bad.yaml: algorithms (line 1): algorithms is empty: configure ES256, RS256 or both",
+        "configuration bad.yaml: algorithms (line 1): algorithms is empty: configure one or more of ES256, ES384, RS256, PS256, EdDSA and Ed25519",
     ),
     (
         "rsa bits",

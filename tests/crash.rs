@@ -6,44 +6,16 @@
 mod support;
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::{Child, Command};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
 use jwksd::client::Client;
-use jwksd::keys::Alg;
 use jwksd::lifecycle::state::HISTORY_LIMIT;
 use jwksd::lifecycle::{KeyState, Trigger};
 use jwksd::store::KeyStore;
 use jwksd::store::fs::FsStore;
-use support::daemon::{start_binary, write_config};
-
-/// xorshift64*: reproducible kill instants from a printed seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-struct Proc {
-    child: Child,
-    addrs: mpsc::Receiver<(String, String)>,
-}
-
-fn spawn(config: &std::path::Path) -> Proc {
-    let started = start_binary(config, &[], Arc::new(Mutex::new(Vec::new())));
-    Proc {
-        child: started.child,
-        addrs: started.addrs,
-    }
-}
+use support::crash::{Rng, env_count, observe_jwks, spawn};
+use support::daemon::write_config;
 
 #[derive(Default)]
 struct Stats {
@@ -56,22 +28,8 @@ struct Stats {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_sigkill_at_random_instants() {
-    let kills: u32 = std::env::var("JWKSD_CRASH_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100);
-    let seed: u64 = std::env::var("JWKSD_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("crash test seed {seed} (set JWKSD_CRASH_SEED to replay)");
-    let mut rng = Rng(seed);
+    let kills = env_count("JWKSD_CRASH_KILLS", 100);
+    let (mut rng, seed) = Rng::from_env("JWKSD_CRASH_SEED", "crash test");
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("keys");
     let config = write_config(
@@ -104,26 +62,16 @@ async fn survives_sigkill_at_random_instants() {
                 .await
                 .unwrap();
             assert_eq!(a.status, 200, "cycle {cycle} (seed {seed}): admin API");
-            let until = Instant::now() + Duration::from_millis(rng.below(1500));
-            loop {
-                let r = client
-                    .get(&format!("{public}/.well-known/jwks.json"), None)
-                    .await
-                    .unwrap();
-                assert_eq!(r.status, 200, "cycle {cycle} (seed {seed}): JWKS");
-                for k in r.json().unwrap()["keys"].as_array().unwrap() {
-                    observed
-                        .entry(k["kid"].as_str().unwrap().to_owned())
-                        .or_insert_with(Instant::now);
-                }
-                if Instant::now() >= until {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(rng.below(60))).await;
-            }
+            observe_jwks(
+                &client,
+                &public,
+                &mut observed,
+                &mut rng,
+                &format!("cycle {cycle} (seed {seed})"),
+            )
+            .await;
         }
-        p.child.kill().unwrap();
-        p.child.wait().unwrap();
+        p.kill();
         stats.kills += 1;
 
         // What the kill left behind.
@@ -212,7 +160,7 @@ fn check_store(
 
     // One active key per algorithm (once the store holds any key).
     if !state.keys.is_empty() {
-        for alg in Alg::ALL {
+        for alg in support::DEFAULT_ALGS {
             let n = state.in_state(alg, KeyState::Active).count();
             assert_eq!(n, 1, "{ctx}: {alg} has {n} active keys");
         }

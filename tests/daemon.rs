@@ -14,6 +14,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Value, json};
 use support::daemon::{BIN, Daemon, FAST, write_config};
+use support::member_names;
 
 fn unix_now() -> f64 {
     SystemTime::now()
@@ -23,11 +24,7 @@ fn unix_now() -> f64 {
 }
 
 fn alg_of(name: &str) -> Algorithm {
-    match name {
-        "ES256" => Algorithm::ES256,
-        "RS256" => Algorithm::RS256,
-        other => panic!("{other}"),
-    }
+    support::jwt_algorithm(name.parse().unwrap()).unwrap_or_else(|| panic!("{name}"))
 }
 
 /// A strict verifier: keeps the JWK Set for its Cache-Control max-age and
@@ -431,8 +428,11 @@ async fn signing_refuses_what_retention_cannot_cover() {
         ),
         (400, "bad_json")
     );
-    let r = d.sign("ES384", json!({})).await;
+    let r = d.sign("ES512", json!({})).await;
     assert_eq!(r.json().unwrap()["code"], "unknown_alg");
+    // Known, but not among this daemon's algorithms.
+    let r = d.sign("ES384", json!({})).await;
+    assert_eq!(r.json().unwrap()["code"], "alg_not_configured");
     let r = d
         .client
         .post_json(&url, Some(&d.signer), &json!({"claims": {}}))
@@ -945,6 +945,14 @@ async fn active_key_etag_changes_with_any_part_of_the_body_across_a_restart() {
     assert_eq!(d.stop().code(), Some(0));
     write_config(tmp.path(), &body("8s"));
     d.restart().await;
+    // The raised lifetime is promised once the planner's first step has
+    // recorded it (until then the key's record says 4 s, and the body, so
+    // its tag, is the old one).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.active_key("ES256").await.json().unwrap()["max_token_lifetime_seconds"] != 8 {
+        assert!(Instant::now() < deadline, "8s never served");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let r = d.active_key_if_none_match("ES256", &etag).await;
     assert_eq!(r.status, 200, "a stale ETag matched the changed body");
     let v = r.json().unwrap();
@@ -1178,20 +1186,6 @@ async fn the_jwk_set_cors_follows_an_origin_list_and_an_empty_list_turns_it_off(
     let r = send_with(&d, Method::OPTIONS, &url, None, &[]).await;
     assert_eq!(r.status, 204);
     assert_eq!(r.header(header::ALLOW), Some("GET, HEAD, OPTIONS"));
-}
-
-/// The object keys of `v`, at any depth.
-fn member_names(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::Object(m) => {
-            for (k, child) in m {
-                out.push(k.clone());
-                member_names(child, out);
-            }
-        }
-        Value::Array(a) => a.iter().for_each(|c| member_names(c, out)),
-        _ => {}
-    }
 }
 
 /// The active key's private scalar `d`, base64url, from its key file (an

@@ -1,9 +1,13 @@
 //! Copies of a private key in the daemon's memory, counted from outside: the
 //! test starts the real binary (its parent, so it may read /proc/PID/mem),
-//! takes the active keys' private exponent `d` from the key files, and
+//! takes the active keys' private `d` from the key files (the EC private
+//! scalar, the RSA private exponent, the Ed25519 seed: the JWK's `d`), and
 //! counts every writable page of the daemon that holds `d` in one of three
-//! forms. Freed memory is scanned too (the allocator does not clear it), so
+//! forms (two for Ed25519). Freed memory is scanned too (the allocator does not clear it), so
 //! a copy that was dropped without being wiped is counted like a live one.
+//! A last test counts the same in this process, around the private JWK and
+//! the signer alone, where what is left behind is not overwritten by the
+//! daemon's other work before it is looked for.
 //!
 //! What each remaining copy is, and when it is wiped, is in docs/security.md
 //! ("Copies of a private key in memory").
@@ -33,8 +37,16 @@ struct Forms {
     /// Big-endian, as in PKCS#8.
     raw: Vec<u8>,
     /// Little-endian 64-bit limbs, as in an OpenSSL BIGNUM (or a
-    /// num-bigint BigUint) on this machine: the bytes reversed.
-    limbs: Vec<u8>,
+    /// num-bigint BigUint) on this machine: the bytes reversed. `None` for
+    /// Ed25519: its private key is a 32-byte string (the seed), never a
+    /// number. OpenSSL holds it as those very bytes (`PKey::
+    /// private_key_from_raw_bytes`: the raw form, counted there), and the
+    /// seed reversed is no form of the key that anything holds, so it is
+    /// not searched for (0 would prove nothing). What OpenSSL derives from
+    /// the seed to sign (its SHA-512: the secret scalar and the nonce
+    /// prefix) lives in each signature's temporaries, which are not
+    /// searched for, like the other algorithms' signing temporaries.
+    limbs: Option<Vec<u8>>,
     /// base64url, as in the private JWK.
     b64: Vec<u8>,
 }
@@ -42,19 +54,23 @@ struct Forms {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Counts {
     raw: usize,
-    limbs: usize,
+    /// `None`: not searched for (Ed25519).
+    limbs: Option<usize>,
     b64: usize,
 }
 
 impl Forms {
     fn from_pem(alg: &'static str, pem: &[u8]) -> Forms {
         let raw = support::private_scalar(alg, pem);
-        let mut limbs = raw.clone();
-        // A leading zero byte of a padded EC key is no part of the BIGNUM.
-        while limbs.first() == Some(&0) {
-            limbs.remove(0);
-        }
-        limbs.reverse();
+        let limbs = (!is_ed25519(alg)).then(|| {
+            let mut limbs = raw.clone();
+            // A leading zero byte of a padded EC key is no part of the BIGNUM.
+            while limbs.first() == Some(&0) {
+                limbs.remove(0);
+            }
+            limbs.reverse();
+            limbs
+        });
         let b64 = URL_SAFE_NO_PAD.encode(&raw).into_bytes();
         Forms {
             alg,
@@ -94,14 +110,14 @@ fn count(hay: &[u8], needle: &[u8]) -> usize {
 fn scan(pid: u32, keys: &[Forms]) -> Vec<Counts> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let mem = File::open(format!("/proc/{pid}/mem")).unwrap();
-    let mut out = vec![
-        Counts {
+    let mut out: Vec<Counts> = keys
+        .iter()
+        .map(|k| Counts {
             raw: 0,
-            limbs: 0,
-            b64: 0
-        };
-        keys.len()
-    ];
+            limbs: k.limbs.as_ref().map(|_| 0),
+            b64: 0,
+        })
+        .collect();
     // SAFETY: kill has no memory-safety preconditions; the pid is our child.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
     let mut buf = Vec::new();
@@ -123,7 +139,9 @@ fn scan(pid: u32, keys: &[Forms]) -> Vec<Counts> {
         }
         for (k, c) in keys.iter().zip(out.iter_mut()) {
             c.raw += count(&buf, &k.raw);
-            c.limbs += count(&buf, &k.limbs);
+            if let (Some(n), Some(limbs)) = (c.limbs.as_mut(), &k.limbs) {
+                *n += count(&buf, limbs);
+            }
             c.b64 += count(&buf, &k.b64);
         }
     }
@@ -143,30 +161,76 @@ fn key_of(keys: &Value, alg: &str, state: &str) -> Option<String> {
 
 fn report(stage: &str, keys: &[Forms], counts: &[Counts]) {
     for (k, c) in keys.iter().zip(counts) {
+        let limbs = c.limbs.map_or("-".to_owned(), |n| n.to_string());
         eprintln!(
-            "{stage:>26} {}: raw {} limbs {} base64url {}",
-            k.alg, c.raw, c.limbs, c.b64
+            "{stage:>26} {:>5}: raw {} limbs {limbs} base64url {}",
+            k.alg, c.raw, c.b64
         );
     }
 }
 
-const ALGS: [&str; 2] = ["ES256", "RS256"];
-const CONFIG: &str = "algorithms: [ES256, RS256]\nrsa_bits: 2048\nrotation:\n  every: 1h\njwks:\n  cache_max_age: 2s\ntokens:\n  clock_skew: 1s\n";
+const ALGS: [&str; 5] = ["ES256", "ES384", "RS256", "PS256", "EdDSA"];
+const CONFIG: &str = "algorithms: [ES256, ES384, RS256, PS256, EdDSA]\nrsa_bits: 2048\nrotation:\n  every: 1h\njwks:\n  cache_max_age: 2s\ntokens:\n  clock_skew: 1s\n";
 const REQUESTS: usize = 20;
 
-/// One copy of each form while a key is active: the PKCS#8 in the key ring
-/// (raw), OpenSSL's key in the signer (limbs), the prepared
-/// `/v1/keys/active` body (base64url).
-const LIVE: Counts = Counts {
-    raw: 1,
-    limbs: 1,
-    b64: 1,
-};
-const NONE: Counts = Counts {
-    raw: 0,
-    limbs: 0,
-    b64: 0,
-};
+/// An Ed25519 key (`EdDSA`; `Ed25519`, RFC 9864's name, is the same key).
+fn is_ed25519(alg: &str) -> bool {
+    matches!(alg, "EdDSA" | "Ed25519")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Active: generated or loaded, before or after `/v1/keys/active`
+    /// requests.
+    Active,
+    /// Active, after signing.
+    Signed,
+    /// Revoked and out of the key ring.
+    Revoked,
+}
+
+/// The copies of an active `alg` key expected at `stage` (`export` is
+/// `signing_key.export`), each one accounted for:
+/// - raw: the PKCS#8 in the key ring (a zeroizing buffer); for Ed25519
+///   also OpenSSL's key in the signer, which is the seed's 32 bytes as they
+///   are (the private key buffer of OpenSSL's Ed25519 key, freed with
+///   `OPENSSL_secure_clear_free`);
+/// - limbs: OpenSSL's key in the signer (EC, RSA; a secure BIGNUM, freed
+///   with `BN_clear_free`), and for an RSA key (RS256, PS256) that has
+///   signed a second one: its export to OpenSSL's default provider, cached
+///   with the key. An EC key signs through the `EC_KEY` itself, and an
+///   Ed25519 key is made in the provider, so neither has such an export;
+/// - base64url: the prepared `/v1/keys/active` body (none when sign-only).
+///
+/// None of any form once the key is revoked.
+fn expected(alg: &str, stage: Stage, export: bool) -> Counts {
+    if stage == Stage::Revoked {
+        return Counts {
+            raw: 0,
+            limbs: (!is_ed25519(alg)).then_some(0),
+            b64: 0,
+        };
+    }
+    let b64 = usize::from(export);
+    match alg {
+        "ES256" | "ES384" => Counts {
+            raw: 1,
+            limbs: Some(1),
+            b64,
+        },
+        "RS256" | "PS256" => Counts {
+            raw: 1,
+            limbs: Some(if stage == Stage::Signed { 2 } else { 1 }),
+            b64,
+        },
+        a if is_ed25519(a) => Counts {
+            raw: 2,
+            limbs: None,
+            b64,
+        },
+        other => panic!("no expectation for {other}"),
+    }
+}
 
 /// Waits until every algorithm has an active and a next key (the next one
 /// is generated after start-up, and its arrival rebuilds the snapshot),
@@ -251,20 +315,35 @@ async fn revoke(d: &Daemon, kids: &[String]) {
     settled(d).await;
 }
 
-fn check(stage: &str, forms: &[Forms], counts: &[Counts], expected: Counts) {
-    report(stage, forms, counts);
-    for (k, c) in forms.iter().zip(counts) {
-        assert_eq!(*c, expected, "{} {stage}", k.alg);
+/// The counts of each stage against [`expected`]: every stage is
+/// reported and every unexpected count collected before the test fails.
+struct Checker {
+    export: bool,
+    wrong: Vec<String>,
+}
+
+impl Checker {
+    fn check(&mut self, stage: &str, forms: &[Forms], counts: &[Counts], at: Stage) {
+        report(stage, forms, counts);
+        for (k, c) in forms.iter().zip(counts) {
+            let want = expected(k.alg, at, self.export);
+            if *c != want {
+                self.wrong
+                    .push(format!("{} {stage}: {c:?}, expected {want:?}", k.alg));
+            }
+        }
+    }
+
+    fn finish(self) {
+        assert!(self.wrong.is_empty(), "{}", self.wrong.join("\n"));
     }
 }
 
-/// Sign-only (`signing_key.export: false`): no `/v1/keys/active` body is
-/// prepared with the private JWK, so one copy fewer: no base64url `d`.
-const LIVE_SIGN_ONLY: Counts = Counts { b64: 0, ..LIVE };
-
 /// A freshly generated key: before any request, after requests, after
-/// signing, after revocation. Then the keys promoted in its place, loaded from the store
-/// after a restart. `export` is `signing_key.export`.
+/// signing, after revocation. Then the keys promoted in its place, loaded
+/// from the store after a restart. `export` is `signing_key.export`: when
+/// it is `false` (sign-only), no `/v1/keys/active` body is prepared with
+/// the private JWK, so one copy fewer: no base64url `d`.
 async fn scenario(master: Option<&str>, export: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let body = if export {
@@ -272,7 +351,6 @@ async fn scenario(master: Option<&str>, export: bool) {
     } else {
         format!("{CONFIG}signing_key:\n  export: false\n")
     };
-    let live = if export { LIVE } else { LIVE_SIGN_ONLY };
     let config = support::daemon::write_config(tmp.path(), &body);
     let env: Vec<(&str, &str)> = master
         .map(|m| ("JWKSD_MASTER_KEY", m))
@@ -295,16 +373,19 @@ async fn scenario(master: Option<&str>, export: bool) {
     let after_signing = scan(d.pid(), &keys);
     revoke(&d, &kids).await;
     let after_revoke = scan(d.pid(), &keys);
-    check("generated, no request", &keys, &before, live);
-    check("after 20 requests each", &keys, &after_requests, live);
-    report("after 20 tokens each", &keys, &after_signing);
-    for (k, c) in keys.iter().zip(&after_signing) {
-        // An RS256 key that has signed has a second OpenSSL copy: its
-        // export to OpenSSL's default provider, cached with the key.
-        let limbs = if k.alg == "RS256" { 2 } else { 1 };
-        assert_eq!(*c, Counts { limbs, ..live }, "{} after signing", k.alg);
-    }
-    check("after revocation", &keys, &after_revoke, NONE);
+    let mut c = Checker {
+        export,
+        wrong: Vec::new(),
+    };
+    c.check("generated, no request", &keys, &before, Stage::Active);
+    c.check(
+        "after 20 requests each",
+        &keys,
+        &after_requests,
+        Stage::Active,
+    );
+    c.check("after 20 tokens each", &keys, &after_signing, Stage::Signed);
+    c.check("after revocation", &keys, &after_revoke, Stage::Revoked);
 
     d.stop();
     d.restart().await;
@@ -313,8 +394,14 @@ async fn scenario(master: Option<&str>, export: bool) {
     let loaded = scan(d.pid(), &keys);
     pull(&d, &keys, export).await;
     let after_requests = scan(d.pid(), &keys);
-    check("loaded, no request", &keys, &loaded, live);
-    check("loaded, after 20 requests", &keys, &after_requests, live);
+    c.check("loaded, no request", &keys, &loaded, Stage::Active);
+    c.check(
+        "loaded, after 20 requests",
+        &keys,
+        &after_requests,
+        Stage::Active,
+    );
+    c.finish();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -331,4 +418,147 @@ async fn private_key_copies_in_a_sealed_store_are_accounted_for_and_wiped() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sign_only_holds_one_copy_fewer() {
     scenario(None, false).await;
+}
+
+/// Counts `needle` in this process's writable memory (freed memory and
+/// the threads' stacks included; the main thread's, which runs no test,
+/// left out), read through a mapping of its own that is not scanned, so
+/// that reading makes no copy that is counted.
+fn count_in_self(needle: &[u8]) -> usize {
+    const SCRATCH: usize = 1 << 30;
+    // SAFETY: a fresh private anonymous mapping; unmapped below.
+    let scratch = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            SCRATCH,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(scratch, libc::MAP_FAILED);
+    let (skip_from, skip_to) = (scratch as u64, scratch as u64 + SCRATCH as u64);
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let mem = File::open("/proc/self/mem").unwrap();
+    let mut ranges = Vec::new();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if !perms.starts_with("rw") || line.ends_with("[stack]") {
+            continue;
+        }
+        let (start, end) = range.split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        // The kernel may have merged the scratch mapping with a neighbour.
+        ranges.push((start, end.min(skip_from).max(start)));
+        ranges.push((skip_to.max(start).min(end), end));
+    }
+    // Other threads map and grow memory as this reads the maps, which may
+    // then list one mapping twice (before and after it grew): count each
+    // address once.
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (start, end) in ranges {
+        match merged.last_mut() {
+            Some(last) if start < last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    let mut n = 0;
+    for (start, end) in merged {
+        let len = (end - start) as usize;
+        if len == 0 || len > SCRATCH {
+            continue;
+        }
+        // SAFETY: within the scratch mapping, which nothing else uses.
+        let buf = unsafe { std::slice::from_raw_parts_mut(scratch.cast::<u8>(), len) };
+        // As much as can be read: a heap that another thread shrinks
+        // loses its top pages (and what was in them) meanwhile.
+        let mut got = 0;
+        while got < len {
+            match mem.read_at(&mut buf[got..], start + got as u64) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => got += k,
+            }
+        }
+        n += count(&buf[..got], needle);
+        buf[..got].fill(0);
+    }
+    // SAFETY: the mapping made above, no longer borrowed.
+    unsafe { libc::munmap(scratch, SCRATCH) };
+    n
+}
+
+/// `d` as the key's PKCS#8 holds it, borrowed from it (parsed in Rust, so
+/// that finding it makes no copy): the EC private key, the RSA private
+/// exponent, the Ed25519 seed.
+fn d_in_pkcs8<'a>(alg: &str, pkcs8: &'a [u8]) -> &'a [u8] {
+    use rsa::pkcs8::der::Decode as _;
+    let info = rsa::pkcs8::PrivateKeyInfo::from_der(pkcs8).unwrap();
+    match alg {
+        "ES256" | "ES384" => {
+            sec1::EcPrivateKey::from_der(info.private_key)
+                .unwrap()
+                .private_key
+        }
+        "RS256" | "PS256" => rsa::pkcs1::RsaPrivateKey::from_der(info.private_key)
+            .unwrap()
+            .private_exponent
+            .as_bytes(),
+        a if is_ed25519(a) => rsa::pkcs8::der::asn1::OctetStringRef::from_der(info.private_key)
+            .unwrap()
+            .as_bytes(),
+        other => panic!("{other}"),
+    }
+}
+
+/// In this process, where it is deterministic (the daemon's allocator may
+/// reuse, and so overwrite, what is left behind before the scenario above
+/// looks): a key's private JWK and signer leave no copy of `d` behind once
+/// dropped. Two did before: base64's `encode_string` encodes through a
+/// buffer on the stack that it leaves as it is (every algorithm,
+/// base64url), and OpenSSL 3's `raw_private_key` hands an Ed25519 seed out
+/// through an `OSSL_PARAM` array that it frees without wiping (raw). The
+/// counts include the needles themselves, one of each form.
+///
+/// The raw form of an EC or RSA key is counted as "no more than before":
+/// the p256, p384 and rsa crates generate a key in temporaries that are not
+/// all wiped (docs/security.md), and what they leave in this process may
+/// be overwritten at any time. An Ed25519 key is drawn straight into a
+/// zeroizing buffer, so its counts are exact.
+#[test]
+fn a_private_jwk_and_a_signer_leave_no_copy_behind() {
+    for alg in ALGS {
+        let k = jwksd::keys::generate(alg.parse().unwrap(), 2048).unwrap();
+        let raw = d_in_pkcs8(alg, &k.pkcs8).to_vec();
+        let b64 = URL_SAFE_NO_PAD.encode(&raw).into_bytes();
+        // The needle and the PKCS#8, and what generation left.
+        let most = count_in_self(&raw);
+        let ed25519 = is_ed25519(alg);
+        let raw_ok = |n: usize| if ed25519 { n == 2 } else { n <= most };
+        assert!(raw_ok(most), "{alg} generated: {most} raw");
+        assert_eq!(count_in_self(&b64), 1, "{alg} generated");
+        for _ in 0..3 {
+            let jwk = k.private_jwk_json().unwrap();
+            assert_eq!(count_in_self(&b64), 2, "{alg}: the private JWK");
+            drop(jwk);
+            assert_eq!(count_in_self(&b64), 1, "{alg}: private JWK dropped");
+            let n = count_in_self(&raw);
+            assert!(raw_ok(n), "{alg}: private JWK dropped: {n} raw");
+            let signer = k.signer().unwrap();
+            signer.sign(b"message").unwrap();
+            if ed25519 {
+                // OpenSSL's Ed25519 key is the seed as it is.
+                assert_eq!(count_in_self(&raw), 3, "{alg}: a signer");
+            }
+            drop(signer);
+            assert_eq!(count_in_self(&b64), 1, "{alg}: signer dropped");
+            let n = count_in_self(&raw);
+            assert!(raw_ok(n), "{alg}: signer dropped: {n} raw");
+        }
+    }
 }

@@ -423,6 +423,7 @@ fn wire_examples() -> Vec<(&'static str, Value)> {
                 reasons: vec!["scheduler not running".into()],
                 lifecycle_failing: false,
                 store_reachable: true,
+                token_available: Some(false),
             }),
         ),
         (
@@ -705,6 +706,28 @@ async fn every_route_answers_as_documented_on_a_real_daemon() {
         statuses.contains("POST /v1/keys/{kid}/revoke 200"),
         "{statuses:?}"
     );
+    // This daemon keeps its keys in the store: a key in a token, as
+    // `/v1/keys` shows one (the type's own serialisation).
+    let mut in_token: jwksd::lifecycle::KeyRecord = serde_json::from_value(json!({
+        "kid": "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs", "alg": "ES256", "state": "next",
+        "public": {"kty": "EC", "crv": "P-256", "x": "x", "y": "y"},
+        "created_at": "2026-01-05T00:00:00Z", "published_at": "2026-01-05T00:00:00Z",
+        "transitions": []
+    }))
+    .unwrap();
+    in_token.custody = jwksd::keys::Custody::Pkcs11 {
+        token_label: "jwksd".into(),
+    };
+    v.component("KeyRecord", &to_value(&in_token)).unwrap();
+    // And its readiness, which then says whether the token answers.
+    let with_token = Readiness {
+        ready: true,
+        reasons: vec![],
+        lifecycle_failing: false,
+        store_reachable: true,
+        token_available: Some(true),
+    };
+    v.component("Readiness", &to_value(&with_token)).unwrap();
     v.assert_covered(&[
         "Jwks",
         "PublishedJwk",

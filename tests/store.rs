@@ -87,7 +87,7 @@ fn keys_survive_a_restart_with_their_modes() {
     assert!(notes.is_empty(), "{notes:?}");
     assert_eq!(ring.state(), &state);
     for k in &state.keys {
-        assert_eq!(ring.key(&k.kid).unwrap().kid, k.kid);
+        assert_eq!(*ring.key(&k.kid).unwrap().kid(), k.kid);
     }
 }
 
@@ -280,7 +280,7 @@ fn damaged_or_future_state_is_refused_with_its_file() {
 
     fs::write(
         &state_path,
-        good.replacen("\"format\": 3", "\"format\": 99", 1),
+        good.replacen("\"format\": 4", "\"format\": 99", 1),
     )
     .unwrap();
     let msg = problems(Keyring::load(Box::new(open(tmp.path()))).err().unwrap());
@@ -560,7 +560,7 @@ fn a_failure_after_the_commit_point_is_not_reported_as_uncommitted() {
     let store = ring.store();
     let made = jwksd::keyring::generate_staged(&*store, &p.actions).unwrap();
     // Something in the way of the rename (a non-empty directory).
-    let blocker = tmp.path().join(format!("{}.key", made[0].1.kid));
+    let blocker = tmp.path().join(format!("{}.key", made[0].1.kid()));
     fs::create_dir(&blocker).unwrap();
     fs::write(blocker.join("x"), b"x").unwrap();
     let executed = ring.commit_generated(made, &Fixed(t(0)));
@@ -587,14 +587,14 @@ fn a_failure_after_the_commit_point_is_not_reported_as_uncommitted() {
 fn a_closed_staging_gate_stages_nothing() {
     // Shutdown closes the gate: a generation that finishes afterwards
     // writes nothing (the process may be gone before it would finish).
-    use jwksd::keyring::{StagingGate, generate_staged_gated};
+    use jwksd::keyring::{Maker, StagingGate, generate_staged_gated};
     let tmp = tempfile::tempdir().unwrap();
     let (ring, _) = Keyring::load(Box::new(open(tmp.path()))).unwrap();
     let p = plan(ring.state(), &policy(), t(0));
     let store = ring.store();
     let gate = StagingGate::default();
     gate.close();
-    let e = generate_staged_gated(&*store, &p.actions, &gate)
+    let e = generate_staged_gated(&Maker::store(&*store), &p.actions, &gate)
         .err()
         .unwrap();
     assert!(e.to_string().contains("shutting down"), "{e}");
@@ -606,6 +606,7 @@ fn a_closed_staging_gate_stages_nothing() {
         .collect();
     assert!(staged.is_empty(), "{staged:?}");
     // Open, it stages as before.
-    let made = generate_staged_gated(&*store, &p.actions, &StagingGate::default()).unwrap();
+    let made =
+        generate_staged_gated(&Maker::store(&*store), &p.actions, &StagingGate::default()).unwrap();
     assert_eq!(made.len(), p.actions.len());
 }

@@ -10,11 +10,16 @@ impl Config {
     pub fn describe(&self, p: &Policy, now: Timestamp) -> Result<String, ConfigError> {
         let mut out = String::new();
         let algs: Vec<&str> = p.algorithms.iter().map(|a| a.as_str()).collect();
-        out.push_str(&format!(
-            "algorithms: {} (RSA keys of {} bits)\n",
-            algs.join(", "),
-            p.rsa_bits
-        ));
+        // rsa_bits means something only where an RSA algorithm is listed.
+        if p.algorithms.iter().any(|a| a.is_rsa()) {
+            out.push_str(&format!(
+                "algorithms: {} (RSA keys of {} bits)\n",
+                algs.join(", "),
+                p.rsa_bits
+            ));
+        } else {
+            out.push_str(&format!("algorithms: {}\n", algs.join(", ")));
+        }
         match &p.schedule {
             Schedule::Every(d) => out.push_str(&format!(
                 "keys rotate every {} after the active key was activated\n",
@@ -80,6 +85,22 @@ impl Config {
             "public listener {}, admin listener {}; keys in {store}\n",
             self.listen.public, self.listen.admin
         ));
+        out.push_str(&match (&self.keys.backend, &self.keys.pkcs11) {
+            (super::schema::Backend::Pkcs11, Some(t)) => format!(
+                "new keys are generated and used inside PKCS#11 token {:?} (module {}; keys.backend: \
+                 pkcs11, {} sessions): their private keys never leave it and are never exported\n",
+                t.token_label,
+                t.module.display(),
+                t.sessions
+            ),
+            (_, Some(t)) => format!(
+                "new keys are kept in the store (keys.backend: software); keys already in PKCS#11 \
+                 token {:?} (module {}) stay there until they retire\n",
+                t.token_label,
+                t.module.display()
+            ),
+            (_, None) => "new keys are kept in the store (keys.backend: software)\n".to_string(),
+        });
         out.push_str(if self.signing_key.export {
             "the signing key is exported: GET /v1/keys/active hands the private key to signer-token \
              holders (signing_key.export: true)\n"
@@ -111,5 +132,26 @@ mod tests {
             "{d}"
         );
         assert!(!d.contains("is exported"), "{d}");
+    }
+
+    /// check-config names the backend, the module and the token, and opens
+    /// nothing (the module path here does not exist).
+    #[test]
+    fn describe_names_the_key_backend() {
+        let c = parse(DEFAULT_YAML).unwrap();
+        let d = c.describe(&c.policy(now()).unwrap(), now()).unwrap();
+        assert!(d.contains("keys.backend: software"), "{d}");
+        let token = "keys:\n  backend: pkcs11\n  pkcs11:\n    module: /nonexistent/libhsm.so\n    token_label: prod\n";
+        let c = parse(token).unwrap();
+        let d = c.describe(&c.policy(now()).unwrap(), now()).unwrap();
+        assert!(
+            d.contains("inside PKCS#11 token \"prod\" (module /nonexistent/libhsm.so; keys.backend: pkcs11, 4 sessions)"),
+            "{d}"
+        );
+        assert!(d.contains("never exported"), "{d}");
+        let moving = token.replace("backend: pkcs11", "backend: software");
+        let c = parse(&moving).unwrap();
+        let d = c.describe(&c.policy(now()).unwrap(), now()).unwrap();
+        assert!(d.contains("stay there until they retire"), "{d}");
     }
 }

@@ -23,6 +23,9 @@ pub const NEW_MASTER_KEY: &str = "JWKSD_NEW_MASTER_KEY";
 pub const OPERATOR_TOKEN: &str = "JWKSD_OPERATOR_TOKEN";
 /// The admin API's signer token; overrides `admin.signer_token_file`.
 pub const SIGNER_TOKEN: &str = "JWKSD_SIGNER_TOKEN";
+/// The PKCS#11 token's user PIN; instead of `keys.pkcs11.pin_file` (read
+/// where the token is opened, `keys::pkcs11::Pin`).
+pub const PKCS11_PIN: &str = crate::keys::pkcs11::PIN_ENV;
 
 /// A variable that may hold a secret, wiped when dropped. Not UTF-8 counts
 /// as unset, as it always has.

@@ -7,10 +7,11 @@
 //!
 //! Split by concern: `schema` (the structs and their defaults), `de` (reads
 //! the parsed YAML into the schema, with errors in the configuration's
-//! words and their path as data), `duration`, `error`, `locate` (lines for
+//! words and their path as data), `clients` (the clients file), `duration`, `error`, `locate` (lines for
 //! errors), `validate`, `describe`, `env` (every `JWKSD_*` variable); this
 //! file reads and parses, and turns a configuration into its policy.
 
+pub mod clients;
 mod de;
 mod describe;
 mod duration;
@@ -188,6 +189,13 @@ impl Config {
                     .saturating_add(self.store.poll_interval.0),
                 None => crate::store::fs::COMMIT_WINDOW,
             },
+            custody: match (&self.keys.backend, &self.keys.pkcs11) {
+                (Backend::Pkcs11, Some(t)) => crate::keys::Custody::Pkcs11 {
+                    token_label: t.token_label.clone(),
+                },
+                // Backend pkcs11 without a token is refused in validation.
+                _ => crate::keys::Custody::Software,
+            },
         }
     }
 }
@@ -314,9 +322,9 @@ mod tests {
     fn wrong_types_and_hostile_documents_are_refused() {
         assert!(parse("algorithms: ES256\n").is_err());
         assert!(
-            parse("algorithms: [ES384]\n")
+            parse("algorithms: [ES512]\n")
                 .unwrap_err()
-                .contains("ES384")
+                .contains("ES512")
         );
         let e = parse("- a\n- b\n").unwrap_err();
         assert!(

@@ -16,6 +16,7 @@ use crate::keys::Alg;
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub keys_dir: PathBuf,
+    pub keys: Keys,
     pub algorithms: Vec<Alg>,
     pub rsa_bits: u32,
     pub rotation: Rotation,
@@ -29,6 +30,64 @@ pub struct Config {
     pub tls: Tls,
     pub store: Store,
     pub log: Log,
+}
+
+/// Where new private keys are made and kept (`keys.backend`).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Keys {
+    pub backend: Backend,
+    /// The token, for `backend: pkcs11` and for as long as any published
+    /// key lives in it.
+    pub pkcs11: Option<Pkcs11>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// In the store: key files or database rows, sealed when a master key
+    /// is set.
+    #[default]
+    Software,
+    /// Generated and used inside a PKCS#11 token; never leave it.
+    Pkcs11,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Software => "software",
+            Backend::Pkcs11 => "pkcs11",
+        }
+    }
+}
+
+/// A PKCS#11 token (docs/pkcs11.md).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11 {
+    /// The module: the vendor's PKCS#11 shared library.
+    pub module: PathBuf,
+    /// The token's label.
+    pub token_label: String,
+    /// A file holding the user PIN (one line, mode 600 or 400); or
+    /// `JWKSD_PKCS11_PIN`, not both.
+    #[serde(default)]
+    pub pin_file: Option<PathBuf>,
+    /// Logged-in sessions kept open: signatures made at once.
+    #[serde(default = "default_sessions")]
+    pub sessions: usize,
+    /// How long an operation waits for a free session.
+    #[serde(default = "default_session_wait")]
+    pub session_wait: HumanDuration,
+}
+
+fn default_sessions() -> usize {
+    4
+}
+
+fn default_session_wait() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
 }
 
 /// Where keys live when several replicas share them.
@@ -81,6 +140,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             keys_dir: PathBuf::from("keys"),
+            keys: Keys::default(),
             algorithms: vec![Alg::ES256, Alg::RS256],
             rsa_bits: 2048,
             rotation: Rotation::default(),
@@ -232,7 +292,45 @@ pub struct Admin {
     /// Default: `<keys_dir>/signer.token`.
     pub signer_token_file: Option<PathBuf>,
     /// Client networks allowed on the admin listener; empty allows all.
+    /// Applied to the client address: the forwarded one behind
+    /// `trusted_proxies`.
     pub allow: Vec<ipnet::IpNet>,
+    /// Named clients: a clients file, or the list itself
+    /// (docs/configuration.md, "Named clients").
+    pub clients: Option<ClientsSetting>,
+    /// Proxies whose `X-Forwarded-For` names the client address.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// `admin.clients`: the path of a clients file (`clients:` and the list,
+/// managed by `jwksd client`), or the list inline.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientsSetting {
+    File(PathBuf),
+    Inline(Vec<crate::access::Client>),
+}
+
+impl<'de> Deserialize<'de> for ClientsSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ClientsSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("the path of a clients file, or a list of clients")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ClientsSetting, E> {
+                Ok(ClientsSetting::File(PathBuf::from(s)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<ClientsSetting, A::Error> {
+                Vec::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+                    .map(ClientsSetting::Inline)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Limits both listeners apply to every connection.

@@ -39,6 +39,44 @@ fn invalid(path: &'static [&'static str], message: impl fmt::Display) -> Invalid
 }
 
 impl Config {
+    /// `keys`: a backend that needs a token has one, described within the
+    /// limits of PKCS#11 (a token label is at most 32 bytes).
+    fn check_keys(&self) -> Result<(), Invalid> {
+        use super::schema::Backend;
+        let Some(t) = &self.keys.pkcs11 else {
+            return match self.keys.backend {
+                Backend::Pkcs11 => Err(invalid(
+                    &["keys", "backend"],
+                    "pkcs11 needs the token: add keys.pkcs11 with module and token_label \
+                     (docs/configuration.md, \"keys.pkcs11\")",
+                )),
+                Backend::Software => Ok(()),
+            };
+        };
+        if t.module.as_os_str().is_empty() {
+            return Err(invalid(
+                &["keys", "pkcs11", "module"],
+                "expected the path of the PKCS#11 library",
+            ));
+        }
+        if t.token_label.is_empty() || t.token_label.len() > 32 {
+            return Err(invalid(
+                &["keys", "pkcs11", "token_label"],
+                "expected the token's label: 1 to 32 bytes",
+            ));
+        }
+        if !(1..=64).contains(&t.sessions) {
+            return Err(invalid(&["keys", "pkcs11", "sessions"], "expected 1 to 64"));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(60)).contains(&t.session_wait.0) {
+            return Err(invalid(
+                &["keys", "pkcs11", "session_wait"],
+                "expected 100ms to 60s",
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks the configuration against `text`'s lines; returns the policy's
     /// warnings.
     pub(super) fn validate(
@@ -116,6 +154,7 @@ impl Config {
                  admin listener",
             ));
         }
+        self.check_keys()?;
         if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&self.store.leader_lease.0)
         {
             return Err(invalid(&["store", "leader_lease"], "expected 1s to 10m"));
@@ -148,6 +187,11 @@ impl Config {
                 "the signer and operator tokens need two different files",
             ));
         }
+        if let Some(super::ClientsSetting::Inline(list)) = &self.admin.clients
+            && let Err(why) = crate::access::Clients::new(list.clone(), Vec::new())
+        {
+            return Err(invalid(&["admin", "clients"], why));
+        }
         for (path, v) in [
             (&["tokens", "issuer"], &self.tokens.issuer),
             (&["tokens", "audience"], &self.tokens.audience),
@@ -169,13 +213,45 @@ impl Config {
         }
         let policy = self.policy_unchecked(now);
         match policy.validate(now) {
-            Ok(warnings) => Ok((policy, warnings)),
+            Ok(mut warnings) => {
+                if let Some(super::ClientsSetting::Inline(list)) = &self.admin.clients {
+                    warnings.extend(self.client_warnings(list));
+                }
+                Ok((policy, warnings))
+            }
             Err(e) => Err(Invalid {
                 path: e.config_path(&policy.schedule),
                 message: e.to_string(),
                 names_field: true,
             }),
         }
+    }
+}
+
+impl Config {
+    /// Clients that work, but not as their entry suggests.
+    pub fn client_warnings(&self, clients: &[crate::access::Client]) -> Vec<String> {
+        let verifies = self
+            .tls
+            .admin
+            .as_ref()
+            .is_some_and(|t| t.client_ca_file.is_some());
+        clients
+            .iter()
+            .filter(|c| c.certificate.is_some() && !verifies)
+            .map(|c| {
+                format!(
+                    "client {}: its certificate can never be presented: the admin listener does \
+                     not verify client certificates (set tls.admin.client_ca_file){}",
+                    c.name,
+                    if c.tokens.is_empty() || c.require == crate::access::Require::Both {
+                        ", so it cannot authenticate at all"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect()
     }
 }
 
@@ -415,8 +491,8 @@ mod tests {
             ),
             (
                 "algorithms: []\n",
-                "configuration test.yaml: algorithms (line 1): algorithms is empty: configure ES256, RS256 or \
-                 both",
+                "configuration test.yaml: algorithms (line 1): algorithms is empty: configure one or more \
+                 of ES256, ES384, RS256, PS256, EdDSA and Ed25519",
             ),
             (
                 "rsa_bits: 1024\n",

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::daemon::request::Request;
 use crate::daemon::shared::{ACTIVE_KEY_WAIT, Shared, SyncFailure};
-use crate::daemon::signing::{SignError, SignJob};
+use crate::daemon::signing::{AWAY, SIGN_DEADLINE, SignError, SignJob};
 use crate::daemon::snapshot::{ActiveKey, Snapshot};
 use crate::keys::{Alg, Kid};
 use crate::lifecycle::readiness::NotCurrent;
@@ -108,8 +108,14 @@ impl Handle {
         // One wait for all attempts: the bound the answer and docs state.
         let until = tokio::time::Instant::now() + ACTIVE_KEY_WAIT;
         for _ in 0..SIGN_ATTEMPTS {
-            if shared.active_key_until(alg, until).await.is_none() {
+            let Some(active) = shared.active_key_until(alg, until).await else {
                 return Err(SignError::NoActiveKey);
+            };
+            // A token known to be away is not asked: each signature would
+            // wait for the deadline, and hold one of the signing threads
+            // while it hangs. The watch finds it again.
+            if active.in_token && shared.token_available() == Some(false) {
+                return Err(SignError::TokenUnavailable(active.kid.clone(), AWAY.into()));
             }
             let (tx, rx) = oneshot::channel();
             let job = SignJob {
@@ -118,7 +124,17 @@ impl Handle {
                 reply: tx,
             };
             result = match self.sign_jobs.send(job).await {
-                Ok(()) => rx.await.unwrap_or(Err(SignError::Stopped)),
+                // A token across a network may hang in C_Sign: our own
+                // deadline on the answer.
+                Ok(()) => match tokio::time::timeout(SIGN_DEADLINE, rx).await {
+                    Ok(answer) => answer.unwrap_or(Err(SignError::Stopped)),
+                    Err(_) => {
+                        if active.in_token {
+                            shared.token_hung();
+                        }
+                        Err(SignError::TimedOut)
+                    }
+                },
                 Err(_) => Err(SignError::Stopped),
             };
             if !matches!(result, Err(SignError::NoActiveKey)) {
@@ -191,6 +207,11 @@ impl Handle {
 
     pub fn store_reachable(&self) -> bool {
         self.shared.store_reachable()
+    }
+
+    /// Whether the PKCS#11 token answers (`None`: no token configured).
+    pub fn token_available(&self) -> Option<bool> {
+        self.shared.token_available()
     }
 
     /// The metrics in the Prometheus text format, time-based gauges

@@ -20,6 +20,7 @@ pub mod scheduler;
 mod shared;
 pub mod signing;
 pub mod snapshot;
+mod token;
 
 use std::sync::{Arc, Mutex};
 
@@ -63,12 +64,15 @@ pub fn spawn(
     let store_shared = store_handle.shared();
     let (cmd_tx, cmd_rx) = mpsc::channel(64);
     let (sign_tx, sign_rx) = mpsc::channel(1024);
+    let token = ring.token().cloned();
+    let ring_mark = crate::keyring::token::ring_of(&ring.store_location());
     let shared = Arc::new(Shared::new(
         config,
         policy.clone(),
         steady,
         store_shared,
         read_at,
+        token.as_deref().map(token::TokenHealth::new),
     ));
 
     let replication = store_shared.then(|| scheduler::Replication {
@@ -102,7 +106,15 @@ pub fn spawn(
         export: snapshot::Export::from_config(config.signing_key.export),
     };
     let scheduler = tokio::spawn(scheduler.run());
-    tokio::spawn(signing::run(shared.clone(), sign_rx));
+    match &token {
+        // A token's signatures block: on threads of their own, one per
+        // session.
+        Some(t) => tokio::spawn(signing::run_threads(shared.clone(), sign_rx, t.sessions())),
+        None => tokio::spawn(signing::run(shared.clone(), sign_rx)),
+    };
+    if let Some(t) = token {
+        tokio::spawn(token::watch(shared.clone(), t, ring_mark, shutdown.clone()));
+    }
 
     Core {
         handle: Handle::new(shared, cmd_tx, sign_tx),

@@ -17,8 +17,10 @@ use crate::clock::Clock;
 use crate::daemon::request::{Reply, Request};
 use crate::daemon::shared::{Shared, SyncFailure};
 use crate::daemon::snapshot::{Export, Snapshot};
-use crate::keyring::{Event, ExecuteError, Executed, Keyring, StagingGate, generate_staged_gated};
-use crate::keys::{Alg, KeyMaterial};
+use crate::keyring::{
+    Event, ExecuteError, Executed, Keyring, Maker, StagingGate, generate_staged_gated,
+};
+use crate::keys::{Alg, PrivateKey};
 use crate::lifecycle::{
     Action, Answer, CommandError, CommandId, Committed, Driver, KeyState, Policy, Synced, Work,
 };
@@ -33,8 +35,17 @@ const GENERATION_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
 /// The most pieces of work done before the scheduler sleeps again.
 const WORK_PER_WAKE: usize = 32;
 
+/// How long a generation in a PKCS#11 token may take before it counts as
+/// failed, and is retried as any failed generation is
+/// ([docs/timeline.md](../../docs/timeline.md), "When a step fails"): an
+/// HSM that stops answering must not stop the rotations without a word.
+/// Generous: a network HSM makes an RSA-4096 key in tens of seconds. A
+/// generation left behind that ends after all leaves staged objects no
+/// state names, which the next load (or the leader's tidy) destroys.
+pub const TOKEN_GENERATION_DEADLINE: Duration = Duration::from_secs(120);
+
 /// What a generation task yields: the keys made for the actions.
-type Generated = Result<Vec<(Action, KeyMaterial)>, ExecuteError>;
+type Generated = Result<Vec<(Action, PrivateKey)>, ExecuteError>;
 
 pub struct Scheduler {
     pub ring: Arc<Mutex<Keyring>>,
@@ -244,10 +255,16 @@ impl Scheduler {
     /// Starts generating (and staging) each batch of keys on a blocking
     /// thread of its own (see [`Driver::generate`]).
     fn spawn_generation(&self, set: &mut JoinSet<Generated>, batches: Vec<Vec<Action>>) {
-        let store = lock(&self.ring).store();
+        let (store, token) = {
+            let ring = lock(&self.ring);
+            (ring.store(), ring.token().map(Arc::downgrade))
+        };
         for batch in batches {
             let store = store.clone();
+            let token = token.clone();
+            let policy = self.policy.clone();
             let gate = self.staging.clone();
+            let in_token = policy.custody != crate::keys::Custody::Software;
             // A thread of its own, not the runtime's blocking pool: the
             // runtime's shutdown waits for its blocking threads, and a
             // generation abandoned at shutdown must not hold the exit.
@@ -256,15 +273,25 @@ impl Scheduler {
                 let thread = std::thread::Builder::new()
                     .name("jwksd-generate".into())
                     .spawn(move || {
-                        let _ = tx.send(generate_staged_gated(&*store, &batch, &gate));
+                        let maker = Maker {
+                            store: &*store,
+                            token: token.clone(),
+                            custody: &policy.custody,
+                        };
+                        let _ = tx.send(generate_staged_gated(&maker, &batch, &gate));
                     });
                 let failed = |why: String| ExecuteError::Store(StoreError::Other(why));
+                let ended = || failed("the generation thread ended without an answer".into());
                 match thread {
-                    Ok(_) => rx.await.unwrap_or_else(|_| {
-                        Err(failed(
-                            "the generation thread ended without an answer".into(),
-                        ))
-                    }),
+                    Ok(_) if in_token => {
+                        match tokio::time::timeout(TOKEN_GENERATION_DEADLINE, rx).await {
+                            Ok(answer) => answer.unwrap_or_else(|_| Err(ended())),
+                            Err(_) => Err(failed(format!(
+                                "the token made no key within {TOKEN_GENERATION_DEADLINE:?}"
+                            ))),
+                        }
+                    }
+                    Ok(_) => rx.await.unwrap_or_else(|_| Err(ended())),
                     Err(e) => Err(failed(format!("cannot start the generation thread: {e}"))),
                 }
             });

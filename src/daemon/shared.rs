@@ -50,6 +50,8 @@ pub struct Shared {
     /// How long after `last_sync` (with a shared store) or the start of a
     /// commit in flight the keys held may still be used.
     pub(super) freshness: Duration,
+    /// The PKCS#11 token's health, when one is configured.
+    pub(super) token: Option<super::token::TokenHealth>,
     /// The clock jumps already counted in `jwksd_clock_jumps_total`.
     pub(super) jumps_exported: AtomicU64,
 }
@@ -328,6 +330,7 @@ impl Shared {
         steady: Arc<SteadyClock>,
         store_shared: bool,
         read_at: std::time::Instant,
+        token: Option<super::token::TokenHealth>,
     ) -> Shared {
         let clock: Arc<dyn Clock> = steady.clone();
         Shared {
@@ -350,6 +353,7 @@ impl Shared {
             jumps_exported: AtomicU64::new(0),
             freshness: policy
                 .freshness_window(store_shared.then_some(config.store.poll_interval.0)),
+            token,
         }
     }
 }
@@ -378,6 +382,7 @@ mod tests {
             steady,
             store_shared,
             std::time::Instant::now(),
+            None,
         )
     }
 

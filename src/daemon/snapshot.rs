@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 
 use crate::api::{ActiveKeyResponse, ActivePublicKeyResponse, Jwks, NextKeyInfo, NotExported};
 use crate::keyring::Keyring;
-use crate::keys::{Alg, KeyError, Kid, PublishedJwk, SecretBuf};
+use crate::keys::{Alg, KeyError, Kid, PrivateKey, PublishedJwk, SecretBuf};
 use crate::lifecycle::{
     KeyState, KeyringState, Policy, Promised, Upcoming, UpcomingEvent, earliest_activation,
     upcoming, with_promises,
@@ -46,6 +46,9 @@ pub struct ActiveKey {
     pub kid: Kid,
     pub alg: Alg,
     pub signer: Box<dyn JwsSigner>,
+    /// Whether `signer` is a PKCS#11 token's: each signature a call that
+    /// blocks, made off the runtime's threads.
+    pub in_token: bool,
     /// What [`Self::response`] holds.
     pub export: Export,
     /// The `/v1/keys/active` response body: holds the private key when
@@ -141,8 +144,13 @@ impl Snapshot {
             });
             let activated = rec.activated_at.unwrap_or(rec.published_at);
             let served = policy.served(&rec.promised);
-            let (response, etag) = match export {
-                Export::PrivateKey => {
+            // A key in a token is never exported, whatever the setting.
+            let (export, material) = match key {
+                PrivateKey::Store(m) => (export, Some(m)),
+                PrivateKey::Token(_) => (Export::PublicOnly, None),
+            };
+            let (response, etag) = match (export, material) {
+                (Export::PrivateKey, Some(key)) => {
                     // Every private member stays in a zeroizing buffer, from
                     // OpenSSL's key to the response body (see runbook.md).
                     let jwk = key.private_jwk()?;
@@ -178,7 +186,7 @@ impl Snapshot {
                     let etag = strong_etag(&serde_json::to_vec(&public_part).unwrap_or_default());
                     (body, etag)
                 }
-                Export::PublicOnly => {
+                _ => {
                     // Sign-only: neither the private JWK nor the PEM is
                     // made, so this endpoint holds no copy of the key.
                     let response = ActivePublicKeyResponse {
@@ -207,7 +215,13 @@ impl Snapshot {
                 Arc::new(ActiveKey {
                     kid: rec.kid.clone(),
                     alg,
-                    signer: key.signer()?,
+                    signer: match (key, ring.token()) {
+                        (PrivateKey::Store(m), _) => m.signer()?,
+                        (PrivateKey::Token(k), Some(t)) => Box::new(t.signer_unresolved(k)),
+                        // The key ring holds token keys only with its token.
+                        (PrivateKey::Token(_), None) => continue,
+                    },
+                    in_token: matches!(key, PrivateKey::Token(_)),
                     export,
                     response,
                     etag,

@@ -1,16 +1,18 @@
 //! The admin listener: the signing key and signing for auth servers
-//! (signer role), key management for operators (operator role), and
-//! `/metrics` (no authentication: it holds no secrets).
+//! (signer role), the key list for viewers, key management for operators
+//! (operator role), and `/metrics` (no authentication: it holds no
+//! secrets). Who a request is comes from [`crate::access`].
 
 // Helpers return the finished error response as their `Err`: one per
 // request, so its size does not matter.
 #![allow(clippy::result_large_err)]
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -20,11 +22,14 @@ use crate::api::{KeysResponse, Revoked, RotateRequest, RotateResponse, TooEarly}
 mod refusal;
 mod sign;
 
+use crate::access::proxy::{BadForwardedFor, client_address};
+use crate::access::{
+    Client, Clients, Denied, FailureLimiter, Permission, Refused, SignRates, TokenDigest, Who,
+};
 use crate::daemon::{ActiveKey, CallError, CommandError, Export, Handle, NotCurrent, Snapshot};
-use crate::http::auth::{AuthError, FailureLimiter, Role, Tokens};
 use crate::http::{
-    Body, Limits, bytes_response, cache_control, error, if_none_match, json, method_not_allowed,
-    not_found, read_body, signing_key_cache_control,
+    Body, Conn, Limits, bytes_response, cache_control, error, if_none_match, json,
+    method_not_allowed, not_found, read_body, signing_key_cache_control,
 };
 use crate::keys::{Alg, Kid};
 use crate::lifecycle::{RevokeError, RotateError};
@@ -45,15 +50,19 @@ enum Route {
     Revoke(String),
 }
 
-/// Failed authentications a client may make per minute before it gets
-/// 429: generous for typos, ruinous for guessing 256-bit tokens.
+/// Failed authentications a client (or an address) may make per minute
+/// before it gets 429: generous for typos, ruinous for guessing 256-bit
+/// tokens.
 pub const AUTH_FAILURES_PER_MINUTE: usize = 30;
 
 pub struct AdminApi {
     daemon: Handle,
-    pub tokens: Tokens,
+    /// The clients in force, swapped by `reload` when their file changes.
+    clients: Arc<ArcSwap<Clients>>,
     allow: Vec<IpNet>,
-    failures: FailureLimiter,
+    trusted_proxies: Vec<IpNet>,
+    failures: FailureLimiter<Who>,
+    sign_rates: SignRates,
     limits: Limits,
     /// `Cache-Control` of `/v1/keys/active` for the configured max-age,
     /// rendered once: the usual case, served without formatting.
@@ -61,14 +70,22 @@ pub struct AdminApi {
 }
 
 impl AdminApi {
-    pub fn new(daemon: Handle, tokens: Tokens, allow: Vec<IpNet>, limits: Limits) -> AdminApi {
+    pub fn new(
+        daemon: Handle,
+        clients: Arc<ArcSwap<Clients>>,
+        allow: Vec<IpNet>,
+        trusted_proxies: Vec<IpNet>,
+        limits: Limits,
+    ) -> AdminApi {
         let signing_key_cache_control =
             cache_control("private", daemon.policy().signing_key_cache_max_age);
         AdminApi {
             daemon,
-            tokens,
+            clients,
             allow,
+            trusted_proxies,
             failures: FailureLimiter::new(AUTH_FAILURES_PER_MINUTE, Duration::from_secs(60)),
+            sign_rates: SignRates::default(),
             limits,
             signing_key_cache_control,
         }
@@ -93,13 +110,34 @@ impl AdminApi {
             })
             .inc();
     }
+
+    /// Forgets the sign rates of clients no longer configured (after a
+    /// reload).
+    pub fn forget_removed_clients(&self) {
+        let clients = self.clients.load();
+        self.sign_rates.retain(|name| clients.get(name).is_some());
+    }
 }
 
-pub async fn handle(
-    api: Arc<AdminApi>,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Response<Body> {
+/// The token of `Authorization: Bearer <token>`; `None` without one (no
+/// header, another scheme, an empty token).
+fn bearer(value: Option<&HeaderValue>) -> Option<&str> {
+    let (scheme, token) = value?.to_str().ok()?.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// What each route needs of a client's role.
+fn permission(route: &Route) -> Option<Permission> {
+    match route {
+        Route::Metrics => None,
+        Route::Keys => Some(Permission::ReadKeys),
+        Route::ActiveKey | Route::Sign => Some(Permission::UseKey),
+        Route::Rotate | Route::Revoke(_) => Some(Permission::Change),
+    }
+}
+
+pub async fn handle(api: Arc<AdminApi>, req: Request<Incoming>, conn: Conn) -> Response<Body> {
     let Some((route, param)) = routes::find(Listener::Admin, req.uri().path()) else {
         return not_found();
     };
@@ -115,9 +153,34 @@ pub async fn handle(
             return not_found();
         }
     };
-    if !api.allow.is_empty() && !api.allow.iter().any(|n| n.contains(&peer.ip())) {
+    let peer = conn.peer;
+    // The client address: the forwarded one behind a trusted proxy.
+    let forwarded: Result<Vec<&str>, _> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.to_str())
+        .collect();
+    let addr = match forwarded
+        .map_err(|_| BadForwardedFor("(not text)".into()))
+        .and_then(|f| client_address(peer.ip(), f, &api.trusted_proxies))
+    {
+        Ok(a) => a,
+        Err(BadForwardedFor(entry)) => {
+            tracing::warn!(peer = %peer, client = "unknown", entry, "X-Forwarded-For from a trusted proxy is not a list of addresses");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_forwarded_for",
+                format!(
+                    "X-Forwarded-For from a trusted proxy holds {entry:?}, not an address: fix \
+                     the proxy's configuration"
+                ),
+            );
+        }
+    };
+    if !api.allow.is_empty() && !api.allow.iter().any(|n| n.contains(&addr)) {
         api.count("403");
-        tracing::warn!(peer = %peer, "admin request from a network not in admin.allow");
+        tracing::warn!(peer = %peer, addr = %addr, client = "unknown", "admin request from a network not in admin.allow");
         return error(
             StatusCode::FORBIDDEN,
             "forbidden_network",
@@ -127,42 +190,47 @@ pub async fn handle(
     if !allowed {
         return method_not_allowed(allow);
     }
-    let needs = match route {
-        Route::Metrics => return metrics(&api.daemon),
-        Route::ActiveKey | Route::Sign => Role::Signer,
-        Route::Keys | Route::Rotate | Route::Revoke(_) => Role::Operator,
+    let Some(needs) = permission(&route) else {
+        return metrics(&api.daemon);
     };
-    if api.failures.is_limited(peer.ip()) {
-        api.count("429");
-        let mut r = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_failures",
-            "too many failed authentications from this address; try again in a minute",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-        return r;
-    }
-    let role = match api.tokens.check(req.headers().get(header::AUTHORIZATION)) {
-        Ok(r) => r,
-        Err(e) => {
-            api.count("401");
-            let n = api.failures.record_failure(peer.ip());
-            if n > AUTH_FAILURES_PER_MINUTE {
-                tracing::warn!(peer = %peer, failures = n, "rate limiting a client after repeated failed authentications");
-            } else {
-                tracing::warn!(peer = %peer, path = req.uri().path(), "admin request without a valid token");
+    let is_sign = matches!(route, Route::Sign);
+    let client = match authenticate(&api, &req, &conn, addr) {
+        Ok(c) => c,
+        Err((name, r)) => {
+            if is_sign {
+                api.daemon.metrics().client_sign_result(&name, "refused");
             }
-            return unauthorized(e);
+            return r;
         }
     };
-    if needs == Role::Operator && role != Role::Operator {
+    let name = client.name.as_str();
+    if !client.may_come_from(addr) {
         api.count("403");
-        tracing::warn!(peer = %peer, role = role.as_str(), path = req.uri().path(), "admin request refused for its role");
+        tracing::warn!(peer = %peer, addr = %addr, client = name, "admin request from a network not among the client's");
+        if is_sign {
+            api.daemon.metrics().client_sign_result(name, "refused");
+        }
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden_network",
+            "this client's address is not among its networks",
+        );
+    }
+    if !client.role.allows(needs) {
+        api.count("403");
+        tracing::warn!(peer = %peer, addr = %addr, client = name, role = client.role.as_str(), path = req.uri().path(), "admin request refused for its role");
+        if is_sign {
+            api.daemon.metrics().client_sign_result(name, "refused");
+        }
+        let needed = match needs {
+            Permission::ReadKeys => "a viewer or operator client",
+            Permission::UseKey => "a signer or operator client",
+            Permission::Change => "an operator client",
+        };
         return error(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "this endpoint needs the operator token",
+            format!("this endpoint needs {needed}; {name} is a {}", client.role),
         );
     }
     if matches!(route, Route::ActiveKey | Route::Sign)
@@ -184,6 +252,9 @@ pub async fn handle(
                 d.as_secs()
             ),
         };
+        if is_sign {
+            api.daemon.metrics().client_sign_result(name, "failed");
+        }
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unreachable",
@@ -191,31 +262,147 @@ pub async fn handle(
         );
     }
     match route {
-        Route::ActiveKey => active_key(&api, &req, role, peer).await,
-        Route::Sign => sign::sign(&api.daemon, &api.limits, req).await,
+        Route::ActiveKey => active_key(&api, &req, &client, peer, addr).await,
+        Route::Sign => {
+            let r = match client
+                .sign_rate_limit
+                .map(|limit| api.sign_rates.take(name, limit, std::time::Instant::now()))
+            {
+                Some(Err(wait)) => rate_limited(&client, wait),
+                _ => sign::sign(&api.daemon, &api.limits, req, &client).await,
+            };
+            let result = match r.status() {
+                s if s.is_success() => "ok",
+                s if s.is_client_error() => "refused",
+                _ => "failed",
+            };
+            api.daemon.metrics().client_sign_result(name, result);
+            r
+        }
         Route::Keys => keys(&api.daemon),
-        Route::Rotate => rotate(&api, req, peer).await,
-        Route::Revoke(kid) => revoke(&api, req, &kid, peer).await,
+        Route::Rotate => rotate(&api, req, &client, peer, addr).await,
+        Route::Revoke(kid) => revoke(&api, req, &kid, &client, peer, addr).await,
         Route::Metrics => not_found(),
     }
 }
 
-fn unauthorized(e: AuthError) -> Response<Body> {
-    let (msg, challenge) = match e {
-        AuthError::Missing => (
-            "send Authorization: Bearer <token>",
-            "Bearer realm=\"jwksd\"",
-        ),
-        AuthError::Invalid => (
-            "the bearer token is not valid",
-            "Bearer realm=\"jwksd\", error=\"invalid_token\"",
-        ),
+/// The client a request is, or the answer that refuses it (with the name
+/// its failure is counted under: a client's, or `unknown`). Failures are
+/// counted against a stale (expired, withdrawn) token itself, or the
+/// client a certificate named, else the address; a request is held back by
+/// the count of what it can be known as before its token is looked at: its
+/// certificate's client, else its address, and its token's own count
+/// (docs/security.md, "The failure limit").
+fn authenticate(
+    api: &AdminApi,
+    req: &Request<Incoming>,
+    conn: &Conn,
+    addr: IpAddr,
+) -> Result<Arc<Client>, (String, Response<Body>)> {
+    let clients = api.clients.load();
+    let certificate = conn.certificate.as_deref();
+    let now = std::time::Instant::now();
+    let presented = bearer(req.headers().get(header::AUTHORIZATION));
+    let held_by = match clients.named_by_certificate(certificate) {
+        Some(c) => Who::Client(c.name.clone()),
+        None => Who::addr(addr),
     };
-    let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", msg);
+    // A stale token used over and over is held back by its own count.
+    let digest = presented.map(TokenDigest::of);
+    let stale = digest.map(Who::Token);
+    let limited = api.failures.is_limited(&held_by, now)
+        || stale
+            .as_ref()
+            .is_some_and(|s| api.failures.is_limited(s, now));
+    if limited {
+        api.count("429");
+        let name = match &held_by {
+            Who::Client(n) => n.clone(),
+            Who::Addr(_) | Who::Token(_) => "unknown".to_owned(),
+        };
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failures",
+            "too many failed authentications from this client; try again in a minute",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return Err((name, r));
+    }
+    match clients.identify_digest(digest.as_ref(), certificate, api.daemon.now()) {
+        Ok(c) => Ok(c),
+        Err(Refused { client, why }) => {
+            api.count("401");
+            let name = client
+                .as_ref()
+                .map_or("unknown".to_owned(), |c| c.name.clone());
+            let key = match (why, &client, stale) {
+                (Denied::ExpiredToken | Denied::WithdrawnToken, _, Some(token)) => token,
+                (_, Some(c), _) => Who::Client(c.name.clone()),
+                (_, None, _) => Who::addr(addr),
+            };
+            api.daemon.metrics().client_auth_failure(&name);
+            let n = api.failures.record_failure(key, now);
+            if n > AUTH_FAILURES_PER_MINUTE {
+                tracing::warn!(peer = %conn.peer, addr = %addr, client = name, failures = n, "rate limiting a client after repeated failed authentications");
+            } else {
+                tracing::warn!(peer = %conn.peer, addr = %addr, client = name, reason = why.message(), path = req.uri().path(), "admin request without a valid token");
+            }
+            Err((name, unauthorized(why)))
+        }
+    }
+}
+
+fn unauthorized(why: Denied) -> Response<Body> {
+    let challenge = match why {
+        Denied::Missing => "Bearer realm=\"jwksd\"",
+        _ => "Bearer realm=\"jwksd\", error=\"invalid_token\"",
+    };
+    let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", why.message());
     r.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static(challenge),
     );
+    r
+}
+
+/// The `403` of an algorithm outside a client's `algorithms`.
+fn forbidden_alg(client: &Client, alg: Alg) -> Response<Body> {
+    let allowed: Vec<&str> = client
+        .algorithms
+        .iter()
+        .flatten()
+        .map(|a| a.as_str())
+        .collect();
+    error(
+        StatusCode::FORBIDDEN,
+        "forbidden_alg",
+        format!(
+            "client {} may use {} only, not {alg}",
+            client.name,
+            allowed.join(", ")
+        ),
+    )
+}
+
+/// The `429` of a client past its `sign_rate_limit`.
+fn rate_limited(client: &Client, wait: Duration) -> Response<Body> {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut r = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "client {} is past its sign_rate_limit ({}); retry in {secs} s",
+            client.name,
+            client
+                .sign_rate_limit
+                .map(|l| l.to_string())
+                .unwrap_or_default()
+        ),
+    );
+    if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
     r
 }
 
@@ -245,8 +432,9 @@ fn query_param<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
 async fn active_key(
     api: &AdminApi,
     req: &Request<Incoming>,
-    role: Role,
+    client: &Client,
     peer: SocketAddr,
+    addr: IpAddr,
 ) -> Response<Body> {
     if api.daemon.snapshot().is_none() {
         return not_ready();
@@ -255,6 +443,10 @@ async fn active_key(
         Ok(a) => a,
         Err(r) => return r,
     };
+    if !client.may_use(alg) {
+        tracing::warn!(client = %client.name, addr = %addr, alg = %alg, "active key refused: the algorithm is not among the client's");
+        return forbidden_alg(client, alg);
+    }
     let Some(active) = api.daemon.active_key(alg).await else {
         return no_active_key(alg);
     };
@@ -265,10 +457,10 @@ async fn active_key(
     } else {
         match active.export {
             Export::PrivateKey => {
-                tracing::info!(role = role.as_str(), peer = %peer, alg = %alg, kid = %active.kid, "signing key pulled");
+                tracing::info!(client = %client.name, role = client.role.as_str(), peer = %peer, addr = %addr, alg = %alg, kid = %active.kid, "signing key pulled");
             }
             Export::PublicOnly => {
-                tracing::debug!(role = role.as_str(), peer = %peer, alg = %alg, kid = %active.kid, "active key read (sign-only)");
+                tracing::debug!(client = %client.name, role = client.role.as_str(), peer = %peer, addr = %addr, alg = %alg, kid = %active.kid, "active key read (sign-only)");
             }
         }
         // No copy: the body sent is the snapshot's own zeroizing buffer,
@@ -364,7 +556,13 @@ fn call_error(e: CallError) -> Response<Body> {
     }
 }
 
-async fn rotate(api: &AdminApi, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+async fn rotate(
+    api: &AdminApi,
+    req: Request<Incoming>,
+    client: &Client,
+    peer: SocketAddr,
+    addr: IpAddr,
+) -> Response<Body> {
     let body = match read_body(req, &api.limits).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -373,7 +571,7 @@ async fn rotate(api: &AdminApi, req: Request<Incoming>, peer: SocketAddr) -> Res
         Ok(p) => p,
         Err(r) => return r.response(),
     };
-    tracing::info!(role = "operator", peer = %peer, alg = ?alg, force, "rotation requested");
+    tracing::info!(client = %client.name, role = client.role.as_str(), peer = %peer, addr = %addr, alg = ?alg, force, "rotation requested");
     match api.daemon.rotate(alg, force).await {
         Ok(rotated) => json(StatusCode::OK, &RotateResponse { rotated }),
         Err(e) => call_error(e),
@@ -427,7 +625,9 @@ async fn revoke(
     api: &AdminApi,
     req: Request<Incoming>,
     kid: &str,
+    client: &Client,
     peer: SocketAddr,
+    addr: IpAddr,
 ) -> Response<Body> {
     let kid: Kid = match kid.parse() {
         Ok(k) => k,
@@ -437,7 +637,7 @@ async fn revoke(
     if let Err(r) = read_body(req, &api.limits).await {
         return r;
     }
-    tracing::warn!(role = "operator", peer = %peer, kid = %kid, "revocation requested");
+    tracing::warn!(client = %client.name, role = client.role.as_str(), peer = %peer, addr = %addr, kid = %kid, "revocation requested");
     match api.daemon.revoke(kid).await {
         Ok(revoked) => json::<Revoked>(StatusCode::OK, &revoked),
         Err(e) => call_error(e),

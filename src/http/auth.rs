@@ -1,53 +1,22 @@
-//! Admin API authentication: two roles with bearer tokens, compared in
-//! constant time.
-//!
-//! Tokens come from `JWKSD_OPERATOR_TOKEN` / `JWKSD_SIGNER_TOKEN`, or from
-//! the token files, which are created at first start (256 random bits,
-//! base64url, mode 600) and refused when group or others can read them.
+//! The built-in clients' tokens: `operator` and `signer`, from
+//! `JWKSD_OPERATOR_TOKEN` / `JWKSD_SIGNER_TOKEN` or from the token files,
+//! which are created at first start (256 random bits, base64url, mode 600)
+//! and refused when group or others can read them. Every client, these
+//! two included, is identified by [`crate::access::Clients::identify`].
 
-use std::collections::{HashMap, VecDeque};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hyper::header::HeaderValue;
 use rand_core::{OsRng, RngCore};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::access::{Client, Role};
 use crate::config::env;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// Pulls the active key and signs.
-    Signer,
-    /// Everything a signer can, plus key listing, rotation and revocation.
-    Operator,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Signer => "signer",
-            Role::Operator => "operator",
-        }
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum AuthError {
-    /// No `Authorization` header, or not a bearer token.
-    Missing,
-    /// A bearer token that is neither role's.
-    Invalid,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -69,13 +38,6 @@ pub enum TokenError {
     SameTokens,
 }
 
-/// SHA-256 digests of the two tokens: comparing digests keeps the
-/// comparison constant-time whatever the presented token's length.
-pub struct Tokens {
-    operator: [u8; 32],
-    signer: [u8; 32],
-}
-
 /// Where a token came from, for the start-up log.
 #[derive(Debug, PartialEq, Eq)]
 pub enum TokenSource {
@@ -94,53 +56,39 @@ impl std::fmt::Display for TokenSource {
     }
 }
 
-impl Tokens {
-    pub fn new(operator: &str, signer: &str) -> Result<Tokens, TokenError> {
-        let t = Tokens {
-            operator: Sha256::digest(operator.as_bytes()).into(),
-            signer: Sha256::digest(signer.as_bytes()).into(),
-        };
-        if bool::from(t.operator.ct_eq(&t.signer)) {
-            return Err(TokenError::SameTokens);
+/// The built-in clients `operator` and `signer`, from `JWKSD_*_TOKEN` or
+/// their token files (created at first start), except those a configured
+/// client replaces (`replaced` says so by name): their files are then
+/// neither read nor created. Returns each with where its token came from.
+pub fn builtin_clients(
+    operator_file: &Path,
+    signer_file: &Path,
+    replaced: impl Fn(&str) -> bool,
+) -> Result<Vec<(Client, TokenSource)>, TokenError> {
+    let mut out = Vec::new();
+    let mut tokens = Vec::new();
+    for (name, role, var, file) in [
+        (
+            "operator",
+            Role::Operator,
+            env::OPERATOR_TOKEN,
+            operator_file,
+        ),
+        ("signer", Role::Signer, env::SIGNER_TOKEN, signer_file),
+    ] {
+        if replaced(name) {
+            continue;
         }
-        Ok(t)
+        let (t, src) = token(var, file)?;
+        out.push((Client::builtin(name, role, &t), src));
+        tokens.push(t);
     }
-
-    /// Loads both tokens (env first, then file, creating files as needed).
-    pub fn load_or_create(
-        operator_file: &Path,
-        signer_file: &Path,
-    ) -> Result<(Tokens, [TokenSource; 2]), TokenError> {
-        let (op, op_src) = token(env::OPERATOR_TOKEN, operator_file)?;
-        let (si, si_src) = token(env::SIGNER_TOKEN, signer_file)?;
-        Ok((Tokens::new(&op, &si)?, [op_src, si_src]))
+    if let [a, b] = tokens.as_slice()
+        && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    {
+        return Err(TokenError::SameTokens);
     }
-
-    /// The role an `Authorization` header grants.
-    pub fn check(&self, authorization: Option<&HeaderValue>) -> Result<Role, AuthError> {
-        let value = authorization
-            .and_then(|v| v.to_str().ok())
-            .ok_or(AuthError::Missing)?;
-        let (scheme, token) = value.split_once(' ').ok_or(AuthError::Missing)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(AuthError::Missing);
-        }
-        let token = token.trim();
-        if token.is_empty() {
-            return Err(AuthError::Missing);
-        }
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        // Compare against both, always, so timing does not tell which failed.
-        let op = digest.ct_eq(&self.operator);
-        let si = digest.ct_eq(&self.signer);
-        if bool::from(op) {
-            Ok(Role::Operator)
-        } else if bool::from(si) {
-            Ok(Role::Signer)
-        } else {
-            Err(AuthError::Invalid)
-        }
-    }
+    Ok(out)
 }
 
 /// Reads a token from `env`, else from `path`, creating the file when absent.
@@ -199,6 +147,13 @@ pub fn read_token_file(path: &Path) -> Result<Zeroizing<String>, TokenError> {
     Ok(t)
 }
 
+/// A new bearer token: 256 bits from the OS, base64url (43 characters).
+pub fn random_token() -> Zeroizing<String> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(bytes.as_mut());
+    Zeroizing::new(URL_SAFE_NO_PAD.encode(bytes.as_ref()))
+}
+
 fn create_token_file(path: &Path) -> Result<Zeroizing<String>, TokenError> {
     let io = |op| {
         move |source| TokenError::Io {
@@ -216,9 +171,7 @@ fn create_token_file(path: &Path) -> Result<Zeroizing<String>, TokenError> {
             .create(parent)
             .map_err(io("create directory for"))?;
     }
-    let mut bytes = Zeroizing::new([0u8; 32]);
-    OsRng.fill_bytes(bytes.as_mut());
-    let token = Zeroizing::new(URL_SAFE_NO_PAD.encode(bytes.as_ref()));
+    let token = random_token();
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -231,150 +184,39 @@ fn create_token_file(path: &Path) -> Result<Zeroizing<String>, TokenError> {
     Ok(token)
 }
 
-/// The client an address belongs to, for per-client limits: an IPv4
-/// address, or an IPv6 /64 (one host usually has the whole prefix).
-pub fn client_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-        v4 => v4,
-    }
-}
-
-/// Counts failed authentications per client over a sliding window, so that
-/// guessing tokens is slow while an honest typo never locks anyone out.
-pub struct FailureLimiter {
-    max: usize,
-    window: Duration,
-    peers: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
-}
-
-/// Peers tracked at most; beyond this, stale entries are dropped first.
-const MAX_TRACKED_PEERS: usize = 65_536;
-
-impl FailureLimiter {
-    /// More than `max` failures within `window` and the peer is refused
-    /// until older failures leave the window.
-    pub fn new(max: usize, window: Duration) -> FailureLimiter {
-        FailureLimiter {
-            max,
-            window,
-            peers: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn prune(q: &mut VecDeque<Instant>, now: Instant, window: Duration) {
-        while q.front().is_some_and(|t| now.duration_since(*t) >= window) {
-            q.pop_front();
-        }
-    }
-
-    /// Whether `ip` has failed more than `max` times within the window.
-    pub fn is_limited(&self, ip: IpAddr) -> bool {
-        let now = Instant::now();
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        match peers.get_mut(&client_key(ip)) {
-            Some(q) => {
-                Self::prune(q, now, self.window);
-                q.len() > self.max
-            }
-            None => false,
-        }
-    }
-
-    /// Records a failure; returns the failures within the window.
-    pub fn record_failure(&self, ip: IpAddr) -> usize {
-        let now = Instant::now();
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        let key = client_key(ip);
-        if peers.len() >= MAX_TRACKED_PEERS && !peers.contains_key(&key) {
-            let window = self.window;
-            peers.retain(|_, q| {
-                Self::prune(q, now, window);
-                !q.is_empty()
-            });
-            // Still full: forget the peer whose last failure is oldest,
-            // never everyone (which would reset an attacker's count too).
-            if peers.len() >= MAX_TRACKED_PEERS
-                && let Some(stalest) = peers
-                    .iter()
-                    .min_by_key(|(_, q)| q.back().copied())
-                    .map(|(k, _)| *k)
-            {
-                peers.remove(&stalest);
-            }
-        }
-        let q = peers.entry(key).or_default();
-        Self::prune(q, now, self.window);
-        q.push_back(now);
-        // Only whether the limit is passed matters: keep the queue bounded.
-        while q.len() > self.max + 1 {
-            q.pop_front();
-        }
-        q.len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn hv(s: &str) -> HeaderValue {
-        HeaderValue::from_str(s).unwrap()
-    }
-
     #[test]
-    fn roles_schemes_and_failures() {
-        let op = "o".repeat(40);
-        let si = "s".repeat(40);
-        let t = Tokens::new(&op, &si).unwrap();
-        assert_eq!(
-            t.check(Some(&hv(&format!("Bearer {op}")))),
-            Ok(Role::Operator)
+    fn builtins_are_the_two_tokens_unless_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (op, si) = (
+            dir.path().join("operator.token"),
+            dir.path().join("signer.token"),
         );
+        let both = builtin_clients(&op, &si, |_| false).unwrap();
+        let names: Vec<(&str, Role)> = both
+            .iter()
+            .map(|(c, _)| (c.name.as_str(), c.role))
+            .collect();
         assert_eq!(
-            t.check(Some(&hv(&format!("bearer {si}")))),
-            Ok(Role::Signer)
+            names,
+            [("operator", Role::Operator), ("signer", Role::Signer)]
         );
-        assert_eq!(
-            t.check(Some(&hv(&format!("Basic {op}")))),
-            Err(AuthError::Missing)
+        assert!(both.iter().all(|(c, _)| c.builtin && c.tokens.len() == 1));
+        let only_op =
+            builtin_clients(&op, &dir.path().join("never.token"), |n| n == "signer").unwrap();
+        assert_eq!(only_op.len(), 1);
+        assert!(
+            !dir.path().join("never.token").exists(),
+            "a replaced built-in's file is not created"
         );
-        assert_eq!(t.check(Some(&hv("Bearer"))), Err(AuthError::Missing));
-        assert_eq!(t.check(Some(&hv("Bearer "))), Err(AuthError::Missing));
-        assert_eq!(t.check(None), Err(AuthError::Missing));
-        assert_eq!(
-            t.check(Some(&hv(&format!("Bearer {op}x")))),
-            Err(AuthError::Invalid)
-        );
-        assert!(matches!(Tokens::new(&op, &op), Err(TokenError::SameTokens)));
-    }
-
-    #[test]
-    fn failures_are_limited_per_peer_and_prefix() {
-        let l = FailureLimiter::new(3, Duration::from_secs(60));
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "10.0.0.2".parse().unwrap();
-        for _ in 0..3 {
-            l.record_failure(a);
-        }
-        assert!(!l.is_limited(a));
-        l.record_failure(a);
-        assert!(l.is_limited(a));
-        assert!(!l.is_limited(b));
-        let v6a: IpAddr = "2001:db8::1".parse().unwrap();
-        let v6b: IpAddr = "2001:db8::ffff:2".parse().unwrap();
-        for _ in 0..4 {
-            l.record_failure(v6a);
-        }
-        assert!(l.is_limited(v6b), "same /64");
-        let short = FailureLimiter::new(0, Duration::from_millis(20));
-        short.record_failure(a);
-        assert!(short.is_limited(a));
-        std::thread::sleep(Duration::from_millis(30));
-        assert!(!short.is_limited(a));
+        fs::copy(&op, &si).unwrap();
+        assert!(matches!(
+            builtin_clients(&op, &si, |_| false),
+            Err(TokenError::SameTokens)
+        ));
     }
 
     #[test]

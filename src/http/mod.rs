@@ -83,6 +83,16 @@ impl From<&crate::config::Http> for Limits {
     }
 }
 
+/// What a handler knows of a request's connection.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    /// The TCP peer (an IPv4 client of a dual-stack listener as IPv4).
+    pub peer: SocketAddr,
+    /// The client certificate rustls verified (admin listener with
+    /// `tls.admin.client_ca_file`), read once per connection.
+    pub certificate: Option<Arc<crate::access::CertIdentity>>,
+}
+
 /// Serves `handler` on `listener` (over TLS when `tls` is set) until
 /// `shutdown` turns true, then lets in-flight requests finish (up to the
 /// grace period).
@@ -93,7 +103,7 @@ pub async fn serve<H, F>(
     mut shutdown: watch::Receiver<bool>,
     handler: H,
 ) where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, Conn) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -135,7 +145,11 @@ pub async fn serve<H, F>(
             match tls {
                 None => {
                     let io = WriteTimeout::new(TokioIo::new(stream), limits.write_timeout);
-                    serve_connection(io, peer, limits, shutdown, handler).await
+                    let conn = Conn {
+                        peer,
+                        certificate: None,
+                    };
+                    serve_connection(io, conn, limits, shutdown, handler).await
                 }
                 Some(acceptor) => {
                     // The handshake gets the same time as request headers.
@@ -143,8 +157,18 @@ pub async fn serve<H, F>(
                         .await
                     {
                         Ok(Ok(s)) => {
+                            // Verified by rustls already; parsed once for
+                            // every request of the connection.
+                            let certificate = s
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .and_then(|c| crate::access::CertIdentity::from_der(c.as_ref()))
+                                .map(Arc::new);
                             let io = WriteTimeout::new(TokioIo::new(s), limits.write_timeout);
-                            serve_connection(io, peer, limits, shutdown, handler).await
+                            let conn = Conn { peer, certificate };
+                            serve_connection(io, conn, limits, shutdown, handler).await
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
@@ -191,7 +215,7 @@ impl PerClient {
 
     /// A slot for `ip`'s client, or `None` when it is at its cap.
     fn try_take(self: &Arc<Self>, ip: IpAddr) -> Option<ClientSlot> {
-        let key = auth::client_key(ip);
+        let key = crate::access::limits::address_key(ip);
         let mut open = self.lock();
         let n = open.entry(key).or_insert(0);
         if *n >= self.max {
@@ -316,18 +340,20 @@ impl<I: hyper::rt::Write + Unpin> hyper::rt::Write for WriteTimeout<I> {
 
 async fn serve_connection<I, H, F>(
     io: I,
-    peer: SocketAddr,
+    conn: Conn,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
     handler: H,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, Conn) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    let peer = conn.peer;
     let service = service_fn(move |req| {
         let handler = handler.clone();
-        async move { Ok::<_, Infallible>(handler(req, peer).await) }
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(handler(req, conn).await) }
     });
     let mut builder = http1::Builder::new();
     builder

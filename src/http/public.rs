@@ -146,6 +146,15 @@ fn readiness(daemon: &Handle) -> Response<Body> {
     if !daemon.scheduler_running() {
         reasons.push("scheduler not running".to_owned());
     }
+    let token_available = daemon.token_available();
+    if token_available == Some(false) {
+        // Details only in the log: this listener is public.
+        reasons.push(
+            "token_unavailable: the PKCS#11 token does not answer (see the log); signing with \
+             its keys fails until it does, and jwksd reopens it every second"
+                .to_owned(),
+        );
+    }
     let body = Readiness {
         ready: reasons.is_empty(),
         reasons,
@@ -153,6 +162,7 @@ fn readiness(daemon: &Handle) -> Response<Body> {
         // keys still serve; it is reported here and in the metrics.
         lifecycle_failing: daemon.lifecycle_failing(),
         store_reachable: daemon.store_reachable(),
+        token_available,
     };
     let status = if body.ready {
         StatusCode::OK

@@ -1,40 +1,51 @@
-//! Key generation (p256, rsa) with randomness from the operating system,
+//! Key generation (p256, p384, rsa; Ed25519 by OpenSSL) with randomness from the operating system,
 //! on a thread of its own at a low CPU priority.
 
 use zeroize::Zeroizing;
 
 use super::error::KeyError;
-use super::id::{Alg, RSA_BITS};
+use super::id::{Alg, Curve, KeyKind, RSA_BITS};
 use super::material::KeyMaterial;
 
 /// Generates a keypair with randomness from the operating system. RSA takes
 /// from 0.1 s to seconds: async callers run this on a blocking thread.
 pub fn generate(alg: Alg, rsa_bits: u32) -> Result<KeyMaterial, KeyError> {
     use rand_core::OsRng;
-    let pkcs8: Zeroizing<Vec<u8>> = match alg {
-        Alg::ES256 => {
+    let fail = |reason: String| KeyError::Generate { alg, reason };
+    let pkcs8: Zeroizing<Vec<u8>> = match alg.key_kind() {
+        KeyKind::Ec(Curve::P256) => {
             use p256::pkcs8::EncodePrivateKey;
-            let secret = p256::SecretKey::random(&mut OsRng);
-            let doc = secret.to_pkcs8_der().map_err(|e| KeyError::Generate {
-                alg,
-                reason: e.to_string(),
-            })?;
+            let doc = p256::SecretKey::random(&mut OsRng)
+                .to_pkcs8_der()
+                .map_err(|e| fail(e.to_string()))?;
             Zeroizing::new(doc.as_bytes().to_vec())
         }
-        Alg::RS256 => {
+        KeyKind::Ec(Curve::P384) => {
+            use p384::pkcs8::EncodePrivateKey;
+            let doc = p384::SecretKey::random(&mut OsRng)
+                .to_pkcs8_der()
+                .map_err(|e| fail(e.to_string()))?;
+            Zeroizing::new(doc.as_bytes().to_vec())
+        }
+        KeyKind::Ed25519 => {
+            // The private key is 32 random bytes (RFC 8032 5.1.5), drawn
+            // as OpenSSL's own Ed25519 generation draws them (from its
+            // private DRBG), straight into a buffer wiped on drop; OpenSSL
+            // derives the public key as it reads the key back below. Not
+            // `PKey::generate_ed25519` and then `raw_private_key`: OpenSSL
+            // 3 hands the seed out through an `OSSL_PARAM` array that it
+            // frees without wiping.
+            let mut seed = Zeroizing::new([0u8; 32]);
+            openssl::rand::rand_priv_bytes(&mut seed[..]).map_err(|e| fail(e.to_string()))?;
+            ed25519_pkcs8(&seed[..]).map_err(|e| fail(e.to_string()))?
+        }
+        KeyKind::Rsa => {
             if !RSA_BITS.contains(&rsa_bits) {
                 return Err(KeyError::RsaBits(rsa_bits));
             }
-            let key = rsa::RsaPrivateKey::new(&mut OsRng, rsa_bits as usize).map_err(|e| {
-                KeyError::Generate {
-                    alg,
-                    reason: e.to_string(),
-                }
-            })?;
-            rsa_pkcs8(&key).map_err(|e| KeyError::Generate {
-                alg,
-                reason: e.to_string(),
-            })?
+            let key = rsa::RsaPrivateKey::new(&mut OsRng, rsa_bits as usize)
+                .map_err(|e| fail(e.to_string()))?;
+            rsa_pkcs8(&key).map_err(|e| fail(e.to_string()))?
         }
     };
     // Read the key back through OpenSSL: this derives the public half the way
@@ -84,6 +95,24 @@ fn rsa_pkcs8(key: &rsa::RsaPrivateKey) -> Result<Zeroizing<Vec<u8>>, rsa::pkcs1:
     let pkcs1 = encode_secret(&pkcs1)?;
     let info = rsa::pkcs8::PrivateKeyInfo::new(rsa::pkcs1::ALGORITHM_ID, &pkcs1);
     Ok(encode_secret(&info)?)
+}
+
+/// Ed25519's OID (RFC 8410 3).
+pub(super) const ED25519_OID: rsa::pkcs8::ObjectIdentifier =
+    rsa::pkcs8::ObjectIdentifier::new_unwrap("1.3.101.112");
+
+/// RFC 8410's PKCS#8 of an Ed25519 seed: version 1, without the public
+/// key (OpenSSL 3.0 and josekit refuse the version 2 that ed25519-dalek
+/// writes), every intermediate in a zeroizing buffer.
+pub(super) fn ed25519_pkcs8(seed: &[u8]) -> Result<Zeroizing<Vec<u8>>, rsa::pkcs1::der::Error> {
+    use rsa::pkcs1::der::asn1::OctetStringRef;
+    let curve_private_key = encode_secret(&OctetStringRef::new(seed)?)?;
+    let algorithm = rsa::pkcs8::spki::AlgorithmIdentifierRef {
+        oid: ED25519_OID,
+        parameters: None,
+    };
+    let info = rsa::pkcs8::PrivateKeyInfo::new(algorithm, &curve_private_key);
+    encode_secret(&info)
 }
 
 /// DER of `msg` in a zeroizing buffer of exactly its length (so it never

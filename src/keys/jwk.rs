@@ -57,6 +57,11 @@ impl<'a> PublishedJwk<'a> {
                 jwk.n = Some(n);
                 jwk.e = Some(e);
             }
+            PublicKey::Okp { crv, x } => {
+                jwk.kty = "OKP";
+                jwk.crv = Some(crv);
+                jwk.x = Some(x);
+            }
         }
         jwk
     }
@@ -98,13 +103,17 @@ impl std::io::Write for SecretBuf {
 }
 
 /// base64url (no padding) of a secret, in a zeroizing buffer of exactly its
-/// length.
-fn secret_b64(bytes: &[u8]) -> Zeroizing<String> {
-    let mut out = Zeroizing::new(String::with_capacity(
-        base64::encoded_len(bytes.len(), false).unwrap_or(0),
-    ));
-    URL_SAFE_NO_PAD.encode_string(bytes, &mut out);
-    out
+/// length, encoded straight into it: `encode_string` encodes through a
+/// buffer on the stack that it leaves as it is.
+pub(super) fn secret_b64(bytes: &[u8]) -> Zeroizing<String> {
+    let len = base64::encoded_len(bytes.len(), false).unwrap_or(0);
+    let mut out = Zeroizing::new(vec![0u8; len]);
+    let written = URL_SAFE_NO_PAD
+        .encode_slice(bytes, &mut out)
+        .expect("the buffer has the encoded length");
+    out.truncate(written);
+    // The same allocation, as a string (base64 is ASCII).
+    Zeroizing::new(String::from_utf8(std::mem::take(&mut *out)).expect("base64 is ASCII"))
 }
 
 /// base64url of a big number's minimal big-endian bytes (RFC 7518
@@ -119,9 +128,6 @@ pub(super) fn bn_b64(n: &BigNumRef, width: Option<usize>) -> Result<Zeroizing<St
     Ok(secret_b64(&bytes))
 }
 
-/// P-256 scalars and coordinates are 32 bytes.
-pub(super) const P256_BYTES: usize = 32;
-
 /// The private members of a JWK, each in a zeroizing buffer, serialised
 /// straight from there (never through a `serde_json::Value` or a `Jwk` map,
 /// which would leave plain copies).
@@ -129,7 +135,7 @@ pub struct PrivateJwk<'a> {
     pub(super) kid: &'a str,
     pub(super) alg: Alg,
     pub(super) public: &'a PublicKey,
-    /// EC: `d`. RSA: `d`, `p`, `q`, `dp`, `dq`, `qi`.
+    /// EC and OKP: `d`. RSA: `d`, `p`, `q`, `dp`, `dq`, `qi`.
     pub(super) private: Vec<(&'static str, Zeroizing<String>)>,
 }
 
@@ -148,6 +154,11 @@ impl Serialize for PrivateJwk<'_> {
                 m.serialize_entry("kty", "RSA")?;
                 m.serialize_entry("n", n)?;
                 m.serialize_entry("e", e)?;
+            }
+            PublicKey::Okp { crv, x } => {
+                m.serialize_entry("kty", "OKP")?;
+                m.serialize_entry("crv", crv)?;
+                m.serialize_entry("x", x)?;
             }
         }
         for (name, value) in &self.private {

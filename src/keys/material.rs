@@ -14,9 +14,9 @@ use openssl::rsa::Rsa;
 use zeroize::Zeroizing;
 
 use super::error::KeyError;
-use super::id::{Alg, Kid, PublicKey};
-use super::jwk::{P256_BYTES, PrivateJwk, SecretBuf, bn_b64};
-use super::sign::{Es256Signer, Rs256Signer};
+use super::id::{Alg, Curve, ED25519_CRV, KeyKind, Kid, PublicKey};
+use super::jwk::{PrivateJwk, SecretBuf, bn_b64, secret_b64};
+use super::sign::{EcdsaSigner, Ed25519Signer, RsaSigner};
 
 /// A freshly generated or freshly loaded keypair. The PKCS#8 bytes are wiped
 /// from memory when this is dropped.
@@ -39,8 +39,30 @@ impl fmt::Debug for KeyMaterial {
 
 /// A private key as OpenSSL holds it.
 enum OpenSslKey {
-    Ec(EcKey<Private>),
+    Ec(Curve, EcKey<Private>),
     Rsa(Rsa<Private>),
+    Ed25519(PKey<Private>),
+}
+
+/// Ed25519 keys are 32 bytes, private and public alike (RFC 8032 5.1.5).
+const ED25519_BYTES: usize = 32;
+
+impl Curve {
+    /// OpenSSL's name of the curve.
+    pub(super) fn nid(self) -> Nid {
+        match self {
+            Curve::P256 => Nid::X9_62_PRIME256V1,
+            Curve::P384 => Nid::SECP384R1,
+        }
+    }
+
+    fn oid(self) -> rsa::pkcs8::ObjectIdentifier {
+        use rsa::pkcs8::AssociatedOid as _;
+        match self {
+            Curve::P256 => p256::NistP256::OID,
+            Curve::P384 => p384::NistP384::OID,
+        }
+    }
 }
 
 /// A private number for OpenSSL: a BIGNUM flagged secure, which OpenSSL
@@ -62,26 +84,27 @@ fn open_private(alg: Alg, pkcs8: &[u8]) -> Result<OpenSslKey, KeyError> {
     let parse = |reason: String| KeyError::Parse { alg, reason };
     let ossl = |e: ErrorStack| parse(e.to_string());
     let info = rsa::pkcs8::PrivateKeyInfo::from_der(pkcs8).map_err(|e| parse(e.to_string()))?;
-    match alg {
-        Alg::ES256 => {
-            let p256_oid = <p256::NistP256 as rsa::pkcs8::AssociatedOid>::OID;
+    match alg.key_kind() {
+        KeyKind::Ec(curve) => {
+            let curve_oid = curve.oid();
+            let name = curve.name();
             info.algorithm
                 .assert_algorithm_oid(p256::elliptic_curve::ALGORITHM_OID)
                 .map_err(|e| parse(format!("not an EC key: {e}")))?;
-            if info.algorithm.parameters_oid().ok() != Some(p256_oid) {
-                return Err(parse("not a P-256 key".into()));
+            if info.algorithm.parameters_oid().ok() != Some(curve_oid) {
+                return Err(parse(format!("not a {name} key")));
             }
             let sec1 =
                 sec1::EcPrivateKey::from_der(info.private_key).map_err(|e| parse(e.to_string()))?;
             if let Some(p) = sec1.parameters
-                && p.named_curve() != Some(p256_oid)
+                && p.named_curve() != Some(curve_oid)
             {
-                return Err(parse("not a P-256 key".into()));
+                return Err(parse(format!("not a {name} key")));
             }
-            if sec1.private_key.len() != P256_BYTES {
-                return Err(parse("not a P-256 private key".into()));
+            if sec1.private_key.len() != curve.bytes() {
+                return Err(parse(format!("not a {name} private key")));
             }
-            let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(ossl)?;
+            let group = EcGroup::from_curve_name(curve.nid()).map_err(ossl)?;
             let d = secret_bn(sec1.private_key).map_err(ossl)?;
             // The public key from the private one, by OpenSSL: every load
             // derives it the same way, whatever the file says.
@@ -100,9 +123,25 @@ fn open_private(alg: Alg, pkcs8: &[u8]) -> Result<OpenSslKey, KeyError> {
             }
             let key = EcKey::from_private_components(&group, &d, &public).map_err(ossl)?;
             key.check_key().map_err(ossl)?;
-            Ok(OpenSslKey::Ec(key))
+            Ok(OpenSslKey::Ec(curve, key))
         }
-        Alg::RS256 => {
+        KeyKind::Ed25519 => {
+            let seed = ed25519_seed(alg, &info)?;
+            // OpenSSL keeps the seed in a buffer of its own (its secure
+            // heap if one were set up; jwksd sets none up, so ordinary
+            // memory), wiped on free.
+            let key =
+                PKey::private_key_from_raw_bytes(seed, openssl::pkey::Id::ED25519).map_err(ossl)?;
+            if let Some(stored) = info.public_key
+                && stored != key.raw_public_key().map_err(ossl)?.as_slice()
+            {
+                return Err(parse(
+                    "the public key does not match the private key".into(),
+                ));
+            }
+            Ok(OpenSslKey::Ed25519(key))
+        }
+        KeyKind::Rsa => {
             info.algorithm
                 .assert_algorithm_oid(rsa::pkcs1::ALGORITHM_OID)
                 .map_err(|e| parse(format!("not an RSA key: {e}")))?;
@@ -129,23 +168,47 @@ fn open_private(alg: Alg, pkcs8: &[u8]) -> Result<OpenSslKey, KeyError> {
     }
 }
 
-/// The public half, in JWK encoding: EC coordinates padded to 32 bytes, RSA
-/// numbers minimal (as josekit, which derived the kids of existing keys).
+/// The 32-byte seed of an Ed25519 PKCS#8, borrowed from it. RFC 8410 7:
+/// the private key is an OCTET STRING of the seed, inside the PKCS#8
+/// OCTET STRING.
+fn ed25519_seed<'a>(alg: Alg, info: &rsa::pkcs8::PrivateKeyInfo<'a>) -> Result<&'a [u8], KeyError> {
+    use rsa::pkcs8::der::Decode as _;
+    use rsa::pkcs8::der::asn1::OctetStringRef;
+    let parse = |reason: String| KeyError::Parse { alg, reason };
+    info.algorithm
+        .assert_algorithm_oid(super::generate::ED25519_OID)
+        .map_err(|e| parse(format!("not an Ed25519 key: {e}")))?;
+    let seed = OctetStringRef::from_der(info.private_key)
+        .map_err(|e| parse(e.to_string()))?
+        .as_bytes();
+    if seed.len() != ED25519_BYTES {
+        return Err(parse("not an Ed25519 private key".into()));
+    }
+    Ok(seed)
+}
+
+/// The public half, in JWK encoding: EC coordinates padded to the curve's
+/// width, RSA numbers minimal (as josekit, which derived the kids of
+/// existing keys), Ed25519's 32 bytes as they are.
 fn public_of(key: &OpenSslKey) -> Result<PublicKey, ErrorStack> {
     let b64 = |z: Zeroizing<String>| z.as_str().to_owned();
     Ok(match key {
-        OpenSslKey::Ec(ec) => {
+        OpenSslKey::Ec(curve, ec) => {
             let mut x = BigNum::new()?;
             let mut y = BigNum::new()?;
             let mut ctx = BigNumContext::new()?;
             ec.public_key()
                 .affine_coordinates(ec.group(), &mut x, &mut y, &mut ctx)?;
             PublicKey::Ec {
-                crv: "P-256".to_owned(),
-                x: b64(bn_b64(&x, Some(P256_BYTES))?),
-                y: b64(bn_b64(&y, Some(P256_BYTES))?),
+                crv: curve.name().to_owned(),
+                x: b64(bn_b64(&x, Some(curve.bytes()))?),
+                y: b64(bn_b64(&y, Some(curve.bytes()))?),
             }
         }
+        OpenSslKey::Ed25519(key) => PublicKey::Okp {
+            crv: ED25519_CRV.to_owned(),
+            x: b64(secret_b64(&key.raw_public_key()?)),
+        },
         OpenSslKey::Rsa(rsa) => PublicKey::Rsa {
             n: b64(bn_b64(rsa.n(), None)?),
             e: b64(bn_b64(rsa.e(), None)?),
@@ -199,11 +262,22 @@ impl KeyMaterial {
         };
         let fail = |e: ErrorStack| parse(e.to_string());
         let private = match open_private(self.alg, &self.pkcs8)? {
-            OpenSslKey::Ec(ec) => {
+            OpenSslKey::Ec(curve, ec) => {
                 vec![(
                     "d",
-                    bn_b64(ec.private_key(), Some(P256_BYTES)).map_err(fail)?,
+                    bn_b64(ec.private_key(), Some(curve.bytes())).map_err(fail)?,
                 )]
+            }
+            OpenSslKey::Ed25519(_) => {
+                // The seed from the PKCS#8, not from OpenSSL: OpenSSL 3's
+                // `EVP_PKEY_get_raw_private_key` (`raw_private_key`) copies
+                // it into an `OSSL_PARAM` array (outside the secure heap,
+                // which jwksd does not set up) that it frees without
+                // wiping.
+                use rsa::pkcs8::der::Decode as _;
+                let info = rsa::pkcs8::PrivateKeyInfo::from_der(&self.pkcs8)
+                    .map_err(|e| parse(e.to_string()))?;
+                vec![("d", secret_b64(ed25519_seed(self.alg, &info)?))]
             }
             OpenSslKey::Rsa(rsa) => {
                 let member = |name: &'static str, n: Option<&BigNumRef>| {
@@ -246,13 +320,21 @@ impl KeyMaterial {
             reason,
         };
         Ok(match open_private(self.alg, &self.pkcs8)? {
-            OpenSslKey::Ec(key) => Box::new(Es256Signer {
+            OpenSslKey::Ec(curve, key) => Box::new(EcdsaSigner {
                 kid: self.kid.to_string(),
+                alg: self.alg,
+                curve,
                 key,
             }),
-            OpenSslKey::Rsa(rsa) => Box::new(Rs256Signer {
+            OpenSslKey::Rsa(rsa) => Box::new(RsaSigner {
                 kid: self.kid.to_string(),
+                alg: self.alg,
                 key: PKey::from_rsa(rsa).map_err(|e| parse(e.to_string()))?,
+            }),
+            OpenSslKey::Ed25519(key) => Box::new(Ed25519Signer {
+                kid: self.kid.to_string(),
+                alg: self.alg,
+                key,
             }),
         })
     }

@@ -2,6 +2,7 @@
 //! key ring. Apart from the planner so that the state can apply an action
 //! without importing the rules that chose it.
 
+use crate::keys::custody::Custody;
 use crate::keys::id::{Alg, Kid, PublicKey};
 use crate::lifecycle::state::{
     EarlyActivation, HISTORY_LIMIT, KeyRecord, KeyState, KeyringState, Promised, STATE_FORMAT,
@@ -60,6 +61,8 @@ pub struct NewKey {
     pub kid: Kid,
     pub alg: Alg,
     pub public: PublicKey,
+    /// Where the shell made it.
+    pub custody: Custody,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -150,6 +153,7 @@ impl KeyringState {
                     } else {
                         Promised::default()
                     },
+                    custody: new.custody,
                     transitions,
                 });
             }

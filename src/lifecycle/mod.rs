@@ -23,7 +23,8 @@ pub use planner::{
 };
 pub use policy::{Policy, PolicyError, Schedule};
 pub use state::{
-    EarlyActivation, KeyRecord, KeyState, KeyringState, Promised, Served, Transition, Trigger,
+    EarlyActivation, HISTORY_LIMIT, KeyRecord, KeyState, KeyringState, Promised, Served,
+    Transition, Trigger,
 };
 
 /// What the crate's unit tests build the core from.
@@ -47,6 +48,7 @@ pub(crate) mod testing {
             publish_ahead: Duration::from_secs(2),
             signing_key_cache_max_age: Duration::from_secs(1),
             propagation: Duration::ZERO,
+            custody: Default::default(),
         }
     }
 
@@ -61,12 +63,13 @@ pub(crate) mod testing {
             kid: public.thumbprint(),
             alg: Alg::ES256,
             public,
+            custody: Default::default(),
         }
     }
 }
 
 /// The core stays pure by construction: its files, and the two modules it
-/// may use (`keys::id`, `time`), name no clock, no I/O, no randomness and
+/// may use (`keys::id`, `keys::custody`, `time`), name no clock, no I/O, no randomness and
 /// nothing of the shell. (A module rather than a crate of its own: this
 /// test holds the line as well, without a second crate's re-exports.)
 #[cfg(test)]
@@ -84,6 +87,7 @@ mod purity {
         ("lifecycle/state.rs", include_str!("state.rs")),
         ("lifecycle/tokens.rs", include_str!("tokens.rs")),
         ("keys/id.rs", include_str!("../keys/id.rs")),
+        ("keys/custody.rs", include_str!("../keys/custody.rs")),
         ("keys/error.rs", include_str!("../keys/error.rs")),
         ("time.rs", include_str!("../time.rs")),
     ];
@@ -91,6 +95,7 @@ mod purity {
     const ALLOWED: &[&str] = &[
         "crate::lifecycle",
         "crate::keys::id",
+        "crate::keys::custody",
         "crate::time::",
         "super::",
     ];

@@ -77,12 +77,19 @@ pub fn plan(state: &KeyringState, policy: &Policy, now: Timestamp) -> Plan {
                 kid: k.kid.clone(),
                 trigger: Trigger::Config,
             }),
+            // `keys.backend` changed: a next key made under the old one never
+            // signed, so it goes now and is made again where new keys go;
+            // the active key stays where it is until the rotation.
+            KeyState::Next if k.custody != policy.custody => actions.push(Action::Retire {
+                kid: k.kid.clone(),
+                trigger: Trigger::Config,
+            }),
             _ => {}
         }
     }
 
     for &alg in &policy.algorithms {
-        match (state.active(alg), state.next_key(alg)) {
+        match (state.active(alg), next_here(state, policy, alg)) {
             (None, None) => {
                 actions.push(generate(
                     policy,
@@ -123,13 +130,12 @@ pub fn plan(state: &KeyringState, policy: &Policy, now: Timestamp) -> Plan {
                 actions.push(generate(policy, alg, KeyState::Next, trigger, None));
             }
             (Some(_), None) => {
-                actions.push(generate(
-                    policy,
-                    alg,
-                    KeyState::Next,
-                    Trigger::Recovery,
-                    None,
-                ));
+                let trigger = if state.next_key(alg).is_some() {
+                    Trigger::Config
+                } else {
+                    Trigger::Recovery
+                };
+                actions.push(generate(policy, alg, KeyState::Next, trigger, None));
             }
             (Some(active), Some(next)) => {
                 let due = rotation_due(active, policy);
@@ -179,7 +185,7 @@ pub fn upcoming(state: &KeyringState, policy: &Policy, now: Timestamp) -> Vec<Up
         }
     }
     for &alg in &policy.algorithms {
-        if let (Some(active), Some(next)) = (state.active(alg), state.next_key(alg))
+        if let (Some(active), Some(next)) = (state.active(alg), next_here(state, policy, alg))
             && let Some(due) = rotation_due(active, policy)
         {
             let ready = earliest_activation(state, next, policy);
@@ -240,8 +246,8 @@ pub fn rotate(
     let mut pairs = Vec::new();
     let mut too_early: Vec<(Alg, Timestamp)> = Vec::new();
     for &a in &algs {
-        let (Some(active), Some(next)) = (state.active(a), state.next_key(a)) else {
-            let missing = match (state.active(a), state.next_key(a)) {
+        let (Some(active), Some(next)) = (state.active(a), next_here(state, policy, a)) else {
+            let missing = match (state.active(a), next_here(state, policy, a)) {
                 (Some(_), _) => "next",
                 (None, Some(_)) => "active",
                 (None, None) => "active or next",
@@ -386,6 +392,13 @@ pub fn still_wanted(state: &KeyringState, action: &Action) -> bool {
         Action::Generate { alg, .. } => state.next_key(*alg).is_none(),
         _ => false,
     }
+}
+
+/// The next key of `alg` that may become active: one made where new keys
+/// go (`policy.custody`). One made under an earlier `keys.backend` is
+/// retired by [`plan`] and rotates to nothing.
+fn next_here<'a>(state: &'a KeyringState, policy: &Policy, alg: Alg) -> Option<&'a KeyRecord> {
+    state.next_key(alg).filter(|k| k.custody == policy.custody)
 }
 
 /// When the scheduled rotation of `active` falls due.

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::keys::custody::Custody;
 use crate::keys::id::{Alg, RSA_BITS};
 use crate::lifecycle::state::Promised;
 use crate::time::{Timestamp, format_duration};
@@ -128,6 +129,10 @@ pub struct Policy {
     /// `store.poll_interval` (a replica learns of the change at its next
     /// read). Part of the retention; derived from the store, not configured.
     pub propagation: Duration,
+    /// Where new keys are made (`keys.backend`). A next key made elsewhere
+    /// (before a backend change) is retired unused and made again here: a
+    /// backend change is a rotation ([`crate::lifecycle::plan`]).
+    pub custody: Custody,
 }
 
 /// Manual rotations whose retired-out keys may be published at once, per
@@ -165,7 +170,9 @@ pub enum PolicyError {
         period: String,
         publish_ahead: String,
     },
-    #[error("algorithms is empty: configure ES256, RS256 or both")]
+    #[error(
+        "algorithms is empty: configure one or more of ES256, ES384, RS256, PS256, EdDSA and Ed25519"
+    )]
     NoAlgorithms,
     #[error("algorithm {0} is listed twice")]
     DuplicateAlg(Alg),

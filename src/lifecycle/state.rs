@@ -5,18 +5,21 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::keys::custody::Custody;
 use crate::keys::id::{Alg, Kid, PublicKey};
 use crate::time::Timestamp;
 
 /// Version of the persisted state format written; bumped on changes an
 /// older jwksd cannot read. Format 2 added the promises (`served`,
-/// `promised`).
-pub const STATE_FORMAT: u32 = 3;
+/// `promised`), 3 the clock skew among them, 4 where each key lives
+/// (`custody`).
+pub const STATE_FORMAT: u32 = 4;
 
 /// Whether this jwksd reads a stored state of format `format`: 1 (no
 /// promises recorded: they start from the configuration), 2 (promises
-/// without the clock skew, which then starts from the configuration) and 3.
-/// A jwksd that reads only up to 2 refuses a format-3 state by its number,
+/// without the clock skew, which then starts from the configuration), 3
+/// (every key in the store) and 4. A jwksd that reads only up to 3 refuses
+/// a format-4 state by its number,
 /// with the message that names the version to run, rather than on a field
 /// it does not know.
 pub fn format_readable(format: u32) -> bool {
@@ -240,6 +243,9 @@ pub struct KeyRecord {
     /// Promises made to signers while it was active.
     #[serde(default, skip_serializing_if = "Promised::is_empty")]
     pub promised: Promised,
+    /// Where its private key lives; absent: in the store.
+    #[serde(default, skip_serializing_if = "Custody::is_software")]
+    pub custody: Custody,
     pub transitions: Vec<Transition>,
 }
 

@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 
 use crate::keys::Kid;
+use crate::keys::custody::Custody;
 use crate::lifecycle::{KeyRecord, KeyState, KeyringState};
 
 /// What the check found for one key the state names.
@@ -33,15 +34,27 @@ pub struct Unnamed<'a> {
 }
 
 /// Judges `state` against the kids whose private keys the store holds.
-/// Findings come in the state's order; unnamed keys in `held`'s.
+/// Findings come in the state's order; unnamed keys in `held`'s. Keys in a
+/// token are not the store's to hold: [`check_in`].
 pub fn check<'a>(
     state: &'a KeyringState,
+    held: impl IntoIterator<Item = &'a Kid> + Clone,
+) -> (Vec<Finding<'a>>, Vec<Unnamed<'a>>) {
+    check_in(state, &Custody::Software, held)
+}
+
+/// [`check`] for the keys of one custody (the store's, or one token's),
+/// against what that custody holds.
+pub fn check_in<'a>(
+    state: &'a KeyringState,
+    custody: &Custody,
     held: impl IntoIterator<Item = &'a Kid> + Clone,
 ) -> (Vec<Finding<'a>>, Vec<Unnamed<'a>>) {
     let holds: HashSet<&Kid> = held.clone().into_iter().collect();
     let findings = state
         .keys
         .iter()
+        .filter(|k| &k.custody == custody)
         .map(|k| {
             if k.public.thumbprint() != k.kid {
                 Finding::NotItsOwnKey(k)

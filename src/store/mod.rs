@@ -170,6 +170,9 @@ pub enum StoreError {
     },
     #[error(transparent)]
     Key(#[from] KeyError),
+    /// The PKCS#11 token that holds keys the state names.
+    #[error(transparent)]
+    Token(#[from] crate::keys::pkcs11::TokenError),
     #[error("{0}")]
     Other(String),
 }

@@ -844,14 +844,16 @@ impl KeyStore for PgStore {
         let new = state.version as i64;
         let expected = new - 1;
         let live: Vec<String> = state.keys.iter().map(|k| k.kid.to_string()).collect();
+        // Keys in a token have no row: the token holds them.
         let signing: Vec<String> = state
             .keys
             .iter()
             .filter(|k| {
-                matches!(
-                    k.state,
-                    crate::lifecycle::KeyState::Next | crate::lifecycle::KeyState::Active
-                )
+                k.custody.is_software()
+                    && matches!(
+                        k.state,
+                        crate::lifecycle::KeyState::Next | crate::lifecycle::KeyState::Active
+                    )
             })
             .map(|k| k.kid.to_string())
             .collect();

@@ -75,6 +75,7 @@ pub fn start_binary(
         .env_remove("JWKSD_NEW_MASTER_KEY")
         .env_remove("JWKSD_OPERATOR_TOKEN")
         .env_remove("JWKSD_SIGNER_TOKEN")
+        .env_remove("JWKSD_PKCS11_PIN")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (k, v) in env {

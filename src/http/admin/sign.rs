@@ -13,6 +13,7 @@ use josekit::jwt::JwtPayload;
 use serde_json::Value;
 
 use super::refusal::{Refusal, choose_alg, no_active_key};
+use crate::access::Client;
 use crate::api::{SignRequest, SignResponse};
 use crate::daemon::{Handle, SignError};
 use crate::http::{Body, Limits, error, json, read_body};
@@ -128,6 +129,7 @@ pub(super) async fn sign(
     daemon: &Handle,
     limits: &Limits,
     req: Request<Incoming>,
+    client: &Client,
 ) -> Response<Body> {
     let body = match read_body(req, limits).await {
         Ok(b) => b,
@@ -160,6 +162,11 @@ pub(super) async fn sign(
             return refusal.response();
         }
     };
+    if !client.may_use(alg) {
+        daemon.metrics().sign_result(Some(alg), "refused");
+        tracing::warn!(client = %client.name, alg = %alg, "signing refused: the algorithm is not among the client's");
+        return super::forbidden_alg(client, alg);
+    }
     match daemon.sign(alg, payload).await {
         Ok((kid, token)) => {
             daemon.metrics().sign_result(Some(alg), "ok");
@@ -185,6 +192,28 @@ pub(super) async fn sign(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "sign_failed",
                 "signing failed",
+            )
+        }
+        Err(SignError::TokenUnavailable(kid, e)) => {
+            daemon.metrics().sign_result(Some(alg), "unavailable");
+            tracing::error!(kid = %kid, error = %e, "signing failed: the PKCS#11 token is unavailable");
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "token_unavailable",
+                "the PKCS#11 token that holds the signing key does not answer; jwksd reopens it \
+                 every second (see /readyz and the log)",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+        Err(SignError::TimedOut) => {
+            daemon.metrics().sign_result(Some(alg), "unavailable");
+            tracing::error!(alg = %alg, "signing timed out: no signature within the deadline");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "no signature within 10 s (a PKCS#11 token that does not answer?); see the log",
             )
         }
         Err(SignError::Stopped) => error(

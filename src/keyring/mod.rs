@@ -1,14 +1,21 @@
 //! The key ring in memory, and the one place where planned actions are
 //! carried out: generate, stage, apply, commit.
 //!
-//! Everything here blocks (key generation, fsync); the daemon calls it on a
-//! blocking thread. It is synchronous so that tests can drive it directly.
+//! Everything here blocks (key generation, fsync, the token); the daemon
+//! calls it on a blocking thread. It is synchronous so that tests can drive
+//! it directly. Private keys live in the store or in a PKCS#11 token, as
+//! each key's record says (`custody`); the token's crash rules are in
+//! [`token`].
+
+pub mod token;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crate::clock::Clock;
-use crate::keys::{self, KeyMaterial, Kid};
+use crate::keys::custody::Custody;
+use crate::keys::pkcs11::{Token, TokenError};
+use crate::keys::{self, KeyMaterial, Kid, PrivateKey};
 use crate::lifecycle::{Action, ApplyError, KeyState, KeyringState, NewKey, Trigger, still_wanted};
 use crate::store::{KeyStore, StoreError};
 
@@ -28,6 +35,9 @@ pub enum ExecuteError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Key(#[from] keys::KeyError),
+    /// Generating in the token failed.
+    #[error(transparent)]
+    Token(#[from] TokenError),
     #[error("planned action no longer fits the state: {0}")]
     Apply(#[from] ApplyError),
 }
@@ -35,7 +45,7 @@ pub enum ExecuteError {
 impl ExecuteError {
     /// Whether a key generation (rather than a write) failed.
     pub fn is_generation(&self) -> bool {
-        matches!(self, ExecuteError::Key(_))
+        matches!(self, ExecuteError::Key(_) | ExecuteError::Token(_))
     }
 }
 
@@ -57,22 +67,34 @@ impl Executed {
 
 pub struct Keyring {
     store: Arc<dyn KeyStore>,
+    /// The token keys are kept in (`keys.pkcs11`), when one is configured.
+    token: Option<Arc<Token>>,
     state: KeyringState,
-    keys: HashMap<Kid, KeyMaterial>,
+    keys: HashMap<Kid, PrivateKey>,
 }
 
 impl Keyring {
     /// Loads the store; returns the notes the store made while loading.
     pub fn load(store: Box<dyn KeyStore>) -> Result<(Keyring, Vec<String>), StoreError> {
+        Keyring::load_with(store, None)
+    }
+
+    /// Loads the store and checks the token against it (the crash rules in
+    /// [`token`]); returns the notes made while loading.
+    pub fn load_with(
+        store: Box<dyn KeyStore>,
+        token: Option<Arc<Token>>,
+    ) -> Result<(Keyring, Vec<String>), StoreError> {
         let store: Arc<dyn KeyStore> = Arc::from(store);
-        let loaded = store.load()?;
+        let (state, keys, notes) = load_all(&*store, token.as_ref(), !store.shared())?;
         Ok((
             Keyring {
                 store,
-                state: loaded.state,
-                keys: loaded.keys,
+                token,
+                state,
+                keys,
             },
-            loaded.notes,
+            notes,
         ))
     }
 
@@ -80,8 +102,13 @@ impl Keyring {
         &self.state
     }
 
-    pub fn key(&self, kid: &Kid) -> Option<&KeyMaterial> {
+    pub fn key(&self, kid: &Kid) -> Option<&PrivateKey> {
         self.keys.get(kid)
+    }
+
+    /// The token, when one is configured.
+    pub fn token(&self) -> Option<&Arc<Token>> {
+        self.token.as_ref()
     }
 
     pub fn store_location(&self) -> String {
@@ -99,13 +126,13 @@ impl Keyring {
         if self.store.version()? == self.state.version {
             return Ok(false);
         }
-        let loaded = self.store.load()?;
-        for n in &loaded.notes {
+        let (state, keys, notes) = load_all(&*self.store, self.token.as_ref(), false)?;
+        for n in &notes {
             tracing::warn!(store = %self.store.location(), "{n}");
         }
-        let changed = loaded.state != self.state;
-        self.state = loaded.state;
-        self.keys = loaded.keys;
+        let changed = state != self.state;
+        self.state = state;
+        self.keys = keys;
         Ok(changed)
     }
 
@@ -174,12 +201,40 @@ impl Keyring {
         }
         next.version += 1;
         self.store.commit(&next)?;
+        if let Some(t) = &self.token {
+            token::destroy_ended(t, &self.state, &next);
+        }
         self.keys
             .retain(|kid, _| next.keys.iter().any(|k| &k.kid == kid));
         self.state = next;
         events.append(&mut pending);
         Ok(())
     }
+}
+
+type LoadedAll = (KeyringState, HashMap<Kid, PrivateKey>, Vec<String>);
+
+/// The store's state and keys, and the token's keys checked against it.
+fn load_all(
+    store: &dyn KeyStore,
+    token: Option<&Arc<Token>>,
+    tidy: bool,
+) -> Result<LoadedAll, StoreError> {
+    let loaded = store.load()?;
+    token::require_token(&loaded.state, token)?;
+    let mut keys: HashMap<Kid, PrivateKey> = loaded
+        .keys
+        .into_iter()
+        .map(|(kid, k)| (kid, PrivateKey::Store(k)))
+        .collect();
+    let mut notes = loaded.notes;
+    if let Some(t) = token {
+        let ring = token::ring_of(&store.location());
+        let checked = token::check_within(t, &loaded.state, &ring, tidy, store.shared())?;
+        keys.extend(checked.keys);
+        notes.extend(checked.notes);
+    }
+    Ok((loaded.state, keys, notes))
 }
 
 /// One structured log event per committed lifecycle transition.
@@ -202,8 +257,51 @@ fn log_events(events: &[Event]) {
 pub fn generate_staged(
     store: &dyn KeyStore,
     actions: &[Action],
-) -> Result<Vec<(Action, KeyMaterial)>, ExecuteError> {
-    generate_staged_gated(store, actions, &StagingGate::default())
+) -> Result<Vec<(Action, PrivateKey)>, ExecuteError> {
+    generate_staged_gated(&Maker::store(store), actions, &StagingGate::default())
+}
+
+/// Where [`generate_staged_gated`] makes keys: the store (which stages
+/// what is generated in memory), or the token (whose generation is the
+/// staging), as `custody` says. The token is held weakly: a generation
+/// thread left behind at shutdown must not be the one that closes the
+/// module (its last `Arc`) while the process exits, and it uses the token
+/// only while the staging gate is open ([`StagingGate::close`] waits for
+/// that).
+pub struct Maker<'a> {
+    pub store: &'a dyn KeyStore,
+    pub token: Option<Weak<Token>>,
+    pub custody: &'a Custody,
+}
+
+impl<'a> Maker<'a> {
+    /// Keys made in memory and staged in `store`.
+    pub fn store(store: &'a dyn KeyStore) -> Maker<'a> {
+        Maker {
+            store,
+            token: None,
+            custody: &Custody::Software,
+        }
+    }
+
+    /// Drops a key made but not committed (best effort: load discards what
+    /// remains).
+    pub fn discard(&self, key: &PrivateKey) {
+        let token = self.token.as_ref().and_then(Weak::upgrade);
+        discard(self.store, token.as_deref(), key);
+    }
+}
+
+fn discard(store: &dyn KeyStore, token: Option<&Token>, key: &PrivateKey) {
+    match (key, token) {
+        (PrivateKey::Store(k), _) => store.discard(&k.kid),
+        (PrivateKey::Token(k), Some(t)) => {
+            if let Err(e) = t.destroy(&k.kid) {
+                tracing::warn!(kid = %k.kid, error = %e, "could not destroy a key generated but not committed; the next start destroys it");
+            }
+        }
+        (PrivateKey::Token(_), None) => {}
+    }
 }
 
 /// Lets shutdown end key generation without waiting for it: a key is
@@ -229,45 +327,93 @@ impl StagingGate {
     fn stage(&self, store: &dyn KeyStore, key: &KeyMaterial) -> Result<(), ExecuteError> {
         let closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
         if *closed {
-            return Err(ExecuteError::Store(StoreError::Other(
-                "shutting down: the key generated was not staged".into(),
-            )));
+            return Err(shutting_down());
         }
         store.stage(key)?;
         Ok(())
     }
 
-    fn is_closed(&self) -> bool {
-        *self.closed.lock().unwrap_or_else(|e| e.into_inner())
+    /// Generates in the token `label` while the gate is open: generation
+    /// there is the staging (the objects are durable as they are made).
+    /// The token is used, and let go, within the gate.
+    fn stage_in(
+        &self,
+        t: &Weak<Token>,
+        label: &str,
+        ring: &str,
+        alg: keys::Alg,
+        rsa_bits: u32,
+    ) -> Result<keys::pkcs11::TokenKey, ExecuteError> {
+        let closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(t) = t.upgrade().filter(|_| !*closed) else {
+            return Err(shutting_down());
+        };
+        if t.label() != label {
+            return Err(ExecuteError::Store(StoreError::Other(format!(
+                "new keys go to pkcs11:{label}, which this jwksd has not opened"
+            ))));
+        }
+        let made = t.stage(alg, rsa_bits, ring, token::unix_now());
+        drop(t);
+        drop(closed);
+        Ok(made?)
     }
+
+    /// Runs `f` while the gate is open (none when it is closed).
+    fn while_open(&self, f: impl FnOnce()) {
+        let closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        if !*closed {
+            f();
+        }
+    }
+}
+
+fn shutting_down() -> ExecuteError {
+    ExecuteError::Store(StoreError::Other(
+        "shutting down: the key generated was not staged".into(),
+    ))
 }
 
 /// [`generate_staged`], staging through `gate`: once it is closed, nothing
 /// more is staged (nor discarded: the next start discards what is staged).
 pub fn generate_staged_gated(
-    store: &dyn KeyStore,
+    maker: &Maker<'_>,
     actions: &[Action],
     gate: &StagingGate,
-) -> Result<Vec<(Action, KeyMaterial)>, ExecuteError> {
-    let mut out: Vec<(Action, KeyMaterial)> = Vec::with_capacity(actions.len());
+) -> Result<Vec<(Action, PrivateKey)>, ExecuteError> {
+    let mut out: Vec<(Action, PrivateKey)> = Vec::with_capacity(actions.len());
     for a in actions {
         let Action::Generate { alg, rsa_bits, .. } = a else {
             continue;
         };
-        let made = keys::generate_in_background(*alg, *rsa_bits)
-            .map_err(ExecuteError::from)
-            .and_then(|key| {
-                gate.stage(store, &key)?;
-                Ok(key)
-            });
+        let made = match (maker.custody, &maker.token) {
+            (Custody::Software, _) => keys::generate_in_background(*alg, *rsa_bits)
+                .map_err(ExecuteError::from)
+                .and_then(|key| {
+                    gate.stage(maker.store, &key)?;
+                    Ok(PrivateKey::Store(key))
+                }),
+            (Custody::Pkcs11 { token_label }, Some(t)) => gate
+                .stage_in(
+                    t,
+                    token_label,
+                    &token::ring_of(&maker.store.location()),
+                    *alg,
+                    *rsa_bits,
+                )
+                .map(PrivateKey::Token),
+            (custody, _) => Err(ExecuteError::Store(StoreError::Other(format!(
+                "new keys go to {custody}, which this jwksd has not opened"
+            )))),
+        };
         match made {
             Ok(key) => out.push((a.clone(), key)),
             Err(e) => {
-                if !gate.is_closed() {
+                gate.while_open(|| {
                     for (_, key) in &out {
-                        store.discard(&key.kid);
+                        maker.discard(key);
                     }
-                }
+                });
                 return Err(e);
             }
         }
@@ -281,9 +427,11 @@ impl Keyring {
     /// are discarded. One commit.
     pub fn commit_generated(
         &mut self,
-        made: Vec<(Action, KeyMaterial)>,
+        made: Vec<(Action, PrivateKey)>,
         clock: &dyn Clock,
     ) -> Executed {
+        let token = self.token.clone();
+        let discard = |key: &PrivateKey| discard(&*self.store, token.as_deref(), key);
         let now = clock.now();
         let mut next = self.state.clone();
         let mut events = Vec::new();
@@ -295,20 +443,26 @@ impl Keyring {
             else {
                 continue;
             };
-            if !still_wanted(&next, &a) || key.alg != *alg {
-                self.store.discard(&key.kid);
+            if !still_wanted(&next, &a) || key.alg() != *alg {
+                discard(&key);
                 continue;
             }
+            let custody = match (&key, &token) {
+                (PrivateKey::Token(_), Some(t)) => Custody::Pkcs11 {
+                    token_label: t.label().to_owned(),
+                },
+                _ => Custody::Software,
+            };
             let new = NewKey {
-                kid: key.kid.clone(),
-                alg: key.alg,
-                public: key.public.clone(),
+                kid: key.kid().clone(),
+                alg: key.alg(),
+                public: key.public().clone(),
+                custody,
             };
             if let Err(e) = next.apply(&a, now, Some(new)) {
-                self.store.discard(&key.kid);
+                discard(&key);
                 for (_, k) in &keep {
-                    let k: &KeyMaterial = k;
-                    self.store.discard(&k.kid);
+                    discard(k);
                 }
                 return Executed {
                     events: Vec::new(),
@@ -316,8 +470,8 @@ impl Keyring {
                 };
             }
             events.push(Event {
-                kid: key.kid.clone(),
-                alg: key.alg,
+                kid: key.kid().clone(),
+                alg: key.alg(),
                 from: None,
                 to: *role,
                 trigger: *trigger,
@@ -332,8 +486,16 @@ impl Keyring {
         }
         next.version += 1;
         if let Err(e) = self.store.commit(&next) {
+            // A conflict or a refused write: nothing names them. (A commit
+            // that failed yet landed cannot name a key destroyed here: the
+            // stores refuse to commit a state whose keys they lack, and a
+            // token key named but destroyed would fail the next load;
+            // the token's keys are therefore kept, staged, for the load's
+            // rules to judge.)
             for (_, key) in &keep {
-                self.store.discard(&key.kid);
+                if matches!(key, PrivateKey::Store(_)) || matches!(e, StoreError::Conflict { .. }) {
+                    discard(key);
+                }
             }
             return Executed {
                 events: Vec::new(),
@@ -342,7 +504,7 @@ impl Keyring {
         }
         self.state = next;
         for (_, key) in keep {
-            self.keys.insert(key.kid.clone(), key);
+            self.keys.insert(key.kid().clone(), key);
         }
         log_events(&events);
         Executed {
