@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod audit;
 mod clients;
 
 use clap::{Args, Parser, Subcommand};
@@ -25,6 +26,7 @@ use crate::client::{Client, ClientError, Reply};
 use crate::clock::{Clock, SystemClock};
 use crate::config::env::{self, KeySource, MasterKeyError};
 use crate::config::{Checked, Config, ConfigSource, LogFormat};
+use crate::lifecycle::event::{Event, Kind};
 use crate::lifecycle::{KeyRecord, KeyState, UpcomingEvent};
 use crate::time::Timestamp;
 
@@ -191,6 +193,9 @@ pub enum Command {
         #[command(subcommand)]
         command: clients::ClientCommand,
     },
+    /// List the audit log of the configured store (who rotated or revoked
+    /// which key, and when), or `verify` its hash chain.
+    Audit(audit::AuditArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -229,6 +234,7 @@ pub fn main() -> ExitCode {
             command: StoreCommand::Copy { ref from, ref to },
         } => store_copy(&cli, from, to),
         Command::Client { ref command } => clients::run(&cli, command),
+        Command::Audit(ref args) => audit::run(&cli, args),
         _ => operator(&cli),
     };
     match result {
@@ -370,6 +376,18 @@ fn rekey(cli: &Cli, new_file: Option<&std::path::Path>) -> Result<(), Fail> {
     let done = store
         .rekey(&mut |_| true)
         .map_err(|e| Fail(1, e.to_string()))?;
+    let what = format!(
+        "{} keys re-sealed, {} already sealed with master key {new_id}",
+        done.rewritten, done.already
+    );
+    store
+        .record(&[cli_entry(Event::store(Kind::Rekeyed, "rekey", what))])
+        .map_err(|e| {
+            Fail(
+                1,
+                format!("the keys were re-sealed, but the audit log could not record it: {e}"),
+            )
+        })?;
     let location = match store.shared() {
         true => store.location(),
         false => config.keys_dir.display().to_string(),
@@ -388,6 +406,15 @@ fn rekey(cli: &Cli, new_file: Option<&std::path::Path>) -> Result<(), Fail> {
         );
     }
     Ok(())
+}
+
+/// An audit entry for a command run on the store, now.
+fn cli_entry(event: Event) -> crate::audit::Entry {
+    crate::audit::Entry {
+        at: crate::time::Timestamp::from_system(std::time::SystemTime::now()),
+        actor: crate::audit::Actor::cli(),
+        event,
+    }
 }
 
 fn is_postgres(location: &str) -> bool {
@@ -462,8 +489,23 @@ fn store_copy(cli: &Cli, from: &str, to: &str) -> Result<(), Fail> {
     }
     let mut state = loaded.state.clone();
     state.version = existing.state.version + 1;
-    dst.commit(&state)
-        .map_err(|e| Fail(1, format!("{}: {e}", redact(to))))?;
+    // The copy's first record names the source and where its audit log
+    // ended, linking the two chains (docs/events.md).
+    let head = src
+        .audit_head()
+        .map_err(|e| Fail(1, format!("{}: {e}", redact(from))))?;
+    let what = format!(
+        "copied from {} (state version {}, audit log at record {} {})",
+        redact(from),
+        loaded.state.version,
+        head.seq,
+        head.hash
+    );
+    dst.commit(
+        &state,
+        &[cli_entry(Event::store(Kind::Copied, "store copy", what))],
+    )
+    .map_err(|e| Fail(1, format!("{}: {e}", redact(to))))?;
     println!(
         "copied {} keys ({copied} private) and {} history entries from {} to {}",
         state.keys.len(),
@@ -626,7 +668,8 @@ fn operator(cli: &Cli) -> Result<(), Fail> {
             | Command::CheckConfig
             | Command::Rekey { .. }
             | Command::Store { .. }
-            | Command::Client { .. } => Ok(()),
+            | Command::Client { .. }
+            | Command::Audit(_) => Ok(()),
         }
     })
 }

@@ -27,7 +27,8 @@
 //!   lives: the store or a token; plain data the core uses) and `private`
 //!   (a private key the key ring can sign with, in memory or in a token).
 //! - [`lifecycle`]: the pure core. `state` is plain data, `action` the
-//!   changes it takes (and how it applies them), `policy` the timeline
+//!   changes it takes (and how it applies them), `event` what a change
+//!   did, as the audit log records it, `policy` the timeline
 //!   rules, `promises` what was served and what it defers, `planner` the
 //!   functions from (state, policy, now) to actions and the next wake-up,
 //!   `driver` the scheduler as a state machine (fed outcomes and operators'
@@ -39,11 +40,17 @@
 //!   keys stop being the right ones and whether the keys held may still be
 //!   used (`key_currency`). No clock, no I/O, no randomness: a
 //!   test holds it to `keys::id`, `keys::custody` and `time`.
+//! - [`audit`]: the audit log's record, actor and hash chain, and its
+//!   verification ([`audit::Chain`]); plain data and SHA-256, no I/O. The
+//!   events themselves are the core's (`lifecycle::event`).
 //! - [`store`]: the durable [`store::KeyStore`] trait; `check` is the one
 //!   consistency check of a loaded state against the private keys held
 //!   (pure); `fs` keeps keys in a directory (atomic writes, lock), `postgres`
 //!   shares them between replicas (compare-and-set, leader lease,
-//!   notifications), `seal` encrypts private keys at rest under a master key.
+//!   notifications), `seal` encrypts private keys at rest under a master key,
+//!   `audit_log` the directory store's audit log (sealed segments, the
+//!   crash rules of records, webhook cursors). Both stores write the audit
+//!   records of a change in its commit.
 //! - [`keyring`]: the key ring in memory and where actions are carried out
 //!   (generate, stage, commit), in the store or the token as each key's
 //!   custody says; `token` holds the crash rules of keys in a token (what a
@@ -59,8 +66,9 @@
 //! - [`daemon`]: the shell: the scheduler task (the one writer, performing
 //!   what the driver decides and handing its answers to operators), the
 //!   signing queue (a token's signatures on blocking threads), the leader
-//!   `lease`, `token` (the PKCS#11 token's health and its watch), the
-//!   snapshot readers see,
+//!   `lease`, `token` (the PKCS#11 token's health and its watch), `feed`
+//!   (audit records to the `/v1/events` streams), `webhooks` (the audit
+//!   log delivered to `events.webhooks`), the snapshot readers see,
 //!   `shared`, the state they share, and `request`, a command as the admin
 //!   API sends it. `handle` is all the HTTP layer sees of
 //!   it: [`daemon::Handle`], a cheap clone with a few methods over that
@@ -69,7 +77,8 @@
 //!   together, stopped in order (the one module that knows `daemon` and
 //!   `http` both).
 //! - [`http`]: the hyper server, the route table of both listeners
-//!   (`docs/openapi.yaml` is checked against it), the public and admin APIs,
+//!   (`docs/openapi.yaml` is checked against it), the public and admin APIs
+//!   (the `/v1/events` stream among them: `admin::events`),
 //!   CORS on the JWK Set, authentication;
 //!   it renders HTTP (status, headers such as Cache-Control from the
 //!   daemon's max-ages) and maps the core's refusals to answers.
@@ -89,6 +98,7 @@
 
 pub mod access;
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod client;
 pub mod clock;

@@ -124,6 +124,25 @@ pub struct Metrics {
     pub store_state_age: FloatGauge,
     pub token_errors: Family<KindLabels, Counter>,
     pub token_up: Gauge,
+    pub audit_last_seq: Gauge,
+    pub audit_write_failures: Counter,
+    pub event_subscribers: Gauge,
+    pub webhook_deliveries: Family<WebhookLabels, Counter>,
+    pub webhook_delivered_seq: Family<EndpointLabels, Gauge>,
+    pub webhook_pending: Family<EndpointLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// The endpoint's `name` (configured, so bounded).
+    pub endpoint: String,
+    /// `ok`, or `failed` (an error, a timeout, or a status other than 2xx).
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
 }
 
 /// A new metric, registered under `name` with its help text.
@@ -285,7 +304,43 @@ impl Metrics {
              every second); 1 without a token",
         );
         token_up.set(1);
+        let audit_last_seq: Gauge = registered(
+            &mut registry,
+            "audit_last_seq",
+            "Sequence number of the last audit record this replica wrote or read",
+        );
+        let audit_write_failures: Counter = registered(
+            &mut registry,
+            "audit_write_failures",
+            "Audit records of refused commands and store commands that could not be written              (a state change and its records fail together)",
+        );
+        let event_subscribers: Gauge = registered(
+            &mut registry,
+            "event_subscribers",
+            "Connections following GET /v1/events",
+        );
+        let webhook_deliveries: Family<WebhookLabels, Counter> = registered(
+            &mut registry,
+            "webhook_deliveries",
+            "Webhook requests by endpoint and result (ok: a 2xx answer; failed: retried)",
+        );
+        let webhook_delivered_seq: Family<EndpointLabels, Gauge> = registered(
+            &mut registry,
+            "webhook_delivered_seq",
+            "Sequence number of the last audit record delivered to each endpoint",
+        );
+        let webhook_pending: Family<EndpointLabels, Gauge> = registered(
+            &mut registry,
+            "webhook_pending",
+            "Audit records waiting for delivery to each endpoint (the leader's count)",
+        );
         Metrics {
+            audit_last_seq,
+            audit_write_failures,
+            event_subscribers,
+            webhook_deliveries,
+            webhook_delivered_seq,
+            webhook_pending,
             token_errors,
             token_up,
             registry,

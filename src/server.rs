@@ -53,6 +53,8 @@ pub enum DaemonError {
     /// The PKCS#11 token of `keys.pkcs11`.
     #[error(transparent)]
     Pkcs11(#[from] crate::keys::pkcs11::TokenError),
+    #[error(transparent)]
+    Webhook(#[from] crate::daemon::webhooks::WebhookError),
 }
 
 /// What a daemon runs on. The store and the wall clock may be injected
@@ -128,6 +130,9 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         wall,
         store,
     } = opts;
+    // Their secrets are read before anything else starts: a bad one stops
+    // the start-up.
+    let webhooks = daemon::webhooks::load(&config.events.webhooks)?;
     let steady = Arc::new(SteadyClock::new(
         wall.unwrap_or_else(|| Arc::new(SystemClock)),
         os_monotonic(),
@@ -234,9 +239,12 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         &config,
         policy.clone(),
         steady,
-        ring,
-        read_at,
-        store_url,
+        daemon::Start {
+            ring,
+            read_at,
+            store_url,
+            webhooks,
+        },
         shutdown_rx.clone(),
     );
     let reloadable: Vec<Arc<ReloadingTls>> =

@@ -183,6 +183,21 @@ fn stamps(files: &TlsFiles) -> Vec<Option<SystemTime>> {
 /// A client configuration for the operator commands: trusts `ca_file`
 /// (else the system's roots are not used: jwksd admin certificates are
 /// usually private) and presents a client certificate when given.
+fn client_builder(
+    roots: RootCertStore,
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>, TlsError>
+{
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots))
+}
+
+/// A client configuration that trusts `roots` (the system's, for webhooks).
+pub fn client_config_with_roots(roots: RootCertStore) -> Result<rustls::ClientConfig, TlsError> {
+    Ok(client_builder(roots)?.with_no_client_auth())
+}
+
 pub fn client_config(
     ca_file: Option<&Path>,
     client: Option<(&Path, &Path)>,
@@ -196,10 +211,7 @@ pub fn client_config(
             })?;
         }
     }
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_root_certificates(roots);
+    let builder = client_builder(roots)?;
     // ALPN is left to the HTTP connector, which sets it.
     let config = match client {
         None => builder.with_no_client_auth(),

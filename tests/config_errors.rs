@@ -149,12 +149,12 @@ const CORPUS: &[(&str, &str, &str)] = &[
     (
         "unknown field, far",
         "frobnicate: 1\n",
-        "configuration bad.yaml: frobnicate (line 1): unknown setting \"frobnicate\" (this section takes keys_dir, keys, algorithms, rsa_bits, rotation, tokens, jwks, signing_key, listen, admin, master_key_file, http, tls, store or log)",
+        "configuration bad.yaml: frobnicate (line 1): unknown setting \"frobnicate\" (this section takes keys_dir, keys, algorithms, rsa_bits, rotation, tokens, jwks, signing_key, listen, admin, master_key_file, http, tls, store, events or log)",
     ),
     (
         "unknown top-level typo",
         "keyz_dir: x\n",
-        "configuration bad.yaml: keyz_dir (line 1): unknown setting \"keyz_dir\": did you mean \"keys_dir\"? (this section takes keys_dir, keys, algorithms, rsa_bits, rotation, tokens, jwks, signing_key, listen, admin, master_key_file, http, tls, store or log)",
+        "configuration bad.yaml: keyz_dir (line 1): unknown setting \"keyz_dir\": did you mean \"keys_dir\"? (this section takes keys_dir, keys, algorithms, rsa_bits, rotation, tokens, jwks, signing_key, listen, admin, master_key_file, http, tls, store, events or log)",
     ),
     (
         "text given a section",

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
+use jwksd::audit::{Cursor, Entry, Head, Record};
 use jwksd::client::Client;
 use jwksd::clock::{Clock, SystemClock};
 use jwksd::config::{Checked, Config, ConfigSource};
@@ -48,9 +49,25 @@ impl KeyStore for FaultyStore {
     fn discard(&self, kid: &Kid) {
         self.inner.discard(kid)
     }
-    fn commit(&self, state: &KeyringState) -> Result<(), StoreError> {
+    fn commit(&self, state: &KeyringState, audit: &[Entry]) -> Result<Vec<Record>, StoreError> {
         self.check()?;
-        self.inner.commit(state)
+        self.inner.commit(state, audit)
+    }
+    fn record(&self, audit: &[Entry]) -> Result<Vec<Record>, StoreError> {
+        self.check()?;
+        self.inner.record(audit)
+    }
+    fn audit_since(&self, after: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
+        self.inner.audit_since(after, limit)
+    }
+    fn audit_head(&self) -> Result<Head, StoreError> {
+        self.inner.audit_head()
+    }
+    fn webhook_cursors(&self) -> Result<Vec<(String, Cursor)>, StoreError> {
+        self.inner.webhook_cursors()
+    }
+    fn set_webhook_cursor(&self, endpoint: &str, cursor: &Cursor) -> Result<(), StoreError> {
+        self.inner.set_webhook_cursor(endpoint, cursor)
     }
     fn location(&self) -> String {
         self.inner.location()

@@ -103,9 +103,10 @@ fn store_migrates_once_compares_and_sets_and_leases() {
         let h2 = s.spawn(|| PgStore::connect(&url, Some(mk()), None).unwrap());
         (h1.join().unwrap(), h2.join().unwrap())
     });
+    // 1: the initial schema; 2: the audit log and webhook cursors.
     assert_eq!(
         cluster().sql("unit", "SELECT version FROM jwksd_schema"),
-        "1"
+        "2"
     );
     assert!(
         PgStore::connect(&url, None, None)

@@ -162,7 +162,12 @@ fn calls_to_a_hung_database_time_out_and_then_reconnect() {
     let t = Instant::now();
     assert_timed_out("version()", store.version(), t, Duration::from_secs(5));
     let t = Instant::now();
-    assert_timed_out("commit()", store.commit(&state), t, Duration::from_secs(10));
+    assert_timed_out(
+        "commit()",
+        store.commit(&state, &[]),
+        t,
+        Duration::from_secs(10),
+    );
     // The lease call gives up well within a third of the lease.
     let t = Instant::now();
     assert_timed_out("lead()", store.lead(lease), t, lease / 4);
@@ -178,7 +183,7 @@ fn calls_to_a_hung_database_time_out_and_then_reconnect() {
     // Resumed: the next calls reconnect and succeed.
     let t = Instant::now();
     assert_eq!(store.version().unwrap(), 0);
-    store.commit(&state).unwrap();
+    store.commit(&state, &[]).unwrap();
     assert!(store.lead(lease).unwrap().is_some());
     assert_eq!(store.version().unwrap(), 1);
     eprintln!("after resuming: version, commit, lead in {:?}", t.elapsed());

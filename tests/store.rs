@@ -259,7 +259,7 @@ fn commit_on_a_stale_version_is_a_conflict() {
     store.load().unwrap();
     state.version += 5;
     assert!(matches!(
-        store.commit(&state),
+        store.commit(&state, &[]),
         Err(StoreError::Conflict { .. })
     ));
 }

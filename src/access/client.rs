@@ -36,6 +36,8 @@ pub enum Permission {
     UseKey,
     /// `POST /v1/rotate`, `POST /v1/keys/{kid}/revoke`.
     Change,
+    /// `GET /v1/events`: the live stream of key changes.
+    FollowEvents,
 }
 
 impl Role {
@@ -52,7 +54,7 @@ impl Role {
     pub fn allows(self, p: Permission) -> bool {
         match self {
             Role::Operator => true,
-            Role::Signer => p == Permission::UseKey,
+            Role::Signer => matches!(p, Permission::UseKey | Permission::FollowEvents),
             Role::Viewer => p == Permission::ReadKeys,
         }
     }
@@ -360,7 +362,8 @@ mod tests {
         use Permission::*;
         assert!(Role::Operator.allows(ReadKeys) && Role::Operator.allows(UseKey));
         assert!(Role::Operator.allows(Change));
-        assert!(Role::Signer.allows(UseKey));
+        assert!(Role::Signer.allows(UseKey) && Role::Signer.allows(FollowEvents));
+        assert!(!Role::Viewer.allows(FollowEvents));
         assert!(!Role::Signer.allows(ReadKeys) && !Role::Signer.allows(Change));
         assert!(Role::Viewer.allows(ReadKeys));
         assert!(!Role::Viewer.allows(UseKey) && !Role::Viewer.allows(Change));

@@ -29,6 +29,7 @@ pub struct Config {
     pub http: Http,
     pub tls: Tls,
     pub store: Store,
+    pub events: Events,
     pub log: Log,
 }
 
@@ -153,6 +154,7 @@ impl Default for Config {
             http: Http::default(),
             tls: Tls::default(),
             store: Store::default(),
+            events: Events::default(),
             log: Log::default(),
         }
     }
@@ -369,6 +371,61 @@ impl Default for Http {
             shutdown_grace: HumanDuration(Duration::from_secs(10)),
         }
     }
+}
+
+/// The live event stream and the webhooks (docs/events.md).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Events {
+    /// Connections following `GET /v1/events` at once; more are refused
+    /// with 503.
+    pub max_subscribers: usize,
+    /// How often an idle stream sends a keep-alive comment.
+    pub keepalive: HumanDuration,
+    pub webhooks: Vec<Webhook>,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events {
+            max_subscribers: 256,
+            keepalive: HumanDuration(Duration::from_secs(15)),
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+/// One webhook endpoint: the audit log's events POSTed to `url`, signed
+/// per the Standard Webhooks specification.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// Names the endpoint in metrics, logs and its delivery cursor; unique.
+    pub name: String,
+    /// `https://…`, or `http://` to a loopback address (or anywhere with
+    /// `allow_http`).
+    pub url: String,
+    /// The signing secret, `whsec_` and base64 (as Standard Webhooks
+    /// libraries print it), in a file of mode 600 or 400.
+    pub secret_file: PathBuf,
+    /// The events to deliver (`key.next`, `key.revoked`, …); empty: all.
+    #[serde(default)]
+    pub events: Vec<crate::lifecycle::event::Kind>,
+    /// Allow `http://` to a host that is not loopback (not recommended:
+    /// events and signatures cross the network in the clear).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// How long one delivery may take, connecting included.
+    #[serde(default = "default_webhook_timeout")]
+    pub timeout: HumanDuration,
+    /// Trust only this CA (PEM) for the endpoint's certificate [default:
+    /// the system's CA certificates].
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_webhook_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]

@@ -200,6 +200,41 @@ impl Config {
                 return Err(invalid(path, "must not be empty; leave it out instead"));
             }
         }
+        if self.events.max_subscribers == 0 || self.events.max_subscribers > 100_000 {
+            return Err(invalid(
+                &["events", "max_subscribers"],
+                "expected 1 to 100000",
+            ));
+        }
+        let keepalive = self.events.keepalive.0;
+        if keepalive < Duration::from_secs(1) || keepalive > Duration::from_secs(300) {
+            return Err(invalid(&["events", "keepalive"], "expected 1s to 5m"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for w in &self.events.webhooks {
+            if w.name.is_empty() || !names.insert(w.name.as_str()) {
+                return Err(invalid(
+                    &["events", "webhooks"],
+                    format!(
+                        "every webhook needs a name of its own ({:?} is empty or used twice)",
+                        w.name
+                    ),
+                ));
+            }
+            if let Some(why) = webhook_url_problem(&w.url, w.allow_http) {
+                return Err(invalid(
+                    &["events", "webhooks"],
+                    format!("webhook {}: {why}", w.name),
+                ));
+            }
+            let t = w.timeout.0;
+            if t < Duration::from_secs(1) || t > Duration::from_secs(300) {
+                return Err(invalid(
+                    &["events", "webhooks"],
+                    format!("webhook {}: timeout: expected 1s to 5m", w.name),
+                ));
+            }
+        }
         if let Some(why) = cors_origins_error(&self.jwks.cors_allow_origins) {
             return Err(invalid(&["jwks", "cors_allow_origins"], why));
         }
@@ -258,6 +293,42 @@ impl Config {
 /// What is wrong with a `jwks.cors_allow_origins` list, if anything: `*`
 /// alone, or origins as browsers send them in `Origin`
 /// (`scheme://host[:port]`, no path, query or user).
+/// What is wrong with a webhook URL: not http(s), no host, or plain HTTP
+/// to a host that is not loopback without `allow_http`.
+pub fn webhook_url_problem(url: &str, allow_http: bool) -> Option<String> {
+    let uri: hyper::Uri = match url.parse() {
+        Ok(u) => u,
+        Err(e) => return Some(format!("url {url:?} is not a URL: {e}")),
+    };
+    let Some(host) = uri.host() else {
+        return Some(format!("url {url:?} names no host"));
+    };
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Some(format!(
+            "url {url:?} carries credentials: put the secret in secret_file"
+        ));
+    }
+    match uri.scheme_str() {
+        Some("https") => None,
+        Some("http") if allow_http || is_loopback(host) => None,
+        Some("http") => Some(format!(
+            "url {url:?} is plain HTTP to a host that is not loopback: use https, or set \
+             allow_http: true"
+        )),
+        _ => Some(format!(
+            "url {url:?} must start with https:// (or http:// to loopback)"
+        )),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn cors_origins_error(origins: &[String]) -> Option<String> {
     const EXPECTED: &str = "expected [\"*\"] (any origin), a list of origins \
                             scheme://host[:port] without a path (e.g. \
@@ -369,6 +440,28 @@ fn cron_problem(expr: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::config::testing::{now, parse};
+
+    #[test]
+    fn webhook_urls_are_https_or_loopback_http() {
+        for ok in [
+            "https://hooks.example.com/x",
+            "http://127.0.0.1:9000/x",
+            "http://[::1]:9000/",
+            "http://localhost/x",
+        ] {
+            assert_eq!(webhook_url_problem(ok, false), None, "{ok}");
+        }
+        for bad in [
+            "http://hooks.example.com/x",
+            "ftp://hooks.example.com/",
+            "https://user:pw@hooks.example.com/",
+            "/relative",
+            "not a url",
+        ] {
+            assert!(webhook_url_problem(bad, false).is_some(), "{bad}");
+        }
+        assert_eq!(webhook_url_problem("http://10.0.0.1/x", true), None);
+    }
 
     #[test]
     fn bad_schedules_are_refused() {

@@ -10,6 +10,7 @@ use arc_swap::Guard;
 use josekit::jwt::JwtPayload;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::audit::{Actor, Record};
 use crate::daemon::request::Request;
 use crate::daemon::shared::{ACTIVE_KEY_WAIT, Shared, SyncFailure};
 use crate::daemon::signing::{AWAY, SIGN_DEADLINE, SignError, SignJob};
@@ -145,16 +146,80 @@ impl Handle {
     }
 
     /// Asks the scheduler to rotate `alg` (every algorithm when `None`).
-    pub async fn rotate(&self, alg: Option<Alg>, force: bool) -> Result<Vec<Rotated>, CallError> {
+    pub async fn rotate(
+        &self,
+        alg: Option<Alg>,
+        force: bool,
+        actor: Actor,
+    ) -> Result<Vec<Rotated>, CallError> {
         let (reply, rx) = oneshot::channel();
-        self.command(Request::Rotate { alg, force, reply }, rx)
+        self.command(
+            Request::Rotate {
+                alg,
+                force,
+                actor,
+                reply,
+            },
+            rx,
+        )
+        .await
+    }
+
+    /// A place among the `/v1/events` streams (`events.max_subscribers`),
+    /// held while the stream lives; `None` when all are taken.
+    pub fn event_stream_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.shared
+            .feed
+            .subscribers
+            .clone()
+            .try_acquire_owned()
+            .ok()
+    }
+
+    /// The audit records as this replica learns of them.
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<Arc<Record>> {
+        self.shared.feed.subscribe()
+    }
+
+    /// The last audit record the feed sent.
+    pub fn last_event(&self) -> u64 {
+        self.shared.feed.last()
+    }
+
+    /// Audit records after `after` (at most `limit`), read from the store
+    /// on a blocking thread (the store's own deadlines bound it).
+    pub async fn events_since(&self, after: u64, limit: usize) -> Result<Vec<Record>, String> {
+        let store = self.shared.store().map_err(|e| e.to_string())?;
+        tokio::task::spawn_blocking(move || store.audit_since(after, limit))
             .await
+            .map_err(|e| format!("audit read task failed: {e}"))?
+            .map_err(|e| e.to_string())
+    }
+
+    /// The audit log's last record, read from the store.
+    pub async fn audit_head(&self) -> Result<crate::audit::Head, String> {
+        let store = self.shared.store().map_err(|e| e.to_string())?;
+        tokio::task::spawn_blocking(move || store.audit_head())
+            .await
+            .map_err(|e| format!("audit read task failed: {e}"))?
+            .map_err(|e| e.to_string())
+    }
+
+    /// `events.keepalive`.
+    pub fn events_keepalive(&self) -> Duration {
+        self.shared.keepalive
+    }
+
+    /// Turns true when the daemon stops.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shared.shutdown.clone()
     }
 
     /// Asks the scheduler to revoke `kid`.
-    pub async fn revoke(&self, kid: Kid) -> Result<Revoked, CallError> {
+    pub async fn revoke(&self, kid: Kid, actor: Actor) -> Result<Revoked, CallError> {
         let (reply, rx) = oneshot::channel();
-        self.command(Request::Revoke { kid, reply }, rx).await
+        self.command(Request::Revoke { kid, actor, reply }, rx)
+            .await
     }
 
     async fn command<T>(

@@ -5,14 +5,17 @@
 //! starts them; the children name each other, never this file.
 //!
 //! - `shared`: the state they share ([`Shared`], private fields).
+//! - `feed`: audit records to this process's `/v1/events` streams.
 //! - `scheduler`: the single task that changes keys.
 //! - `signing`: the task that signs `/v1/sign`'s tokens in batches.
 //! - `lease`: the leader lease, with a shared store.
 //! - `request`: an operator's command as the admin API sends it.
 //! - `snapshot`: the immutable view the HTTP handlers read.
+//! - `webhooks`: the audit log's events delivered to `events.webhooks`.
 //! - `handle`: what the HTTP handlers hold: [`Handle`], over [`Shared`]
 //!   and the channels to the scheduler and the signing task.
 
+mod feed;
 pub mod handle;
 mod lease;
 pub mod request;
@@ -21,6 +24,7 @@ mod shared;
 pub mod signing;
 pub mod snapshot;
 mod token;
+pub mod webhooks;
 
 use std::sync::{Arc, Mutex};
 
@@ -47,18 +51,33 @@ pub struct Core {
     pub scheduler: tokio::task::JoinHandle<()>,
 }
 
-/// Starts the core on a key ring loaded by a read that started at
-/// `read_at` (the freshness window counts from there); `store_url` is the
-/// PostgreSQL store's (its change notifications wake the scheduler).
+/// What the core starts on.
+pub struct Start {
+    pub ring: Keyring,
+    /// When the read that loaded the key ring started.
+    pub read_at: std::time::Instant,
+    /// The PostgreSQL store's URL, if it is one.
+    pub store_url: Option<String>,
+    /// `events.webhooks`, ready to deliver to.
+    pub webhooks: Vec<webhooks::Endpoint>,
+}
+
+/// Starts the core on `start`'s key ring: the freshness window counts from
+/// `read_at`, the PostgreSQL store's change notifications (`store_url`)
+/// wake the scheduler, and the webhooks deliver beside it.
 pub fn spawn(
     config: &Config,
     policy: Arc<Policy>,
     steady: Arc<SteadyClock>,
-    ring: Keyring,
-    read_at: std::time::Instant,
-    store_url: Option<String>,
+    start: Start,
     shutdown: watch::Receiver<bool>,
 ) -> Core {
+    let Start {
+        ring,
+        read_at,
+        store_url,
+        webhooks,
+    } = start;
     let clock: Arc<dyn Clock> = steady.clone();
     let store_handle = ring.store();
     let store_shared = store_handle.shared();
@@ -73,6 +92,10 @@ pub fn spawn(
         store_shared,
         read_at,
         token.as_deref().map(token::TokenHealth::new),
+        shared::Links {
+            store: Arc::downgrade(&store_handle),
+            shutdown: shutdown.clone(),
+        },
     ));
 
     let replication = store_shared.then(|| scheduler::Replication {
@@ -115,6 +138,7 @@ pub fn spawn(
     if let Some(t) = token {
         tokio::spawn(token::watch(shared.clone(), t, ring_mark, shutdown.clone()));
     }
+    webhooks::spawn(shared.clone(), webhooks, shutdown.clone());
 
     Core {
         handle: Handle::new(shared, cmd_tx, sign_tx),

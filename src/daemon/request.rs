@@ -4,6 +4,7 @@
 
 use tokio::sync::oneshot;
 
+use crate::audit::Actor;
 use crate::keys::{Alg, Kid};
 use crate::lifecycle::{Answer, Command, CommandError, Revoked, Rotated};
 
@@ -12,10 +13,13 @@ pub enum Request {
     Rotate {
         alg: Option<Alg>,
         force: bool,
+        /// Who asked: the audit log names them.
+        actor: Actor,
         reply: oneshot::Sender<Result<Vec<Rotated>, CommandError>>,
     },
     Revoke {
         kid: Kid,
+        actor: Actor,
         reply: oneshot::Sender<Result<Revoked, CommandError>>,
     },
 }
@@ -27,12 +31,17 @@ pub(super) enum Reply {
 }
 
 impl Request {
-    pub(super) fn split(self) -> (Command, Reply) {
+    pub(super) fn split(self) -> (Command, Reply, Actor) {
         match self {
-            Request::Rotate { alg, force, reply } => {
-                (Command::Rotate { alg, force }, Reply::Rotate(reply))
+            Request::Rotate {
+                alg,
+                force,
+                actor,
+                reply,
+            } => (Command::Rotate { alg, force }, Reply::Rotate(reply), actor),
+            Request::Revoke { kid, actor, reply } => {
+                (Command::Revoke { kid }, Reply::Revoke(reply), actor)
             }
-            Request::Revoke { kid, reply } => (Command::Revoke { kid }, Reply::Revoke(reply)),
         }
     }
 }

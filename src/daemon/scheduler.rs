@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::audit::{Actor, Entry};
 use crate::clock::Clock;
 use crate::daemon::request::{Reply, Request};
 use crate::daemon::shared::{Shared, SyncFailure};
@@ -21,8 +22,10 @@ use crate::keyring::{
     Event, ExecuteError, Executed, Keyring, Maker, StagingGate, generate_staged_gated,
 };
 use crate::keys::{Alg, PrivateKey};
+use crate::lifecycle::event::Event as AuditEvent;
 use crate::lifecycle::{
-    Action, Answer, CommandError, CommandId, Committed, Driver, KeyState, Policy, Synced, Work,
+    Action, Answer, Command, CommandError, CommandId, Committed, Driver, KeyState, Policy, Synced,
+    Work,
 };
 use crate::store::StoreError;
 
@@ -32,6 +35,9 @@ pub const MAX_SLEEP: Duration = Duration::from_secs(30);
 /// How long shutdown waits for a key being staged (written to the store)
 /// at that moment; generating itself is not waited for.
 const GENERATION_SHUTDOWN_WAIT: Duration = Duration::from_secs(10);
+/// The most audit records a replica reads from the shared store at once
+/// for its feed.
+const CATCH_UP: usize = 512;
 /// The most pieces of work done before the scheduler sleeps again.
 const WORK_PER_WAKE: usize = 32;
 
@@ -43,6 +49,14 @@ const WORK_PER_WAKE: usize = 32;
 /// generation left behind that ends after all leaves staged objects no
 /// state names, which the next load (or the leader's tidy) destroys.
 pub const TOKEN_GENERATION_DEADLINE: Duration = Duration::from_secs(120);
+
+/// An operator's command the driver is carrying out: where its answer
+/// goes, who asked (for the audit log) and what.
+struct Asked {
+    reply: Reply,
+    actor: Actor,
+    command: Command,
+}
 
 /// What a generation task yields: the keys made for the actions.
 type Generated = Result<Vec<(Action, PrivateKey)>, ExecuteError>;
@@ -89,12 +103,14 @@ impl Scheduler {
         // Key generation runs beside the timeline: retirements and rotations
         // never wait for an RSA key to be found.
         let mut generating: JoinSet<Generated> = JoinSet::new();
-        let mut replies: HashMap<CommandId, Reply> = HashMap::new();
+        let mut replies: HashMap<CommandId, Asked> = HashMap::new();
+        self.start_feed().await;
         let mut next_id = 0u64;
         loop {
             if self.replication.is_some() {
                 let synced = self.sync().await;
                 driver.synced(synced);
+                self.catch_up_feed().await;
             }
             // Everything due now, as the driver says; bounded in case a
             // store keeps answering without changing anything. Leadership
@@ -105,7 +121,8 @@ impl Scheduler {
                 let Some(work) = driver.poll(&state, &self.policy, self.clock.now()) else {
                     break;
                 };
-                self.perform(work, &mut driver, &mut generating).await;
+                self.perform(work, &mut driver, &mut generating, &replies)
+                    .await;
                 self.answer(&mut driver, &mut replies);
             }
             self.answer(&mut driver, &mut replies);
@@ -142,8 +159,8 @@ impl Scheduler {
                     Some(request) => {
                         let id = CommandId(next_id);
                         next_id += 1;
-                        let (command, reply) = request.split();
-                        replies.insert(id, reply);
+                        let (command, reply, actor) = request.split();
+                        replies.insert(id, Asked { reply, actor, command: command.clone() });
                         driver.command(id, command, self.clock.now());
                     }
                     None => break,
@@ -176,7 +193,13 @@ impl Scheduler {
     }
 
     /// Carries out one piece of the driver's work and tells it the outcome.
-    async fn perform(&self, work: Work, driver: &mut Driver, generating: &mut JoinSet<Generated>) {
+    async fn perform(
+        &self,
+        work: Work,
+        driver: &mut Driver,
+        generating: &mut JoinSet<Generated>,
+        replies: &HashMap<CommandId, Asked>,
+    ) {
         match work {
             Work::Sync => {
                 let synced = self.sync().await;
@@ -184,7 +207,7 @@ impl Scheduler {
             }
             Work::Generate(batches) => self.spawn_generation(generating, batches),
             Work::Commit(actions) => {
-                let outcome = match self.execute(actions, true).await {
+                let outcome = match self.execute(actions, true, Actor::jwksd()).await {
                     Ok(()) => Committed::Done,
                     Err(ExecuteError::Store(StoreError::Conflict { expected, found })) => {
                         // Another writer committed first: that counts as
@@ -203,7 +226,11 @@ impl Scheduler {
             Work::CommitCommand(actions) => {
                 // An operator's command reports its own failure; the
                 // schedule's backoff and lifecycle error are not its.
-                let (outcome, error) = match self.execute(actions, false).await {
+                let actor = driver
+                    .committing_command()
+                    .and_then(|id| replies.get(&id))
+                    .map_or_else(Actor::jwksd, |a| a.actor.clone());
+                let (outcome, error) = match self.execute(actions, false, actor).await {
                     Ok(()) => (Committed::Done, None),
                     Err(e @ ExecuteError::Store(StoreError::Conflict { .. })) => {
                         (Committed::Conflict, Some(e.to_string()))
@@ -217,7 +244,7 @@ impl Scheduler {
 
     /// Hands the driver's answers to the operators who asked, saying in the
     /// log what was done.
-    fn answer(&self, driver: &mut Driver, replies: &mut HashMap<CommandId, Reply>) {
+    fn answer(&self, driver: &mut Driver, replies: &mut HashMap<CommandId, Asked>) {
         while let Some((id, result)) = driver.poll_answer() {
             let result = match result {
                 Err(CommandError::NotSynced) => Err(CommandError::Failed(format!(
@@ -246,9 +273,66 @@ impl Scheduler {
                 }
                 Err(_) => {}
             }
-            if let Some(reply) = replies.remove(&id) {
-                reply.send(result);
+            if let Some(asked) = replies.remove(&id) {
+                if let Err(e) = &result {
+                    self.record_refused(&asked.command, e, asked.actor);
+                }
+                asked.reply.send(result);
             }
+        }
+    }
+
+    /// Starts the feed after the store's last audit record.
+    async fn start_feed(&self) {
+        let store = lock(&self.ring).store();
+        match tokio::task::spawn_blocking(move || store.audit_head()).await {
+            Ok(Ok(head)) => {
+                self.shared.feed.start_after(head.seq);
+                self.shared.metrics.audit_last_seq.set(head.seq as i64);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the audit log's last record"),
+            Err(e) => tracing::warn!(error = %e, "audit head task failed"),
+        }
+    }
+
+    /// Records a refused command in the audit log, beside the scheduler
+    /// (the store may be slow; the answer does not wait for it).
+    fn record_refused(&self, command: &Command, error: &CommandError, actor: Actor) {
+        let event = match command {
+            Command::Rotate { alg, force } => AuditEvent::refused(
+                if *force { "rotate --force" } else { "rotate" },
+                None,
+                *alg,
+                error.code(),
+            ),
+            Command::Revoke { kid } => {
+                AuditEvent::refused("revoke", Some(kid.clone()), None, error.code())
+            }
+        };
+        let entry = Entry {
+            at: self.clock.now(),
+            actor,
+            event,
+        };
+        let store = lock(&self.ring).store();
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || match store.record(&[entry]) {
+            Ok(records) => shared.feed.publish(&records, &shared.metrics),
+            Err(e) => {
+                shared.metrics.audit_write_failures.inc();
+                tracing::error!(error = %e, "a refused command could not be recorded in the audit log");
+            }
+        });
+    }
+
+    /// With a shared store: hands the feed what other replicas recorded.
+    async fn catch_up_feed(&self) {
+        let store = lock(&self.ring).store();
+        let after = self.shared.feed.last();
+        match tokio::task::spawn_blocking(move || store.audit_since(after, CATCH_UP)).await {
+            Ok(Ok(records)) => self.shared.feed.publish(&records, &self.shared.metrics),
+            Ok(Err(e)) => tracing::debug!(error = %e, "cannot read the audit log"),
+            Err(e) => tracing::debug!(error = %e, "audit read task failed"),
         }
     }
 
@@ -380,7 +464,12 @@ impl Scheduler {
     /// Carries out actions on a blocking thread, records metrics, publishes.
     /// `background`: a step of the schedule, whose failure readers see as
     /// `lifecycle_failing`; an operator's command reports its own.
-    async fn execute(&self, actions: Vec<Action>, background: bool) -> Result<(), ExecuteError> {
+    async fn execute(
+        &self,
+        actions: Vec<Action>,
+        background: bool,
+        actor: Actor,
+    ) -> Result<(), ExecuteError> {
         let ring = self.ring.clone();
         let clock = self.clock.clone();
         let acts = actions.clone();
@@ -390,7 +479,8 @@ impl Scheduler {
         let _in_flight = self.shared.commit_in_flight();
         let started = std::time::Instant::now();
         let executed =
-            tokio::task::spawn_blocking(move || lock(&ring).execute(&acts, &*clock)).await;
+            tokio::task::spawn_blocking(move || lock(&ring).execute_as(&acts, &*clock, &actor))
+                .await;
         let executed = match executed {
             Ok(e) => e,
             Err(join) => {
@@ -421,6 +511,9 @@ impl Scheduler {
             executed.error.as_ref(),
             background,
         );
+        self.shared
+            .feed
+            .publish(&executed.records, &self.shared.metrics);
         if lock(&self.ring).state().version != before {
             // What this replica committed is what the store holds.
             self.shared.mark_synced(started);

@@ -54,6 +54,15 @@ pub struct Shared {
     pub(super) token: Option<super::token::TokenHealth>,
     /// The clock jumps already counted in `jwksd_clock_jumps_total`.
     pub(super) jumps_exported: AtomicU64,
+    /// Audit records to the `/v1/events` streams.
+    pub(super) feed: super::feed::Feed,
+    /// Where the streams and webhooks read the audit log. Weak: the key
+    /// ring owns the store, whose lock goes with it at shutdown.
+    pub(super) store: std::sync::Weak<dyn crate::store::KeyStore>,
+    /// `events.keepalive`.
+    pub(super) keepalive: Duration,
+    /// Turns true at shutdown: streams end.
+    pub(super) shutdown: watch::Receiver<bool>,
 }
 
 /// Marks a commit in flight while it lives.
@@ -323,7 +332,22 @@ impl Shared {
     }
 }
 
+/// What the streams and webhooks reach through [`Shared`].
+pub struct Links {
+    pub store: std::sync::Weak<dyn crate::store::KeyStore>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
 impl Shared {
+    /// The store, while the daemon runs.
+    pub(super) fn store(
+        &self,
+    ) -> Result<Arc<dyn crate::store::KeyStore>, crate::store::StoreError> {
+        self.store
+            .upgrade()
+            .ok_or_else(|| crate::store::StoreError::Other("the daemon is stopping".into()))
+    }
+
     pub(super) fn new(
         config: &Config,
         policy: Arc<Policy>,
@@ -331,7 +355,9 @@ impl Shared {
         store_shared: bool,
         read_at: std::time::Instant,
         token: Option<super::token::TokenHealth>,
+        links: Links,
     ) -> Shared {
+        let Links { store, shutdown } = links;
         let clock: Arc<dyn Clock> = steady.clone();
         Shared {
             snapshot: ArcSwapOption::empty(),
@@ -354,6 +380,10 @@ impl Shared {
             freshness: policy
                 .freshness_window(store_shared.then_some(config.store.poll_interval.0)),
             token,
+            feed: super::feed::Feed::new(config.events.max_subscribers),
+            store,
+            keepalive: config.events.keepalive.0,
+            shutdown,
         }
     }
 }
@@ -383,6 +413,11 @@ mod tests {
             store_shared,
             std::time::Instant::now(),
             None,
+            Links {
+                // Never read here.
+                store: std::sync::Weak::<crate::store::fs::FsStore>::new(),
+                shutdown: watch::channel(false).1,
+            },
         )
     }
 

@@ -151,6 +151,12 @@ pub async fn watch(
         if stuck.as_ref().is_some_and(|p| !p.is_finished()) {
             continue;
         }
+        // A key being generated keeps searches of the token waiting (an
+        // RSA key in a network HSM takes seconds): probe at the next round.
+        // A generation that hangs fails on its own deadline.
+        if up && token.generating() {
+            continue;
+        }
         stuck = None;
         // The kids the token must show: the active keys it holds.
         let kids: Vec<_> = shared

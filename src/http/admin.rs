@@ -19,6 +19,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
 use crate::api::{KeysResponse, Revoked, RotateRequest, RotateResponse, TooEarly};
+mod events;
 mod refusal;
 mod sign;
 
@@ -48,6 +49,7 @@ enum Route {
     Keys,
     Rotate,
     Revoke(String),
+    Events,
 }
 
 /// Failed authentications a client (or an address) may make per minute
@@ -134,6 +136,7 @@ fn permission(route: &Route) -> Option<Permission> {
         Route::Keys => Some(Permission::ReadKeys),
         Route::ActiveKey | Route::Sign => Some(Permission::UseKey),
         Route::Rotate | Route::Revoke(_) => Some(Permission::Change),
+        Route::Events => Some(Permission::FollowEvents),
     }
 }
 
@@ -149,6 +152,7 @@ pub async fn handle(api: Arc<AdminApi>, req: Request<Incoming>, conn: Conn) -> R
         (Endpoint::Keys, _) => Route::Keys,
         (Endpoint::Rotate, _) => Route::Rotate,
         (Endpoint::Revoke, Some(kid)) => Route::Revoke(kid.to_owned()),
+        (Endpoint::Events, _) => Route::Events,
         (Endpoint::Revoke, None) | (Endpoint::Jwks | Endpoint::Healthz | Endpoint::Readyz, _) => {
             return not_found();
         }
@@ -226,6 +230,7 @@ pub async fn handle(api: Arc<AdminApi>, req: Request<Incoming>, conn: Conn) -> R
             Permission::ReadKeys => "a viewer or operator client",
             Permission::UseKey => "a signer or operator client",
             Permission::Change => "an operator client",
+            Permission::FollowEvents => "a signer or operator client",
         };
         return error(
             StatusCode::FORBIDDEN,
@@ -282,6 +287,7 @@ pub async fn handle(api: Arc<AdminApi>, req: Request<Incoming>, conn: Conn) -> R
         Route::Keys => keys(&api.daemon),
         Route::Rotate => rotate(&api, req, &client, peer, addr).await,
         Route::Revoke(kid) => revoke(&api, req, &kid, &client, peer, addr).await,
+        Route::Events => events::stream(&api.daemon, &req, &client, peer, addr),
         Route::Metrics => not_found(),
     }
 }
@@ -572,13 +578,19 @@ async fn rotate(
         Err(r) => return r.response(),
     };
     tracing::info!(client = %client.name, role = client.role.as_str(), peer = %peer, addr = %addr, alg = ?alg, force, "rotation requested");
-    match api.daemon.rotate(alg, force).await {
+    match api.daemon.rotate(alg, force, actor_of(client)).await {
         Ok(rotated) => json(StatusCode::OK, &RotateResponse { rotated }),
         Err(e) => call_error(e),
     }
 }
 
+/// The client as the audit log names it.
+fn actor_of(client: &Client) -> crate::audit::Actor {
+    crate::audit::Actor::client(&client.name, client.role.as_str())
+}
+
 fn command_error(e: CommandError) -> Response<Body> {
+    let code = e.code();
     match e {
         CommandError::Rotate(RotateError::TooEarly { earliest, algs }) => {
             let msg = RotateError::TooEarly {
@@ -590,7 +602,7 @@ fn command_error(e: CommandError) -> Response<Body> {
                 StatusCode::CONFLICT,
                 &TooEarly {
                     error: msg,
-                    code: "too_early".into(),
+                    code: code.into(),
                     earliest_safe_rotation: earliest.to_rfc3339(),
                     algs,
                 },
@@ -599,25 +611,21 @@ fn command_error(e: CommandError) -> Response<Body> {
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
-        CommandError::Rotate(e @ RotateError::TooManyPublished { .. }) => {
-            error(StatusCode::CONFLICT, "too_many_published", e)
+        e => {
+            let status = match &e {
+                CommandError::Rotate(RotateError::NotConfigured(_)) => StatusCode::BAD_REQUEST,
+                CommandError::Revoke(RevokeError::Unknown(_)) => StatusCode::NOT_FOUND,
+                CommandError::Rotate(RotateError::TooManyPublished { .. })
+                | CommandError::Revoke(RevokeError::AlreadyEnded { .. }) => StatusCode::CONFLICT,
+                // Not ready, or the store failed (the scheduler says why
+                // the read fails, as `Failed`).
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            match e {
+                CommandError::Failed(msg) => error(status, code, msg),
+                e => error(status, code, e),
+            }
         }
-        CommandError::Rotate(e @ RotateError::NotConfigured(_)) => {
-            error(StatusCode::BAD_REQUEST, "alg_not_configured", e)
-        }
-        CommandError::Rotate(e @ RotateError::NotReady { .. }) => {
-            error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e)
-        }
-        CommandError::Revoke(e @ RevokeError::Unknown(_)) => {
-            error(StatusCode::NOT_FOUND, "unknown_kid", e)
-        }
-        CommandError::Revoke(e @ RevokeError::AlreadyEnded { .. }) => {
-            error(StatusCode::CONFLICT, "already_ended", e)
-        }
-        CommandError::Failed(msg) => error(StatusCode::SERVICE_UNAVAILABLE, "store_failed", msg),
-        // The scheduler says why the read fails (as `Failed`); this is the
-        // same refusal without the reason.
-        e @ CommandError::NotSynced => error(StatusCode::SERVICE_UNAVAILABLE, "store_failed", e),
     }
 }
 
@@ -638,7 +646,7 @@ async fn revoke(
         return r;
     }
     tracing::warn!(client = %client.name, role = client.role.as_str(), peer = %peer, addr = %addr, kid = %kid, "revocation requested");
-    match api.daemon.revoke(kid).await {
+    match api.daemon.revoke(kid, actor_of(client)).await {
         Ok(revoked) => json::<Revoked>(StatusCode::OK, &revoked),
         Err(e) => call_error(e),
     }

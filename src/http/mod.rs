@@ -37,7 +37,62 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Sleep;
 
-pub type Body = Full<Bytes>;
+/// A response body: a whole one, or a stream (`/v1/events`) fed through a
+/// bounded channel, which ends when its sender is dropped.
+pub struct Body(BodyKind);
+
+enum BodyKind {
+    Full(Full<Bytes>),
+    Stream(tokio::sync::mpsc::Receiver<Bytes>),
+}
+
+impl Body {
+    pub fn new(bytes: Bytes) -> Body {
+        Body(BodyKind::Full(Full::new(bytes)))
+    }
+
+    /// A body that sends what arrives on `rx`, as it arrives.
+    pub fn stream(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Body {
+        Body(BodyKind::Stream(rx))
+    }
+}
+
+impl Default for Body {
+    fn default() -> Body {
+        Body::new(Bytes::new())
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        match &mut self.get_mut().0 {
+            BodyKind::Full(f) => Pin::new(f).poll_frame(cx),
+            BodyKind::Stream(rx) => rx
+                .poll_recv(cx)
+                .map(|b| b.map(|b| Ok(hyper::body::Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            BodyKind::Full(f) => f.is_end_stream(),
+            BodyKind::Stream(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match &self.0 {
+            BodyKind::Full(f) => f.size_hint(),
+            BodyKind::Stream(_) => hyper::body::SizeHint::default(),
+        }
+    }
+}
 
 /// Limits applied to every connection.
 #[derive(Clone, Copy, Debug)]
@@ -402,7 +457,7 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
 }
 
 pub fn bytes_response(status: StatusCode, body: Bytes) -> Response<Body> {
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(Body::new(body));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -61,7 +61,8 @@ pub async fn handle(api: Arc<PublicApi>, req: Request<Incoming>) -> Response<Bod
         | Endpoint::Sign
         | Endpoint::Keys
         | Endpoint::Rotate
-        | Endpoint::Revoke => not_found(),
+        | Endpoint::Revoke
+        | Endpoint::Events => not_found(),
     }
 }
 

@@ -27,6 +27,7 @@ pub enum Endpoint {
     Keys,
     Rotate,
     Revoke,
+    Events,
 }
 
 /// One route: where, what, and the methods it answers (its `Allow`).
@@ -84,6 +85,7 @@ pub const ROUTES: &[Route] = &[
     route(Listener::Admin, "/v1/keys", "GET, HEAD", Endpoint::Keys),
     route(Listener::Admin, "/v1/rotate", "POST", Endpoint::Rotate),
     route(Listener::Admin, "/v1/keys/{kid}/revoke", "POST", Endpoint::Revoke),
+    route(Listener::Admin, "/v1/events", "GET", Endpoint::Events),
 ];
 
 /// The route of `listener` that `path` names, and the value of its

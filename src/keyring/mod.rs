@@ -12,10 +12,12 @@ pub mod token;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
+use crate::audit::{Actor, Entry, Record};
 use crate::clock::Clock;
 use crate::keys::custody::Custody;
 use crate::keys::pkcs11::{Token, TokenError};
 use crate::keys::{self, KeyMaterial, Kid, PrivateKey};
+use crate::lifecycle::event::between;
 use crate::lifecycle::{Action, ApplyError, KeyState, KeyringState, NewKey, Trigger, still_wanted};
 use crate::store::{KeyStore, StoreError};
 
@@ -53,6 +55,8 @@ impl ExecuteError {
 #[derive(Debug)]
 pub struct Executed {
     pub events: Vec<Event>,
+    /// The audit records the commits wrote (`crate::audit`).
+    pub records: Vec<Record>,
     pub error: Option<ExecuteError>,
 }
 
@@ -141,27 +145,41 @@ impl Keyring {
     /// and the error that stopped the rest, if any; the in-memory state is
     /// always what the store last committed.
     pub fn execute(&mut self, actions: &[Action], clock: &dyn Clock) -> Executed {
+        self.execute_as(actions, clock, &Actor::jwksd())
+    }
+
+    /// [`Keyring::execute`] on behalf of `actor` (an operator's command),
+    /// whom the audit records of its transitions name.
+    pub fn execute_as(&mut self, actions: &[Action], clock: &dyn Clock, actor: &Actor) -> Executed {
         let (gens, transitions): (Vec<Action>, Vec<Action>) =
             actions.iter().cloned().partition(Action::is_generate);
         let mut events = Vec::new();
+        let mut records = Vec::new();
         let error = self
-            .commit_transitions(&transitions, clock, &mut events)
+            .commit_transitions(&transitions, clock, actor, &mut events, &mut records)
             .err();
         log_events(&events);
         if error.is_some() || gens.is_empty() {
-            return Executed { events, error };
+            return Executed {
+                events,
+                records,
+                error,
+            };
         }
         match generate_staged(&*self.store, &gens) {
             Ok(made) => {
                 let done = self.commit_generated(made, clock);
                 events.extend(done.events);
+                records.extend(done.records);
                 Executed {
                     events,
+                    records,
                     error: done.error,
                 }
             }
             Err(e) => Executed {
                 events,
+                records,
                 error: Some(e),
             },
         }
@@ -172,7 +190,9 @@ impl Keyring {
         &mut self,
         transitions: &[Action],
         clock: &dyn Clock,
+        actor: &Actor,
         events: &mut Vec<Event>,
+        records: &mut Vec<Record>,
     ) -> Result<(), ExecuteError> {
         if transitions.is_empty() {
             return Ok(());
@@ -200,7 +220,8 @@ impl Keyring {
             }
         }
         next.version += 1;
-        self.store.commit(&next)?;
+        let audit = audit_entries(&self.state, &next, now, actor);
+        records.extend(self.store.commit(&next, &audit)?);
         if let Some(t) = &self.token {
             token::destroy_ended(t, &self.state, &next);
         }
@@ -466,6 +487,7 @@ impl Keyring {
                 }
                 return Executed {
                     events: Vec::new(),
+                    records: Vec::new(),
                     error: Some(e.into()),
                 };
             }
@@ -481,27 +503,35 @@ impl Keyring {
         if keep.is_empty() {
             return Executed {
                 events,
+                records: Vec::new(),
                 error: None,
             };
         }
         next.version += 1;
-        if let Err(e) = self.store.commit(&next) {
-            // A conflict or a refused write: nothing names them. (A commit
-            // that failed yet landed cannot name a key destroyed here: the
-            // stores refuse to commit a state whose keys they lack, and a
-            // token key named but destroyed would fail the next load;
-            // the token's keys are therefore kept, staged, for the load's
-            // rules to judge.)
-            for (_, key) in &keep {
-                if matches!(key, PrivateKey::Store(_)) || matches!(e, StoreError::Conflict { .. }) {
-                    discard(key);
+        let audit = audit_entries(&self.state, &next, now, &Actor::jwksd());
+        let records = match self.store.commit(&next, &audit) {
+            Ok(r) => r,
+            Err(e) => {
+                // A conflict or a refused write: nothing names them. (A commit
+                // that failed yet landed cannot name a key destroyed here: the
+                // stores refuse to commit a state whose keys they lack, and a
+                // token key named but destroyed would fail the next load;
+                // the token's keys are therefore kept, staged, for the load's
+                // rules to judge.)
+                for (_, key) in &keep {
+                    if matches!(key, PrivateKey::Store(_))
+                        || matches!(e, StoreError::Conflict { .. })
+                    {
+                        discard(key);
+                    }
                 }
+                return Executed {
+                    events: Vec::new(),
+                    records: Vec::new(),
+                    error: Some(e.into()),
+                };
             }
-            return Executed {
-                events: Vec::new(),
-                error: Some(e.into()),
-            };
-        }
+        };
         self.state = next;
         for (_, key) in keep {
             self.keys.insert(key.kid().clone(), key);
@@ -509,9 +539,28 @@ impl Keyring {
         log_events(&events);
         Executed {
             events,
+            records,
             error: None,
         }
     }
+}
+
+/// The audit entries of the change from `before` to `after`: its
+/// transitions (`lifecycle::event::between`), by `actor`, at `now`.
+fn audit_entries(
+    before: &KeyringState,
+    after: &KeyringState,
+    now: crate::time::Timestamp,
+    actor: &Actor,
+) -> Vec<Entry> {
+    between(before, after)
+        .into_iter()
+        .map(|event| Entry {
+            at: now,
+            actor: actor.clone(),
+            event,
+        })
+        .collect()
 }
 
 fn action_kid(a: &Action) -> Option<&Kid> {

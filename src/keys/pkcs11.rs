@@ -561,6 +561,22 @@ struct PoolState {
     waiting: usize,
 }
 
+/// Marks a generation in progress while it lives.
+struct Generating<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl<'a> Generating<'a> {
+    fn set(flag: &'a std::sync::atomic::AtomicBool) -> Generating<'a> {
+        flag.store(true, std::sync::atomic::Ordering::Release);
+        Generating(flag)
+    }
+}
+
+impl Drop for Generating<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// An open, logged-in token and its pool of sessions.
 pub struct Token {
     ctx: Pkcs11,
@@ -577,6 +593,17 @@ pub struct Token {
     freed: Condvar,
     /// One reopening at a time.
     reopening: Mutex<()>,
+    /// Held for writing while a keypair is generated and named, for reading
+    /// by every search of the token's objects (`C_FindObjects`). SoftHSM2
+    /// re-reads every object of the token for a search, and a search from
+    /// another session of this process while it creates a keypair can
+    /// leave the new private key without `CKA_SENSITIVE` (seen under load:
+    /// docs/pkcs11.md, "Several sessions of one process"). Signing with a
+    /// found key searches nothing and never waits here.
+    objects: std::sync::RwLock<()>,
+    /// Whether a generation holds `objects` (the health probe then waits
+    /// for its next round rather than for the generation).
+    generating: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Token {
@@ -715,6 +742,8 @@ impl Token {
             }),
             freed: Condvar::new(),
             reopening: Mutex::new(()),
+            objects: std::sync::RwLock::new(()),
+            generating: std::sync::atomic::AtomicBool::new(false),
         });
         token.check_pin_flags()?;
         // Every session now, so that a problem shows at start-up.
@@ -1083,6 +1112,8 @@ impl Token {
             return Err(TokenError::RsaBits(rsa_bits));
         }
         let pending = pending_label();
+        let _alone = self.objects.write().unwrap_or_else(|p| p.into_inner());
+        let _flag = Generating::set(&self.generating);
         self.run(Some(&pending), |s, _| {
             let (mechanism, public_template, private_template) =
                 templates(alg, rsa_bits, pending.as_bytes());
@@ -1208,13 +1239,26 @@ impl Token {
         .map_err(ck("C_FindObjects"))
     }
 
+    /// A search for reading: never beside a generation (`objects`).
+    fn searching(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.objects.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a keypair is being generated now.
+    pub fn generating(&self) -> bool {
+        self.generating.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn find_one(
         &self,
         s: &Session,
         kid: &Kid,
         class: ObjectClass,
     ) -> Result<Option<ObjectHandle>, Fail> {
-        let found = Token::find(s, kid.as_str(), class)?;
+        let found = {
+            let _search = self.searching();
+            Token::find(s, kid.as_str(), class)?
+        };
         match found.as_slice() {
             [] => Ok(None),
             [one] => Ok(Some(*one)),
@@ -1359,6 +1403,7 @@ impl Token {
     }
 
     fn destroy_named(&self, name: &str) -> Result<usize, TokenError> {
+        let _search = self.searching();
         self.run(Some(name), |s, _| {
             let mut handles = Token::find(s, name, ObjectClass::PRIVATE_KEY)?;
             handles.extend(Token::find(s, name, ObjectClass::PUBLIC_KEY)?);
@@ -1375,6 +1420,7 @@ impl Token {
     /// token shows now, which may be less than it holds (docs/pkcs11.md):
     /// never destroy anything because it is missing from one.
     pub fn list(&self) -> Result<Vec<TokenObject>, TokenError> {
+        let _search = self.searching();
         self.run(None, |s, _| {
             let mut out = Vec::new();
             for (class, half) in [

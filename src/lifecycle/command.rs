@@ -73,6 +73,22 @@ pub enum CommandError {
     Failed(String),
 }
 
+impl CommandError {
+    /// The error code the admin API answers it with (docs/api.md), and the
+    /// audit log records.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CommandError::Rotate(RotateError::TooEarly { .. }) => "too_early",
+            CommandError::Rotate(RotateError::TooManyPublished { .. }) => "too_many_published",
+            CommandError::Rotate(RotateError::NotConfigured(_)) => "alg_not_configured",
+            CommandError::Rotate(RotateError::NotReady { .. }) => "not_ready",
+            CommandError::Revoke(RevokeError::Unknown(_)) => "unknown_kid",
+            CommandError::Revoke(RevokeError::AlreadyEnded { .. }) => "already_ended",
+            CommandError::NotSynced | CommandError::Failed(_) => "store_failed",
+        }
+    }
+}
+
 /// One algorithm rotated, in `/v1/rotate`'s answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rotated {

@@ -274,6 +274,11 @@ impl Driver {
         self.commands.push(id, command, now, self.poll.is_some());
     }
 
+    /// The command a [`Work::CommitCommand`] just polled belongs to.
+    pub fn committing_command(&self) -> Option<CommandId> {
+        self.commands.committing_id()
+    }
+
     /// A commit of [`Work::CommitCommand`] ended; `error`: why it failed
     /// or conflicted. What it achieved is read on the state at the next
     /// poll.

@@ -5,6 +5,7 @@
 pub mod action;
 pub mod command;
 pub mod driver;
+pub mod event;
 mod pending;
 pub mod planner;
 pub mod policy;
@@ -80,6 +81,7 @@ mod purity {
         ("lifecycle/command.rs", include_str!("command.rs")),
         ("lifecycle/pending.rs", include_str!("pending.rs")),
         ("lifecycle/driver.rs", include_str!("driver.rs")),
+        ("lifecycle/event.rs", include_str!("event.rs")),
         ("lifecycle/planner.rs", include_str!("planner.rs")),
         ("lifecycle/policy.rs", include_str!("policy.rs")),
         ("lifecycle/promises.rs", include_str!("promises.rs")),

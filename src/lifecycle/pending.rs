@@ -280,6 +280,15 @@ impl Commands {
         None
     }
 
+    /// The command whose transitions are being committed, if any (the
+    /// shell names its requester in the audit log).
+    pub(crate) fn committing_id(&self) -> Option<CommandId> {
+        self.pending
+            .iter()
+            .find(|p| matches!(p.stage, Stage::Committing(_)))
+            .map(|p| p.id)
+    }
+
     /// When the commands need polling again if nothing happens first.
     pub(crate) fn poll_timeout(&self, now: Timestamp) -> Option<Timestamp> {
         self.pending

@@ -28,9 +28,11 @@ use std::time::Duration;
 use p256::pkcs8::SecretDocument;
 use zeroize::Zeroizing;
 
+use crate::audit::{self, Head, Record};
 use crate::keys::{KeyMaterial, Kid};
 use crate::lifecycle::KeyringState;
 use crate::lifecycle::state::{STATE_FORMAT, format_readable};
+use crate::store::audit_log::{self as segments, Segments};
 use crate::store::check::{self, Finding, Unnamed};
 use crate::store::seal::{self, MasterKey};
 use crate::store::{KeyStore, Loaded, Problem, Rekeyed, StoreError};
@@ -57,6 +59,8 @@ pub struct FsStore {
     master: Option<MasterKey>,
     /// Opens keys sealed with it, never seals: the key a rekey moves from.
     previous: Option<MasterKey>,
+    /// This process, in the audit records it writes.
+    replica: String,
     /// Held for the life of the store: the flock is released on close.
     _lock: File,
     inner: Mutex<Inner>,
@@ -79,6 +83,8 @@ struct Inner {
     on_disk: HashSet<Kid>,
     /// Things done at open time, reported with the next load.
     notes: Vec<String>,
+    /// The audit log, opened at load (it needs the committed version).
+    audit: Option<Segments>,
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
@@ -153,18 +159,38 @@ impl FsStore {
             dir,
             master,
             previous: None,
+            replica: super::replica_name(),
             _lock: lock,
             inner: Mutex::new(Inner {
                 version: 0,
                 sealing: HashMap::new(),
                 on_disk: HashSet::new(),
                 notes,
+                audit: None,
             }),
         })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The audit log, opened on first use when no load opened it.
+    fn audit_log<'a>(&self, inner: &'a mut Inner) -> Result<&'a mut Segments, StoreError> {
+        if inner.audit.is_none() {
+            // Not loaded (`jwksd rekey`): the committed version is the
+            // state file's, never a guess that would drop its records.
+            let committed = read_state(&self.dir)?.map_or(0, |s| s.version);
+            let (log, notes) = Segments::open(&self.dir, committed)?;
+            for n in notes {
+                tracing::warn!(store = %self.dir.display(), "{n}");
+            }
+            inner.audit = Some(log);
+        }
+        inner
+            .audit
+            .as_mut()
+            .ok_or_else(|| StoreError::Other("the audit log is not open".into()))
     }
 
     /// Also opens keys sealed with `previous` (as left by an interrupted
@@ -595,6 +621,9 @@ impl KeyStore for FsStore {
         inner.version = state.version;
         inner.on_disk = keys.keys().cloned().collect();
         inner.sealing = sealing;
+        let (audit, audit_notes) = Segments::open(&self.dir, state.version)?;
+        notes.extend(audit_notes);
+        inner.audit = Some(audit);
         Ok(Loaded { state, keys, notes })
     }
 
@@ -615,7 +644,11 @@ impl KeyStore for FsStore {
         let _ = fs::remove_file(self.pending_path(kid));
     }
 
-    fn commit(&self, state: &KeyringState) -> Result<(), StoreError> {
+    fn commit(
+        &self,
+        state: &KeyringState,
+        audit: &[audit::Entry],
+    ) -> Result<Vec<Record>, StoreError> {
         let mut inner = self.inner();
         if state.version != inner.version + 1 {
             return Err(StoreError::Conflict {
@@ -625,7 +658,17 @@ impl KeyStore for FsStore {
         }
         let json = serde_json::to_vec_pretty(state)
             .map_err(|e| StoreError::Other(format!("serialising state: {e}")))?;
-        self.write_and_rename(STATE_FILE, &json)?;
+        // The events first, synced: a crash before the rename leaves
+        // records for a version that never committed, which the next load
+        // drops (audit::segments); never a change without its records.
+        let log = self.audit_log(&mut inner)?;
+        let records = audit::chain(log.head(), audit, &self.replica, Some(state.version));
+        let mark = log.append(&records)?;
+        if let Err(e) = self.write_and_rename(STATE_FILE, &json) {
+            log.undo(mark);
+            return Err(e);
+        }
+        log.committed();
         // The rename is the commit point: from here on the change stands,
         // and nothing below may report it as not made (callers would discard
         // keys the state now names). What fails is repaired by the next
@@ -679,7 +722,37 @@ impl KeyStore for FsStore {
         if changed && let Err(e) = self.sync_dir() {
             tracing::warn!(error = %e, "key directory could not be synced after a commit");
         }
-        Ok(())
+        Ok(records)
+    }
+
+    fn record(&self, audit: &[audit::Entry]) -> Result<Vec<Record>, StoreError> {
+        let mut inner = self.inner();
+        let log = self.audit_log(&mut inner)?;
+        let records = audit::chain(log.head(), audit, &self.replica, None);
+        log.append(&records)?;
+        log.committed();
+        Ok(records)
+    }
+
+    fn audit_since(&self, after: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
+        // Under the lock: never a record of a commit still in progress.
+        let _inner = self.inner();
+        segments::read_since(&self.dir, after, limit)
+    }
+
+    fn audit_head(&self) -> Result<Head, StoreError> {
+        let mut inner = self.inner();
+        Ok(self.audit_log(&mut inner)?.head().clone())
+    }
+
+    fn webhook_cursors(&self) -> Result<Vec<(String, audit::Cursor)>, StoreError> {
+        let _inner = self.inner();
+        segments::read_cursors(&self.dir)
+    }
+
+    fn set_webhook_cursor(&self, endpoint: &str, cursor: &audit::Cursor) -> Result<(), StoreError> {
+        let _inner = self.inner();
+        segments::write_cursor(&self.dir, endpoint, cursor)
     }
 
     fn location(&self) -> String {

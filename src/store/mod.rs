@@ -6,6 +6,7 @@
 //! [`KeyStore::commit`]), and the commit is the one atomic step that makes a
 //! change real.
 
+pub mod audit_log;
 pub mod check;
 pub mod fs;
 pub mod postgres;
@@ -16,6 +17,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::audit::{Cursor, Entry, Head, Record};
 use crate::keys::{KeyError, KeyMaterial, Kid};
 use crate::lifecycle::KeyringState;
 pub use seal::{MasterKey, SealError};
@@ -53,9 +55,27 @@ pub trait KeyStore: Send + Sync + 'static {
     fn discard(&self, kid: &Kid);
 
     /// Atomically replaces the state, if the stored version is still
-    /// `state.version - 1`. Private keys of keys the new state retired or
-    /// revoked are destroyed once the new state is durable.
-    fn commit(&self, state: &KeyringState) -> Result<(), StoreError>;
+    /// `state.version - 1`, and records `audit` (the events of the change)
+    /// in the same commit: both or neither. Private keys of keys the new
+    /// state retired or revoked are destroyed once the new state is
+    /// durable. Returns the audit records written.
+    fn commit(&self, state: &KeyringState, audit: &[Entry]) -> Result<Vec<Record>, StoreError>;
+
+    /// Records events that change no state (a refused command, a rekey).
+    fn record(&self, audit: &[Entry]) -> Result<Vec<Record>, StoreError>;
+
+    /// Audit records after sequence number `after`, oldest first, at most
+    /// `limit`.
+    fn audit_since(&self, after: u64, limit: usize) -> Result<Vec<Record>, StoreError>;
+
+    /// The last audit record's sequence number and hash.
+    fn audit_head(&self) -> Result<Head, StoreError>;
+
+    /// Where each webhook endpoint's deliveries stand, by endpoint name.
+    fn webhook_cursors(&self) -> Result<Vec<(String, Cursor)>, StoreError>;
+
+    /// Records where `endpoint`'s deliveries stand.
+    fn set_webhook_cursor(&self, endpoint: &str, cursor: &Cursor) -> Result<(), StoreError>;
 
     /// Where the store lives, for logs and errors.
     fn location(&self) -> String;
@@ -199,4 +219,22 @@ fn list(problems: &[Problem]) -> String {
         .map(|p| format!("  - {p}"))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// This process as the audit records and the leader lease name it:
+/// host, process id and a random suffix (a restarted process is another).
+pub fn replica_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // or truncates within it.
+    let host = unsafe {
+        if libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) == 0 {
+            let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+            String::from_utf8_lossy(&buf[..end]).into_owned()
+        } else {
+            "unknown".to_owned()
+        }
+    };
+    let suffix: u32 = rand::random();
+    format!("{host}/{}/{suffix:08x}", std::process::id())
 }

@@ -37,6 +37,7 @@ use tokio_postgres::Client;
 
 pub use tls::SslMode;
 
+use crate::audit::{Broken, Chain, Cursor, Entry, Head, Record, Verified};
 use crate::keys::{Alg, KeyMaterial, Kid};
 use crate::lifecycle::KeyringState;
 use crate::lifecycle::state::{STATE_FORMAT, format_readable};
@@ -105,7 +106,88 @@ const MIGRATIONS: &[&str] = &[
         term bigint NOT NULL,
         expires_at timestamptz NOT NULL
     );",
+    // 2: the audit log (docs/events.md), written in the transaction of
+    // the state change each record describes.
+    "CREATE TABLE jwksd_audit (
+        seq bigint PRIMARY KEY,
+        record text NOT NULL,
+        written_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE jwksd_audit_head (
+        id integer PRIMARY KEY CHECK (id = 1),
+        seq bigint NOT NULL,
+        hash text NOT NULL
+    );
+    CREATE TABLE jwksd_webhook_cursor (
+        endpoint text PRIMARY KEY,
+        cursor text NOT NULL
+    );",
 ];
+
+/// Serialises the writers of the audit chain (each record carries the
+/// previous one's hash), within their transaction.
+const AUDIT_LOCK: i64 = 0x6a77_6b73_6400_0002;
+
+/// Appends `audit` to the chain inside `tx`: under the advisory lock, after
+/// the last record the table holds.
+async fn append_audit(
+    tx: &tokio_postgres::Transaction<'_>,
+    audit: &[Entry],
+    replica: &str,
+    state_version: Option<u64>,
+) -> Result<Vec<Record>, StoreError> {
+    if audit.is_empty() {
+        return Ok(Vec::new());
+    }
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
+        .await
+        .map_err(db("lock the audit log"))?;
+    let head = last_audit(tx).await?;
+    let records = crate::audit::chain(&head, audit, replica, state_version);
+    for r in &records {
+        tx.execute(
+            "INSERT INTO jwksd_audit (seq, record) VALUES ($1, $2)",
+            &[&(r.seq as i64), &r.to_line()],
+        )
+        .await
+        .map_err(db("write the audit log"))?;
+    }
+    // The end of the chain, apart from the rows: rows deleted from the end
+    // are detected (`jwksd audit verify`).
+    if let Some(last) = records.last() {
+        tx.execute(
+            "INSERT INTO jwksd_audit_head (id, seq, hash) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash",
+            &[&(last.seq as i64), &last.hash],
+        )
+        .await
+        .map_err(db("write the audit head"))?;
+    }
+    Ok(records)
+}
+
+/// The last record's sequence number and hash (genesis for none).
+async fn last_audit(c: &impl tokio_postgres::GenericClient) -> Result<Head, StoreError> {
+    let row = c
+        .query_opt(
+            "SELECT record FROM jwksd_audit ORDER BY seq DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(db("read the audit log"))?;
+    match row {
+        None => Ok(Head::genesis()),
+        Some(row) => {
+            let text: String = row.get(0);
+            let r: Record = serde_json::from_str(&text).map_err(|e| {
+                StoreError::Other(format!(
+                    "the last row of jwksd_audit is not an audit record ({e}); run `jwksd audit verify`"
+                ))
+            })?;
+            Ok(r.head())
+        }
+    }
+}
 
 pub struct PgStore {
     target: Target,
@@ -356,6 +438,69 @@ fn connect_fix(e: &tokio_postgres::Error, config: &tokio_postgres::Config) -> St
 }
 
 impl PgStore {
+    /// Verifies the whole audit log: every row in order, each a record that
+    /// follows the one before, ending at `jwksd_audit_head`.
+    pub fn verify_audit(&self) -> Result<Verified, Broken> {
+        let fail = |why: String| Broken {
+            seq: 0,
+            place: "jwksd_audit".into(),
+            why,
+        };
+        let mut chain = Chain::after(Head::genesis());
+        loop {
+            let page = self
+                .audit_since(chain.head().seq, 1000)
+                .map_err(|e| fail(e.to_string()));
+            let page = match page {
+                Ok(p) => p,
+                // A row that is not a record: name the first one after.
+                Err(e) => {
+                    return Err(Broken {
+                        seq: chain.head().seq + 1,
+                        ..e
+                    });
+                }
+            };
+            if page.is_empty() {
+                break;
+            }
+            for r in &page {
+                chain.push(r, &format!("jwksd_audit row {}", r.seq))?;
+            }
+        }
+        let head = self
+            .with(
+                &self.data,
+                "read the audit head",
+                deadline::QUERY,
+                async |c| {
+                    let row = c
+                        .query_opt("SELECT seq, hash FROM jwksd_audit_head WHERE id = 1", &[])
+                        .await
+                        .map_err(db("read the audit head"))?;
+                    Ok(row.map(|r| Head {
+                        seq: r.get::<_, i64>(0) as u64,
+                        hash: r.get(1),
+                    }))
+                },
+            )
+            .map_err(|e| fail(e.to_string()))?;
+        match head {
+            Some(h) => chain.ends_at(&h, "jwksd_audit_head")?,
+            None if chain.head().seq > 0 => {
+                return Err(fail(
+                    "jwksd_audit_head is empty: the log's end cannot be checked".into(),
+                ));
+            }
+            None => {}
+        }
+        Ok(Verified {
+            records: chain.count(),
+            parts: 1,
+            head: chain.head().clone(),
+            from: Head::genesis(),
+        })
+    }
     /// Connects, creates or migrates the schema, and checks the master key
     /// is there. `url` is a libpq-style connection string or URL.
     pub fn connect(
@@ -391,7 +536,7 @@ impl PgStore {
             target,
             master,
             previous,
-            holder: replica_name(),
+            holder: super::replica_name(),
             rt: Some(rt),
             data: Mutex::new(None),
             lease: Mutex::new(None),
@@ -579,22 +724,6 @@ impl Drop for PgStore {
             .await;
         });
     }
-}
-
-fn replica_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
-    // or truncates within it.
-    let host = unsafe {
-        if libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) == 0 {
-            let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-            String::from_utf8_lossy(&buf[..end]).into_owned()
-        } else {
-            "unknown".to_owned()
-        }
-    };
-    let suffix: u32 = rand::random();
-    format!("{host}/{}/{suffix:08x}", std::process::id())
 }
 
 async fn migrate(c: &mut Client) -> Result<(), StoreError> {
@@ -838,7 +967,7 @@ impl KeyStore for PgStore {
         );
     }
 
-    fn commit(&self, state: &KeyringState) -> Result<(), StoreError> {
+    fn commit(&self, state: &KeyringState, audit: &[Entry]) -> Result<Vec<Record>, StoreError> {
         let json = serde_json::to_string(state)
             .map_err(|e| StoreError::Other(format!("serialising state: {e}")))?;
         let new = state.version as i64;
@@ -915,11 +1044,109 @@ impl KeyStore for PgStore {
             )
             .await
             .map_err(db("destroy ended private keys"))?;
+            let records = append_audit(&tx, audit, &self.holder, Some(state.version)).await?;
             tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &new.to_string()])
                 .await
                 .map_err(db("notify replicas"))?;
-            tx.commit().await.map_err(db("commit"))
+            tx.commit().await.map_err(db("commit"))?;
+            Ok(records)
         })
+    }
+
+    fn record(&self, audit: &[Entry]) -> Result<Vec<Record>, StoreError> {
+        self.with(
+            &self.data,
+            "write the audit log",
+            deadline::COMMIT,
+            async |c| {
+                let tx = c.transaction().await.map_err(db("begin audit"))?;
+                let records = append_audit(&tx, audit, &self.holder, None).await?;
+                tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &"audit"])
+                    .await
+                    .map_err(db("notify replicas"))?;
+                tx.commit().await.map_err(db("commit audit"))?;
+                Ok(records)
+            },
+        )
+    }
+
+    fn audit_since(&self, after: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
+        self.with(&self.data, "read the audit log", deadline::QUERY, async |c| {
+            let rows = c
+                .query(
+                    "SELECT seq, record FROM jwksd_audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    &[&(after as i64), &(limit as i64)],
+                )
+                .await
+                .map_err(db("read the audit log"))?;
+            rows.iter()
+                .map(|row| {
+                    let seq: i64 = row.get(0);
+                    let text: String = row.get(1);
+                    serde_json::from_str(&text).map_err(|e| {
+                        StoreError::Other(format!(
+                            "jwksd_audit row {seq} is not an audit record ({e}); run `jwksd audit verify`"
+                        ))
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn webhook_cursors(&self) -> Result<Vec<(String, Cursor)>, StoreError> {
+        self.with(
+            &self.data,
+            "read the webhook cursors",
+            deadline::QUERY,
+            async |c| {
+                let rows = c
+                    .query("SELECT endpoint, cursor FROM jwksd_webhook_cursor", &[])
+                    .await
+                    .map_err(db("read the webhook cursors"))?;
+                rows.iter()
+                    .map(|row| {
+                        let name: String = row.get(0);
+                        let text: String = row.get(1);
+                        serde_json::from_str(&text)
+                        .map(|c| (name.clone(), c))
+                        .map_err(|e| {
+                            StoreError::Other(format!(
+                                "jwksd_webhook_cursor {name} is not a cursor ({e}); delete the row \
+                                 to deliver every event again"
+                            ))
+                        })
+                    })
+                    .collect()
+            },
+        )
+    }
+
+    fn set_webhook_cursor(&self, endpoint: &str, cursor: &Cursor) -> Result<(), StoreError> {
+        let text = serde_json::to_string(cursor).unwrap_or_default();
+        self.with(
+            &self.data,
+            "write a webhook cursor",
+            deadline::QUERY,
+            async |c| {
+                c.execute(
+                    "INSERT INTO jwksd_webhook_cursor (endpoint, cursor) VALUES ($1, $2) \
+                 ON CONFLICT (endpoint) DO UPDATE SET cursor = EXCLUDED.cursor",
+                    &[&endpoint, &text],
+                )
+                .await
+                .map_err(db("write a webhook cursor"))?;
+                Ok(())
+            },
+        )
+    }
+
+    fn audit_head(&self) -> Result<Head, StoreError> {
+        self.with(
+            &self.data,
+            "read the audit log",
+            deadline::QUERY,
+            async |c| last_audit(&*c).await,
+        )
     }
 
     fn location(&self) -> String {

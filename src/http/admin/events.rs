@@ -1,0 +1,223 @@
+//! `GET /v1/events`: the key changes a signer acts on (`key.next`,
+//! `key.active`, `key.revoked`) as Server-Sent Events, each with the audit
+//! record's sequence number as its `id`, so that a client that reconnects
+//! with `Last-Event-ID` misses nothing (docs/events.md, "The live stream").
+//!
+//! A stream follows the daemon's feed; what the feed no longer holds (a
+//! slow reader, a gap in the sequence, a resume) it reads back from the
+//! audit log. Its buffer is bounded: a reader that stops reading is closed
+//! by `http.write_timeout`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::access::Client;
+use crate::audit::Record;
+use crate::daemon::Handle;
+use crate::http::{Body, error};
+use crate::lifecycle::event::Event;
+
+/// Frames waiting for a slow reader.
+const BUFFER: usize = 16;
+/// Records read from the audit log at once while catching up.
+const PAGE: usize = 256;
+/// Sent first: how long a client waits before it reconnects (ms).
+const RETRY_MS: u64 = 1000;
+
+/// One event as the stream carries it (`data:`).
+#[derive(Serialize)]
+struct Message<'a> {
+    seq: u64,
+    at: String,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+fn frame(r: &Record) -> Bytes {
+    let data = serde_json::to_string(&Message {
+        seq: r.seq,
+        at: r.at().to_rfc3339(),
+        event: &r.event,
+    })
+    .unwrap_or_default();
+    Bytes::from(format!(
+        "id: {}\nevent: {}\ndata: {data}\n\n",
+        r.seq, r.event.kind
+    ))
+}
+
+pub(super) fn stream(
+    daemon: &Handle,
+    req: &Request<Incoming>,
+    client: &Client,
+    peer: SocketAddr,
+    addr: IpAddr,
+) -> Response<Body> {
+    let after = match req
+        .headers()
+        .get("last-event-id")
+        .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()))
+    {
+        None => None,
+        Some(Some(n)) => Some(n),
+        Some(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_last_event_id",
+                "Last-Event-ID must be the id of an event this stream sent (a number)",
+            );
+        }
+    };
+    let Some(permit) = daemon.event_stream_permit() else {
+        tracing::warn!(client = %client.name, peer = %peer, addr = %addr, "event stream refused: events.max_subscribers reached");
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_subscribers",
+            "events.max_subscribers streams are open; try again later",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return r;
+    };
+    // Subscribed before anything is read, so that nothing falls between.
+    let feed = daemon.subscribe_events();
+    let from = after.unwrap_or_else(|| daemon.last_event());
+    let (tx, rx) = mpsc::channel(BUFFER);
+    let daemon = daemon.clone();
+    let name = client.name.clone();
+    tracing::info!(client = %name, peer = %peer, addr = %addr, after = from, "event stream opened");
+    tokio::spawn(async move {
+        let metrics = daemon.metrics();
+        metrics.event_subscribers.inc();
+        let ended = follow(&daemon, feed, from, after.is_some(), &tx).await;
+        metrics.event_subscribers.dec();
+        drop(permit);
+        tracing::info!(client = %name, peer = %peer, addr = %addr, why = ended, "event stream closed");
+    });
+    let mut r = Response::new(Body::stream(rx));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Proxies that buffer (nginx) would hold events back.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
+}
+
+/// Sends what follows `sent` until the client goes, the daemon stops or
+/// the audit log cannot be read; why it ended.
+async fn follow(
+    daemon: &Handle,
+    mut feed: broadcast::Receiver<std::sync::Arc<Record>>,
+    mut sent: u64,
+    resume: bool,
+    tx: &mpsc::Sender<Bytes>,
+) -> &'static str {
+    let mut stopping = daemon.stopping();
+    let keepalive = daemon.events_keepalive();
+    if tx
+        .send(Bytes::from(format!("retry: {RETRY_MS}\n\n")))
+        .await
+        .is_err()
+    {
+        return "client gone";
+    }
+    if resume {
+        // A resume point past the log's end (another store's, or a log
+        // started anew): from the end, rather than skip what comes next.
+        match daemon.audit_head().await {
+            Ok(head) if head.seq < sent => {
+                tracing::info!(
+                    last_event_id = sent,
+                    head = head.seq,
+                    "event stream: Last-Event-ID is past the audit log's end; following from its end"
+                );
+                sent = head.seq;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "event stream: the audit log cannot be read; closing");
+                return "audit log unreadable";
+            }
+        }
+        if let Err(why) = catch_up(daemon, &mut sent, u64::MAX, tx).await {
+            return why;
+        }
+    }
+    loop {
+        tokio::select! {
+            got = feed.recv() => match got {
+                Ok(r) => {
+                    if r.seq <= sent {
+                        continue;
+                    }
+                    // A gap: records the feed skipped (written elsewhere
+                    // first); read them back.
+                    if r.seq > sent + 1
+                        && let Err(why) = catch_up(daemon, &mut sent, r.seq - 1, tx).await
+                    {
+                        return why;
+                    }
+                    if let Err(why) = send(&r, &mut sent, tx).await {
+                        return why;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if let Err(why) = catch_up(daemon, &mut sent, u64::MAX, tx).await {
+                        return why;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return "daemon stopping",
+            },
+            _ = tokio::time::sleep(keepalive) => {
+                if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                    return "client gone";
+                }
+            }
+            _ = tx.closed() => return "client gone",
+            _ = async { stopping.wait_for(|s| *s).await.map(|_| ()) } => return "daemon stopping",
+        }
+    }
+}
+
+/// Sends `r` if a signer acts on it; `sent` moves past it either way.
+async fn send(r: &Record, sent: &mut u64, tx: &mpsc::Sender<Bytes>) -> Result<(), &'static str> {
+    if r.event.kind.concerns_signers() {
+        tx.send(frame(r)).await.map_err(|_| "client gone")?;
+    }
+    *sent = r.seq;
+    Ok(())
+}
+
+/// Sends the records after `sent`, up to `until`, from the audit log.
+async fn catch_up(
+    daemon: &Handle,
+    sent: &mut u64,
+    until: u64,
+    tx: &mpsc::Sender<Bytes>,
+) -> Result<(), &'static str> {
+    loop {
+        let page = match daemon.events_since(*sent, PAGE).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "event stream: the audit log cannot be read; closing");
+                return Err("audit log unreadable");
+            }
+        };
+        let full = page.len() == PAGE;
+        for r in page.iter().filter(|r| r.seq <= until) {
+            send(r, sent, tx).await?;
+        }
+        if !full || *sent >= until {
+            return Ok(());
+        }
+    }
+}
