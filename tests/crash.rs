@@ -1,7 +1,8 @@
 //! Crash safety: the real daemon, rotating every second, is killed with
 //! SIGKILL at random instants (during start-up generation, rotations and
 //! writes) and restarted, at least 100 times. After every kill the store
-//! must load and be consistent, and nothing published may be lost.
+//! must load and be consistent, nothing published may be lost, and the
+//! audit log must hold exactly the transitions the state does.
 
 mod support;
 
@@ -13,6 +14,7 @@ use jwksd::client::Client;
 use jwksd::lifecycle::state::HISTORY_LIMIT;
 use jwksd::lifecycle::{KeyState, Trigger};
 use jwksd::store::KeyStore;
+use jwksd::store::audit_log;
 use jwksd::store::fs::FsStore;
 use support::crash::{Rng, env_count, observe_jwks, spawn};
 use support::daemon::write_config;
@@ -24,6 +26,9 @@ struct Stats {
     with_leftovers: u32,
     repaired_notes: u32,
     pruned: u32,
+    audit_records: usize,
+    /// Loads that dropped audit records of a commit the kill cut short.
+    audit_tails: u32,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,13 +104,16 @@ async fn survives_sigkill_at_random_instants() {
     eprintln!(
         "crash test: {} kills survived ({} during start-up, {} left an interrupted write or \
          generation behind, {} loads repaired something); {} kids observed, {} pruned from the \
-         bounded history",
+         bounded history; {} audit records, each matching its key's transitions ({} loads \
+         dropped records of a commit the kill cut short)",
         stats.kills,
         stats.during_startup,
         stats.with_leftovers,
         stats.repaired_notes,
         observed.len(),
-        stats.pruned
+        stats.pruned,
+        stats.audit_records,
+        stats.audit_tails
     );
     assert!(stats.kills >= kills);
 }
@@ -136,6 +144,7 @@ fn check_store(
         .load()
         .unwrap_or_else(|e| panic!("{ctx}: store does not load: {e}"));
     stats.repaired_notes += (!loaded.notes.is_empty()) as u32;
+    stats.audit_tails += loaded.notes.iter().any(|n| n.contains("record line(s)")) as u32;
     let state = &loaded.state;
 
     // Private keys and state agree exactly.
@@ -194,4 +203,37 @@ fn check_store(
         );
     }
     assert!(state.history.len() <= HISTORY_LIMIT);
+
+    // The audit log (repaired by the load): one unbroken chain, and for
+    // every key the state holds exactly its transitions, in order: no
+    // change without its record, no record of a change that did not land.
+    let verified = audit_log::verify(keys).unwrap_or_else(|b| panic!("{ctx}: audit log: {b}"));
+    let records = audit_log::read_since(keys, 0, usize::MAX).unwrap();
+    assert_eq!(records.len() as u64, verified.records, "{ctx}");
+    let mut by_kid: BTreeMap<String, Vec<(KeyState, Trigger)>> = BTreeMap::new();
+    for r in &records {
+        if let (Some(kid), Some(to), Some(trigger)) = (&r.event.kid, r.event.to, r.event.trigger) {
+            by_kid
+                .entry(kid.to_string())
+                .or_default()
+                .push((to, trigger));
+        }
+        if let Some(v) = r.state_version {
+            assert!(
+                v <= state.version,
+                "{ctx}: a record of version {v} past the state's"
+            );
+        }
+    }
+    for k in state.keys.iter().chain(&state.history) {
+        let want: Vec<(KeyState, Trigger)> =
+            k.transitions.iter().map(|t| (t.to, t.trigger)).collect();
+        let got = by_kid.get(k.kid.as_str()).cloned().unwrap_or_default();
+        assert_eq!(
+            got, want,
+            "{ctx}: {}: audit records and transitions differ",
+            k.kid
+        );
+    }
+    stats.audit_records = records.len();
 }

@@ -108,6 +108,28 @@ impl Config {
             "the signing key is not exported (sign-only): GET /v1/keys/active answers the public key \
              only, auth servers sign through POST /v1/sign (signing_key.export: false)\n"
         });
+        out.push_str(&format!(
+            "every change is recorded in the store's audit log (jwksd audit); GET /v1/events \
+             streams key changes to at most {} signers (events.max_subscribers)\n",
+            self.events.max_subscribers
+        ));
+        if self.events.webhooks.is_empty() {
+            out.push_str("no webhooks (events.webhooks)\n");
+        }
+        for w in &self.events.webhooks {
+            let events: Vec<&str> = w.events.iter().map(|k| k.as_str()).collect();
+            out.push_str(&format!(
+                "webhook {}: {} events to {}, signed with the secret in {} (read at start-up)\n",
+                w.name,
+                if events.is_empty() {
+                    "all".to_owned()
+                } else {
+                    events.join(", ")
+                },
+                w.url,
+                w.secret_file.display()
+            ));
+        }
         Ok(out)
     }
 }
@@ -132,6 +154,25 @@ mod tests {
             "{d}"
         );
         assert!(!d.contains("is exported"), "{d}");
+    }
+
+    /// check-config names each webhook and what it gets, and reads no
+    /// secret (the file here does not exist).
+    #[test]
+    fn describe_names_the_webhooks() {
+        let c = parse(DEFAULT_YAML).unwrap();
+        let d = c.describe(&c.policy(now()).unwrap(), now()).unwrap();
+        assert!(
+            d.contains("no webhooks") && d.contains("at most 256 signers"),
+            "{d}"
+        );
+        let hooks = "events:\n  webhooks:\n    - name: chat\n      url: https://hooks.example.com/x\n      secret_file: /nonexistent/secret\n      events: [key.active, key.revoked]\n";
+        let c = parse(hooks).unwrap();
+        let d = c.describe(&c.policy(now()).unwrap(), now()).unwrap();
+        assert!(
+            d.contains("webhook chat: key.active, key.revoked events to https://hooks.example.com/x, signed with the secret in /nonexistent/secret"),
+            "{d}"
+        );
     }
 
     /// check-config names the backend, the module and the token, and opens

@@ -172,7 +172,7 @@ impl Segments {
         let pruned: Option<Head> = read_json(&dir.join(PRUNED_FILE))?;
         let mut head = pruned.unwrap_or_else(Head::genesis);
         let mut current = None;
-        if let Some((first, path)) = files.last() {
+        if let Some((_, path)) = files.last() {
             let lines = lines(path)?;
             let mut keep_to = 0u64;
             let mut count = 0u64;
@@ -221,7 +221,6 @@ impl Segments {
                 }
             }
             current = Some((path.clone(), count));
-            let _ = first;
         }
         let recorded: Option<Head> = read_json(&dir.join(HEAD_FILE))?;
         let s = Segments {
