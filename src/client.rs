@@ -55,6 +55,10 @@ impl Reply {
     }
 }
 
+/// The largest answer read (the admin API's largest, `/v1/keys` with a full
+/// history, is well below).
+pub const MAX_REPLY_BYTES: usize = 16 << 20;
+
 #[derive(Clone)]
 pub struct Client {
     inner: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
@@ -129,7 +133,9 @@ impl Client {
                     reason: describe(&e),
                 })?;
             let (parts, body) = resp.into_parts();
-            let body = body
+            // Bounded: a server (a webhook receiver, anything in the path)
+            // cannot make this process hold more than this.
+            let body = http_body_util::Limited::new(body, MAX_REPLY_BYTES)
                 .collect()
                 .await
                 .map_err(|e| ClientError::Unreachable {

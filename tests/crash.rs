@@ -208,7 +208,7 @@ fn check_store(
     // every key the state holds exactly its transitions, in order: no
     // change without its record, no record of a change that did not land.
     let verified = audit_log::verify(keys).unwrap_or_else(|b| panic!("{ctx}: audit log: {b}"));
-    let records = audit_log::read_since(keys, 0, usize::MAX).unwrap();
+    let records = audit_log::read_since(keys, 0, usize::MAX, u64::MAX).unwrap();
     assert_eq!(records.len() as u64, verified.records, "{ctx}");
     let mut by_kid: BTreeMap<String, Vec<(KeyState, Trigger)>> = BTreeMap::new();
     for r in &records {

@@ -69,7 +69,10 @@ fn since(text: &str, now: Timestamp) -> Result<Timestamp, Fail> {
 fn page(config: &Config, pg: Option<&PgStore>, after: u64) -> Result<Vec<Record>, Fail> {
     match pg {
         Some(s) => s.audit_since(after, PAGE),
-        None => audit_log::read_since(&config.keys_dir, after, PAGE),
+        // Up to the head the daemon recorded: not a commit in progress.
+        None => audit_log::recorded_head(&config.keys_dir).and_then(|h| {
+            audit_log::read_since(&config.keys_dir, after, PAGE, h.map_or(0, |h| h.seq))
+        }),
     }
     .map_err(|e| Fail(1, e.to_string()))
 }

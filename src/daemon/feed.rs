@@ -21,6 +21,8 @@ pub struct Feed {
     tx: broadcast::Sender<Arc<Record>>,
     /// The last sequence number sent.
     last: AtomicU64,
+    /// Whether the store's head at start is known ([`Feed::start_after`]).
+    started: std::sync::atomic::AtomicBool,
     /// One permit per `/v1/events` connection (`events.max_subscribers`).
     pub(crate) subscribers: Arc<Semaphore>,
 }
@@ -31,6 +33,7 @@ impl Feed {
         Feed {
             tx,
             last: AtomicU64::new(0),
+            started: std::sync::atomic::AtomicBool::new(false),
             subscribers: Arc::new(Semaphore::new(max_subscribers)),
         }
     }
@@ -38,6 +41,11 @@ impl Feed {
     /// Sends nothing up to `head`: the store's last record at start.
     pub fn start_after(&self, head: u64) {
         self.last.fetch_max(head, Ordering::AcqRel);
+        self.started.store(true, Ordering::Release);
+    }
+
+    pub fn started(&self) -> bool {
+        self.started.load(Ordering::Acquire)
     }
 
     /// Sends what is newer than the last record sent, and counts it.

@@ -325,8 +325,13 @@ impl Scheduler {
         });
     }
 
-    /// With a shared store: hands the feed what other replicas recorded.
+    /// With a shared store: hands the feed what other replicas recorded
+    /// (once it knows where the log ended at start).
     async fn catch_up_feed(&self) {
+        if !self.shared.feed.started() {
+            self.start_feed().await;
+            return;
+        }
         let store = lock(&self.ring).store();
         let after = self.shared.feed.last();
         match tokio::task::spawn_blocking(move || store.audit_since(after, CATCH_UP)).await {

@@ -152,9 +152,14 @@ pub async fn watch(
             continue;
         }
         // A key being generated keeps searches of the token waiting (an
-        // RSA key in a network HSM takes seconds): probe at the next round.
-        // A generation that hangs fails on its own deadline.
-        if up && token.generating() {
+        // RSA key in a network HSM takes seconds): probe at the next round,
+        // unless it has run past the generation's own deadline (a token
+        // that hangs there must turn the daemon unready).
+        if up
+            && token
+                .generating_for()
+                .is_some_and(|d| d < super::scheduler::TOKEN_GENERATION_DEADLINE)
+        {
             continue;
         }
         stuck = None;

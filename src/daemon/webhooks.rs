@@ -18,7 +18,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use bytes::Bytes;
 use hyper::Method;
-use hyper::header::{self, HeaderName};
+use hyper::header::HeaderName;
 use serde::Serialize;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
@@ -174,7 +174,7 @@ pub fn signature(secret: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String
 /// `webhook-id`: the same for every attempt of a record, and unique
 /// across stores (the record's hash is part of it).
 pub fn message_id(r: &Record) -> String {
-    format!("evt_{}_{}", r.seq, &r.hash[..r.hash.len().min(16)])
+    format!("evt_{}_{}", r.seq, r.hash.get(..16).unwrap_or(&r.hash))
 }
 
 /// The payload: Standard Webhooks' `type`, `timestamp` and `data` (the
@@ -227,7 +227,6 @@ impl Endpoint {
             (HeaderName::from_static("webhook-id"), id.as_str()),
             (HeaderName::from_static("webhook-timestamp"), ts.as_str()),
             (HeaderName::from_static("webhook-signature"), sig.as_str()),
-            (header::CONTENT_TYPE, "application/json"),
         ];
         let reply = self
             .client
@@ -294,7 +293,12 @@ async fn run(shared: Arc<Shared>, e: Arc<Endpoint>, mut shutdown: watch::Receive
                 .find(|(n, _)| *n == name)
                 .map(|(_, c)| c)
                 .unwrap_or_default();
-            let page = store.audit_since(cursor.delivered, PAGE)?;
+            // Nothing new: no read of the log (idle endpoints poll).
+            let page = if store.audit_head()?.seq > cursor.delivered {
+                store.audit_since(cursor.delivered, PAGE)?
+            } else {
+                Vec::new()
+            };
             Ok::<_, crate::store::StoreError>((cursor, page))
         })
         .await;
@@ -357,8 +361,9 @@ async fn run(shared: Arc<Shared>, e: Arc<Endpoint>, mut shutdown: watch::Receive
                     cursor.last_error = None;
                     cursor.failing_since_ms = None;
                     // Each delivery is recorded before the next is sent: a
-                    // failover repeats at most one.
-                    if !save(&shared, &e.name, &cursor).await {
+                    // failover repeats at most one. A replica that lost the
+                    // lease meanwhile leaves the cursor to the new leader.
+                    if !shared.is_leader() || !save(&shared, &e.name, &cursor).await {
                         break;
                     }
                     saved = cursor.delivered;
@@ -376,7 +381,7 @@ async fn run(shared: Arc<Shared>, e: Arc<Endpoint>, mut shutdown: watch::Receive
                         .failing_since_ms
                         .get_or_insert(shared.clock.now().as_millis());
                     tracing::warn!(endpoint = %e.name, seq = r.seq, error = %why, retry_in = ?backoff, "webhook delivery failed");
-                    if save(&shared, &e.name, &cursor).await {
+                    if shared.is_leader() && save(&shared, &e.name, &cursor).await {
                         saved = cursor.delivered;
                     }
                     if !pause(backoff, &mut shutdown).await {

@@ -562,18 +562,18 @@ struct PoolState {
 }
 
 /// Marks a generation in progress while it lives.
-struct Generating<'a>(&'a std::sync::atomic::AtomicBool);
+struct Generating<'a>(&'a Mutex<Option<Instant>>);
 
 impl<'a> Generating<'a> {
-    fn set(flag: &'a std::sync::atomic::AtomicBool) -> Generating<'a> {
-        flag.store(true, std::sync::atomic::Ordering::Release);
-        Generating(flag)
+    fn set(since: &'a Mutex<Option<Instant>>) -> Generating<'a> {
+        *since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        Generating(since)
     }
 }
 
 impl Drop for Generating<'_> {
     fn drop(&mut self) {
-        self.0.store(false, std::sync::atomic::Ordering::Release);
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 
@@ -599,11 +599,15 @@ pub struct Token {
     /// another session of this process while it creates a keypair can
     /// leave the new private key without `CKA_SENSITIVE` (seen under load:
     /// docs/pkcs11.md, "Several sessions of one process"). Signing with a
-    /// found key searches nothing and never waits here.
+    /// key made or found before (`handles`) searches nothing and never
+    /// waits here.
     objects: std::sync::RwLock<()>,
-    /// Whether a generation holds `objects` (the health probe then waits
-    /// for its next round rather than for the generation).
-    generating: std::sync::atomic::AtomicBool,
+    /// Since when a generation holds `objects` (the health probe then
+    /// waits for its next round rather than for the generation).
+    generating: Mutex<Option<Instant>>,
+    /// Private key handles found or made since the module was opened (by
+    /// epoch), so that signing with them searches nothing.
+    handles: Mutex<std::collections::HashMap<Kid, (u64, ObjectHandle)>>,
 }
 
 impl fmt::Debug for Token {
@@ -743,7 +747,8 @@ impl Token {
             freed: Condvar::new(),
             reopening: Mutex::new(()),
             objects: std::sync::RwLock::new(()),
-            generating: std::sync::atomic::AtomicBool::new(false),
+            generating: Mutex::new(None),
+            handles: Mutex::new(std::collections::HashMap::new()),
         });
         token.check_pin_flags()?;
         // Every session now, so that a problem shows at start-up.
@@ -1114,7 +1119,7 @@ impl Token {
         let pending = pending_label();
         let _alone = self.objects.write().unwrap_or_else(|p| p.into_inner());
         let _flag = Generating::set(&self.generating);
-        self.run(Some(&pending), |s, _| {
+        self.run(Some(&pending), |s, epoch| {
             let (mechanism, public_template, private_template) =
                 templates(alg, rsa_bits, pending.as_bytes());
             let (public_handle, private_handle) = s
@@ -1131,6 +1136,7 @@ impl Token {
                     .map_err(ck("C_SetAttributeValue"))?;
                 s.update_attributes(public_handle, &rename)
                     .map_err(ck("C_SetAttributeValue"))?;
+                self.remember(&kid, epoch, private_handle);
                 Ok(TokenKey { kid, alg, public })
             })();
             if named.is_err() {
@@ -1239,14 +1245,27 @@ impl Token {
         .map_err(ck("C_FindObjects"))
     }
 
-    /// A search for reading: never beside a generation (`objects`).
-    fn searching(&self) -> std::sync::RwLockReadGuard<'_, ()> {
-        self.objects.read().unwrap_or_else(|p| p.into_inner())
+    /// Leave to search the token's objects: never beside a generation
+    /// (`objects`). Taken before a session is borrowed (a generation holds
+    /// the lock, then borrows one), and waited for at most `session_wait`.
+    fn searching(&self) -> Result<std::sync::RwLockReadGuard<'_, ()>, TokenError> {
+        let deadline = Instant::now() + self.wait;
+        loop {
+            match self.objects.try_read() {
+                Ok(g) => return Ok(g),
+                Err(std::sync::TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => return Err(self.pool_timeout()),
+            }
+        }
     }
 
-    /// Whether a keypair is being generated now.
-    pub fn generating(&self) -> bool {
-        self.generating.load(std::sync::atomic::Ordering::Acquire)
+    /// How long the keypair being generated now has taken, if one is.
+    pub fn generating_for(&self) -> Option<Duration> {
+        let since = *self.generating.lock().unwrap_or_else(|p| p.into_inner());
+        since.map(|t| t.elapsed())
     }
 
     fn find_one(
@@ -1255,10 +1274,7 @@ impl Token {
         kid: &Kid,
         class: ObjectClass,
     ) -> Result<Option<ObjectHandle>, Fail> {
-        let found = {
-            let _search = self.searching();
-            Token::find(s, kid.as_str(), class)?
-        };
+        let found = Token::find(s, kid.as_str(), class)?;
         match found.as_slice() {
             [] => Ok(None),
             [one] => Ok(Some(*one)),
@@ -1283,6 +1299,7 @@ impl Token {
     /// must be a key for `alg` (the state's word: an RSA object is the same
     /// for RS256 and PS256) with `kid` as its thumbprint.
     pub fn key(&self, kid: &Kid, alg: Alg) -> Result<Option<TokenKey>, TokenError> {
+        let _search = self.searching()?;
         self.run(Some(kid.as_str()), |s, _| {
             let Some(public_handle) = self.find_one(s, kid, ObjectClass::PUBLIC_KEY)? else {
                 return Ok(None);
@@ -1311,12 +1328,35 @@ impl Token {
 
     /// The private key's handle and the initialisation it is valid in.
     fn private_handle(&self, kid: &Kid) -> Result<(u64, ObjectHandle), TokenError> {
+        // A key this process made or found since the module was opened
+        // needs no search (after a rotation, the next key made here).
+        if let Some(known) = self.run(Some(kid.as_str()), |_, epoch| Ok(self.known(kid, epoch)))? {
+            return Ok(known);
+        }
+        let _search = self.searching()?;
         self.run(Some(kid.as_str()), |s, epoch| {
             let handle = self
                 .find_one(s, kid, ObjectClass::PRIVATE_KEY)?
                 .ok_or_else(|| self.not_found(kid))?;
+            self.remember(kid, epoch, handle);
             Ok((epoch, handle))
         })
+    }
+
+    /// The private key handle of `kid` this process knows in `epoch`.
+    fn known(&self, kid: &Kid, epoch: u64) -> Option<(u64, ObjectHandle)> {
+        let known = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        known.get(kid).copied().filter(|(e, _)| *e == epoch)
+    }
+
+    fn forget(&self, kid: &Kid) {
+        let mut known = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        known.remove(kid);
+    }
+
+    fn remember(&self, kid: &Kid, epoch: u64, handle: ObjectHandle) {
+        let mut known = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        known.insert(kid.clone(), (epoch, handle));
     }
 
     /// A signer for the private key of `key`, found now.
@@ -1403,7 +1443,10 @@ impl Token {
     }
 
     fn destroy_named(&self, name: &str) -> Result<usize, TokenError> {
-        let _search = self.searching();
+        if let Ok(kid) = name.parse::<Kid>() {
+            self.forget(&kid);
+        }
+        let _search = self.searching()?;
         self.run(Some(name), |s, _| {
             let mut handles = Token::find(s, name, ObjectClass::PRIVATE_KEY)?;
             handles.extend(Token::find(s, name, ObjectClass::PUBLIC_KEY)?);
@@ -1420,7 +1463,7 @@ impl Token {
     /// token shows now, which may be less than it holds (docs/pkcs11.md):
     /// never destroy anything because it is missing from one.
     pub fn list(&self) -> Result<Vec<TokenObject>, TokenError> {
-        let _search = self.searching();
+        let _search = self.searching()?;
         self.run(None, |s, _| {
             let mut out = Vec::new();
             for (class, half) in [
@@ -1500,6 +1543,7 @@ impl Token {
     /// The protection attributes of `kid`'s private object, as the token
     /// reports them (an audit: [`Protection::is_custody`]).
     pub fn protection(&self, kid: &Kid) -> Result<Protection, TokenError> {
+        let _search = self.searching()?;
         self.run(Some(kid.as_str()), |s, _| {
             let handle = self
                 .find_one(s, kid, ObjectClass::PRIVATE_KEY)?
@@ -1784,6 +1828,8 @@ impl TokenSigner {
                 Err(TokenError::StaleHandle { .. }) if tries < 2 => {
                     tries += 1;
                     *self.handle.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    // Nor the handle the token remembered: search again.
+                    self.token.forget(&self.kid);
                 }
                 other => return other,
             }

@@ -174,33 +174,58 @@ impl Segments {
         let mut current = None;
         if let Some((_, path)) = files.last() {
             let lines = lines(path)?;
-            let mut keep_to = 0u64;
-            let mut count = 0u64;
-            let mut last: Option<Head> = None;
-            for (n, offset, text, complete) in &lines {
-                let rec = serde_json::from_str::<Record>(text).ok();
-                let uncommitted = rec
-                    .as_ref()
-                    .and_then(|r| r.state_version)
-                    .is_some_and(|v| v > committed);
-                let is_last = *n == lines.len();
-                if (!complete && is_last) || uncommitted {
-                    // The tail a crash left: everything from here on.
-                    notes.push(format!(
-                        "{}: dropped {} record line(s) from line {n} on, written for a change \
-                         that never committed",
-                        path.display(),
-                        lines.len() - n + 1
-                    ));
-                    keep_to = *offset;
-                    break;
-                }
-                keep_to = offset + text.len() as u64 + 1;
-                count += 1;
-                if let Some(r) = rec {
-                    last = Some(r.head());
-                }
+            let parsed: Vec<Option<Record>> = lines
+                .iter()
+                .map(|(_, _, text, _)| serde_json::from_str(text).ok())
+                .collect();
+            // The tail a crash can leave: the records of the one commit in
+            // flight (all for version `committed + 1`), and a line cut
+            // short. Records of later versions before them are no crash's
+            // (a state.json restored from an older backup): kept, since
+            // those changes happened.
+            let torn = lines.last().is_some_and(|l| !l.3);
+            let mut cut = lines.len() - usize::from(torn);
+            while cut > 0
+                && parsed[cut - 1].as_ref().and_then(|r| r.state_version) == Some(committed + 1)
+            {
+                cut -= 1;
             }
+            if cut < lines.len() {
+                notes.push(format!(
+                    "{}: dropped {} record line(s) from line {} on, written for a change that \
+                     never committed",
+                    path.display(),
+                    lines.len() - cut,
+                    cut + 1
+                ));
+            }
+            let damaged = parsed[..cut].iter().filter(|r| r.is_none()).count();
+            if damaged > 0 {
+                notes.push(format!(
+                    "{}: {damaged} line(s) are not audit records: the log was damaged; \
+                     `jwksd audit verify` names the first",
+                    path.display()
+                ));
+            }
+            let later = parsed[..cut]
+                .iter()
+                .flatten()
+                .filter(|r| r.state_version.is_some_and(|v| v > committed))
+                .count();
+            if later > 0 {
+                notes.push(format!(
+                    "{}: {later} audit record(s) describe changes after state version \
+                     {committed}: state.json is older than the log (restored from a backup?); \
+                     they are kept",
+                    path.display()
+                ));
+            }
+            let keep_to = lines.get(cut).map_or_else(
+                || lines.last().map_or(0, |l| l.1 + l.2.len() as u64 + 1),
+                |l| l.1,
+            );
+            let count = cut as u64;
+            let last: Option<Head> = parsed[..cut].iter().flatten().last().map(Record::head);
             let len = fs::metadata(path).map_err(io("stat", path))?.len();
             if keep_to < len {
                 let f = OpenOptions::new()
@@ -223,6 +248,23 @@ impl Segments {
             current = Some((path.clone(), count));
         }
         let recorded: Option<Head> = read_json(&dir.join(HEAD_FILE))?;
+        // A log that ends before the head recorded apart from it was cut:
+        // a crash never does that (the head is written after the records).
+        // Chain on from the recorded head, so that the gap stays visible to
+        // `jwksd audit verify` rather than be papered over.
+        if let Some(r) = &recorded
+            && r.seq > head.seq
+        {
+            notes.push(format!(
+                "{}: the audit log ends at record {} but {HEAD_FILE} records {}: records were \
+                 cut off (jwksd audit verify reports it); new records follow record {}",
+                dir.display(),
+                head.seq,
+                r.seq,
+                r.seq
+            ));
+            head = r.clone();
+        }
         let s = Segments {
             dir,
             per_segment,
@@ -296,9 +338,13 @@ impl Segments {
         }
         if sealed {
             // A new segment's name must be durable with its records.
-            File::open(&self.dir)
+            let synced = File::open(&self.dir)
                 .and_then(|d| d.sync_all())
-                .map_err(io("fsync", &self.dir))?;
+                .map_err(io("fsync", &self.dir));
+            if let Err(e) = synced {
+                self.undo(mark);
+                return Err(e);
+            }
         }
         if let Some(last) = records.last() {
             self.head = last.head();
@@ -363,26 +409,65 @@ fn lines_records(path: &Path) -> Result<Vec<Record>, StoreError> {
         .collect())
 }
 
-/// Records after `after`, at most `limit`, from the log in `key_dir`
-/// (written by another process: a line still being written is left out).
-pub fn read_since(key_dir: &Path, after: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
+/// Records after `after`, at most `limit`, up to record `upto` (the
+/// writer's committed head: what lies beyond is a write in progress, or
+/// records of a commit that failed), from the log in `key_dir`. Read line
+/// by line, without the store's lock. A complete line that is no record is
+/// an error (the log was damaged: `jwksd audit verify`); records removed by
+/// retention are reported in the log, not invented.
+pub fn read_since(
+    key_dir: &Path,
+    after: u64,
+    limit: usize,
+    upto: u64,
+) -> Result<Vec<Record>, StoreError> {
     let dir = key_dir.join(DIR);
     let files = segment_files(&dir)?;
-    // The segment holding `after + 1`: the last whose first is ≤ it.
+    if let Some((first, _)) = files.first()
+        && *first > after + 1
+        && after < upto
+    {
+        tracing::warn!(
+            after,
+            first = *first,
+            "audit records after {after} were removed by retention; reading from {first}"
+        );
+    }
+    // The segment holding `after + 1`: the last whose first is at most it.
     let start = files
         .iter()
         .rposition(|(first, _)| *first <= after + 1)
         .unwrap_or(0);
     let mut out = Vec::new();
     for (_, path) in &files[start..] {
-        for (_, _, text, complete) in lines(path)? {
-            if !complete {
+        let f = match File::open(path) {
+            Ok(f) => f,
+            // Removed by retention meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io("open", path)(e)),
+        };
+        let mut r = BufReader::new(f);
+        let mut n = 0usize;
+        loop {
+            let mut buf = Vec::new();
+            if r.read_until(b'\n', &mut buf).map_err(io("read", path))? == 0 {
                 break;
             }
-            if let Ok(r) = serde_json::from_str::<Record>(&text)
-                && r.seq > after
-            {
-                out.push(r);
+            n += 1;
+            if buf.last() != Some(&b'\n') {
+                break;
+            }
+            let rec: Record = serde_json::from_slice(&buf[..buf.len() - 1]).map_err(|e| {
+                StoreError::Other(format!(
+                    "{}:{n}: not an audit record ({e}); run `jwksd audit verify`",
+                    path.display()
+                ))
+            })?;
+            if rec.seq > upto {
+                return Ok(out);
+            }
+            if rec.seq > after {
+                out.push(rec);
                 if out.len() >= limit {
                     return Ok(out);
                 }
@@ -390,6 +475,13 @@ pub fn read_since(key_dir: &Path, after: u64, limit: usize) -> Result<Vec<Record
         }
     }
     Ok(out)
+}
+
+/// The head the writer recorded after its last commit (`head.json`): what
+/// a reader in another process may trust as written; `None` before the
+/// first record.
+pub fn recorded_head(key_dir: &Path) -> Result<Option<Head>, StoreError> {
+    read_json(&key_dir.join(DIR).join(HEAD_FILE))
 }
 
 const CURSORS_FILE: &str = "webhooks.json";
@@ -414,6 +506,15 @@ pub fn read_cursors(key_dir: &Path) -> Result<Vec<(String, Cursor)>, StoreError>
 pub fn write_cursor(key_dir: &Path, endpoint: &str, cursor: &Cursor) -> Result<(), StoreError> {
     let mut map: std::collections::BTreeMap<String, Cursor> =
         read_cursors(key_dir)?.into_iter().collect();
+    // Never backwards: a delivery that ends after another writer moved on
+    // must not send records again (or lose the failure count of the one
+    // it stopped at).
+    if map
+        .get(endpoint)
+        .is_some_and(|c| c.delivered > cursor.delivered)
+    {
+        return Ok(());
+    }
     map.insert(endpoint.to_owned(), cursor.clone());
     let json = serde_json::to_vec_pretty(&map).unwrap_or_default();
     write_atomic(&key_dir.join(DIR), CURSORS_FILE, &json)
@@ -432,17 +533,24 @@ pub fn verify(key_dir: &Path) -> Result<Verified, Broken> {
     let from: Head = read_json(&dir.join(PRUNED_FILE))
         .map_err(|e| fail(&dir.join(PRUNED_FILE), e.to_string()))?
         .unwrap_or_else(Head::genesis);
+    // The head first: what a running daemon appends after this read (a
+    // record past it, a line being written) is not judged.
+    let head_path = dir.join(HEAD_FILE);
+    let recorded = read_json::<Head>(&head_path).map_err(|e| fail(&head_path, e.to_string()))?;
+    let upto = recorded.as_ref().map_or(u64::MAX, |h| h.seq);
     let mut chain = Chain::after(from.clone());
-    for (first, path) in &files {
+    'files: for (first, path) in &files {
         let lines = lines(path).map_err(|e| fail(path, e.to_string()))?;
         for (n, _, text, complete) in &lines {
+            if chain.head().seq >= upto {
+                break 'files;
+            }
             let place = format!("{}:{n}", path.display());
             if !complete {
                 return Err(Broken {
                     seq: chain.head().seq + 1,
                     place,
-                    why: "the line is cut short (a write in progress, or the file truncated)"
-                        .into(),
+                    why: "the line is cut short (the file was truncated)".into(),
                 });
             }
             let r: Record = serde_json::from_str(text).map_err(|e| Broken {
@@ -463,17 +571,15 @@ pub fn verify(key_dir: &Path) -> Result<Verified, Broken> {
             chain.push(&r, &place)?;
         }
     }
-    let head_path = dir.join(HEAD_FILE);
-    match read_json::<Head>(&head_path) {
-        Ok(Some(h)) => chain.ends_at(&h, &head_path.display().to_string())?,
-        Ok(None) if chain.head().seq > 0 => {
+    match recorded {
+        Some(h) => chain.ends_at(&h, &head_path.display().to_string())?,
+        None if chain.head().seq > 0 => {
             return Err(fail(
                 &head_path,
                 "missing: the log's end cannot be checked (deleted?)".into(),
             ));
         }
-        Ok(None) => {}
-        Err(e) => return Err(fail(&head_path, e.to_string())),
+        None => {}
     }
     Ok(Verified {
         records: chain.count(),
@@ -515,8 +621,9 @@ mod tests {
         assert_eq!(files.iter().map(|f| f.0).collect::<Vec<_>>(), [4, 7, 10]);
         let v = verify(tmp.path()).unwrap();
         assert_eq!((v.records, v.head.seq, v.from.seq), (7, 10, 3));
-        assert_eq!(read_since(tmp.path(), 5, 3).unwrap()[0].seq, 6);
-        assert_eq!(read_since(tmp.path(), 5, 100).unwrap().len(), 5);
+        assert_eq!(read_since(tmp.path(), 5, 3, u64::MAX).unwrap()[0].seq, 6);
+        assert_eq!(read_since(tmp.path(), 5, 100, u64::MAX).unwrap().len(), 5);
+        assert_eq!(read_since(tmp.path(), 5, 100, 8).unwrap().len(), 3);
 
         // A commit of version 12 that never happened (state at 11 after
         // one more): dropped at open; a line cut short too.
@@ -540,6 +647,23 @@ mod tests {
     }
 
     #[test]
+    fn records_of_a_state_restored_from_an_older_backup_are_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut s, _) = Segments::open(tmp.path(), 0).unwrap();
+        for v in 1..=5u64 {
+            let recs = chain(s.head(), &entries(1), "r", Some(v));
+            s.append(&recs).unwrap();
+            s.committed();
+        }
+        drop(s);
+        // state.json back at version 2: versions 3 to 5 happened; kept.
+        let (s, notes) = Segments::open(tmp.path(), 2).unwrap();
+        assert_eq!(s.head().seq, 5);
+        assert!(notes.iter().any(|n| n.contains("restored")), "{notes:?}");
+        assert_eq!(verify(tmp.path()).unwrap().records, 5);
+    }
+
+    #[test]
     fn a_failed_commit_leaves_no_record() {
         let tmp = tempfile::tempdir().unwrap();
         let (mut s, _) = Segments::open(tmp.path(), 0).unwrap();
@@ -547,7 +671,7 @@ mod tests {
         let mark = s.append(&recs).unwrap();
         s.undo(mark);
         assert_eq!(s.head().seq, 0);
-        assert!(read_since(tmp.path(), 0, 10).unwrap().is_empty());
+        assert!(read_since(tmp.path(), 0, 10, u64::MAX).unwrap().is_empty());
         let recs = chain(s.head(), &entries(1), "r", Some(1));
         s.append(&recs).unwrap();
         s.committed();

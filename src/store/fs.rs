@@ -735,9 +735,13 @@ impl KeyStore for FsStore {
     }
 
     fn audit_since(&self, after: u64, limit: usize) -> Result<Vec<Record>, StoreError> {
-        // Under the lock: never a record of a commit still in progress.
-        let _inner = self.inner();
-        segments::read_since(&self.dir, after, limit)
+        // Up to the committed head, read outside the lock: never a record
+        // of a commit in progress or undone, and commits never wait.
+        let upto = {
+            let mut inner = self.inner();
+            self.audit_log(&mut inner)?.head().seq
+        };
+        segments::read_since(&self.dir, after, limit, upto)
     }
 
     fn audit_head(&self) -> Result<Head, StoreError> {

@@ -120,6 +120,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE TABLE jwksd_webhook_cursor (
         endpoint text PRIMARY KEY,
+        delivered bigint NOT NULL,
         cursor text NOT NULL
     );",
 ];
@@ -142,7 +143,7 @@ async fn append_audit(
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK])
         .await
         .map_err(db("lock the audit log"))?;
-    let head = last_audit(tx).await?;
+    let head = chain_end(tx).await?;
     let records = crate::audit::chain(&head, audit, replica, state_version);
     for r in &records {
         tx.execute(
@@ -164,6 +165,36 @@ async fn append_audit(
         .map_err(db("write the audit head"))?;
     }
     Ok(records)
+}
+
+/// Where the next record chains on: the last row, or the head recorded
+/// apart from the rows when that is further (rows deleted from the end: the
+/// gap stays for `jwksd audit verify` to see, never papered over).
+async fn chain_end(c: &impl tokio_postgres::GenericClient) -> Result<Head, StoreError> {
+    let last = last_audit(c).await?;
+    let recorded = recorded_head(c).await?;
+    Ok(match recorded {
+        Some(h) if h.seq > last.seq => {
+            tracing::error!(
+                last = last.seq,
+                recorded = h.seq,
+                "jwksd_audit ends before jwksd_audit_head: rows were deleted; new records follow the recorded head (jwksd audit verify reports the gap)"
+            );
+            h
+        }
+        _ => last,
+    })
+}
+
+async fn recorded_head(c: &impl tokio_postgres::GenericClient) -> Result<Option<Head>, StoreError> {
+    let row = c
+        .query_opt("SELECT seq, hash FROM jwksd_audit_head WHERE id = 1", &[])
+        .await
+        .map_err(db("read the audit head"))?;
+    Ok(row.map(|r| Head {
+        seq: r.get::<_, i64>(0) as u64,
+        hash: r.get(1),
+    }))
 }
 
 /// The last record's sequence number and hash (genesis for none).
@@ -446,18 +477,26 @@ impl PgStore {
             place: "jwksd_audit".into(),
             why,
         };
+        // The head first: rows committed after it are not judged (they are
+        // written with the head, in one transaction).
+        let head = self
+            .with(
+                &self.data,
+                "read the audit head",
+                deadline::QUERY,
+                async |c| recorded_head(&*c).await,
+            )
+            .map_err(|e| fail(e.to_string()))?;
+        let upto = head.as_ref().map_or(u64::MAX, |h| h.seq);
         let mut chain = Chain::after(Head::genesis());
-        loop {
-            let page = self
-                .audit_since(chain.head().seq, 1000)
-                .map_err(|e| fail(e.to_string()));
-            let page = match page {
+        'pages: loop {
+            let page = match self.audit_since(chain.head().seq, 1000) {
                 Ok(p) => p,
                 // A row that is not a record: name the first one after.
                 Err(e) => {
                     return Err(Broken {
                         seq: chain.head().seq + 1,
-                        ..e
+                        ..fail(e.to_string())
                     });
                 }
             };
@@ -465,26 +504,12 @@ impl PgStore {
                 break;
             }
             for r in &page {
+                if chain.head().seq >= upto {
+                    break 'pages;
+                }
                 chain.push(r, &format!("jwksd_audit row {}", r.seq))?;
             }
         }
-        let head = self
-            .with(
-                &self.data,
-                "read the audit head",
-                deadline::QUERY,
-                async |c| {
-                    let row = c
-                        .query_opt("SELECT seq, hash FROM jwksd_audit_head WHERE id = 1", &[])
-                        .await
-                        .map_err(db("read the audit head"))?;
-                    Ok(row.map(|r| Head {
-                        seq: r.get::<_, i64>(0) as u64,
-                        hash: r.get(1),
-                    }))
-                },
-            )
-            .map_err(|e| fail(e.to_string()))?;
         match head {
             Some(h) => chain.ends_at(&h, "jwksd_audit_head")?,
             None if chain.head().seq > 0 => {
@@ -1128,10 +1153,14 @@ impl KeyStore for PgStore {
             "write a webhook cursor",
             deadline::QUERY,
             async |c| {
+                // Never backwards (a replica that lost the lease while
+                // a delivery was under way).
                 c.execute(
-                    "INSERT INTO jwksd_webhook_cursor (endpoint, cursor) VALUES ($1, $2) \
-                 ON CONFLICT (endpoint) DO UPDATE SET cursor = EXCLUDED.cursor",
-                    &[&endpoint, &text],
+                    "INSERT INTO jwksd_webhook_cursor (endpoint, delivered, cursor) \
+                     VALUES ($1, $2, $3) ON CONFLICT (endpoint) DO UPDATE SET \
+                     delivered = EXCLUDED.delivered, cursor = EXCLUDED.cursor \
+                     WHERE jwksd_webhook_cursor.delivered <= EXCLUDED.delivered",
+                    &[&endpoint, &(cursor.delivered as i64), &text],
                 )
                 .await
                 .map_err(db("write a webhook cursor"))?;

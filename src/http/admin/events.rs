@@ -130,6 +130,13 @@ async fn follow(
     {
         return "client gone";
     }
+    if !resume {
+        // From the log's end as the store has it: the feed may not know it
+        // yet (right after a start).
+        if let Ok(head) = daemon.audit_head().await {
+            sent = sent.max(head.seq);
+        }
+    }
     if resume {
         // A resume point past the log's end (another store's, or a log
         // started anew): from the end, rather than skip what comes next.
