@@ -664,6 +664,36 @@ mod tests {
     }
 
     #[test]
+    fn records_cut_off_the_end_stay_a_gap_after_a_restart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut s, _) = Segments::open(tmp.path(), 0).unwrap();
+        for v in 1..=5u64 {
+            let recs = chain(s.head(), &entries(1), "r", Some(v));
+            s.append(&recs).unwrap();
+            s.committed();
+        }
+        drop(s);
+        // Two records cut off by hand; the state stays at version 5.
+        let seg = segment_files(&tmp.path().join(DIR))
+            .unwrap()
+            .pop()
+            .unwrap()
+            .1;
+        let text = std::fs::read_to_string(&seg).unwrap();
+        let kept: Vec<&str> = text.lines().take(3).collect();
+        std::fs::write(&seg, kept.join("\n") + "\n").unwrap();
+        let (mut s, notes) = Segments::open(tmp.path(), 5).unwrap();
+        assert!(notes.iter().any(|n| n.contains("cut off")), "{notes:?}");
+        // The next record follows the recorded head: the gap stays.
+        assert_eq!(s.head().seq, 5);
+        let recs = chain(s.head(), &entries(1), "r", Some(6));
+        s.append(&recs).unwrap();
+        s.committed();
+        let b = verify(tmp.path()).unwrap_err();
+        assert_eq!(b.seq, 4, "{b}");
+    }
+
+    #[test]
     fn a_failed_commit_leaves_no_record() {
         let tmp = tempfile::tempdir().unwrap();
         let (mut s, _) = Segments::open(tmp.path(), 0).unwrap();
