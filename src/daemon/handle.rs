@@ -181,6 +181,11 @@ impl Handle {
         self.shared.feed.subscribe()
     }
 
+    /// Whether the feed knows where the audit log ended at start.
+    pub fn events_started(&self) -> bool {
+        self.shared.feed.started()
+    }
+
     /// The last audit record the feed sent.
     pub fn last_event(&self) -> u64 {
         self.shared.feed.last()

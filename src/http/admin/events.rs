@@ -130,12 +130,15 @@ async fn follow(
     {
         return "client gone";
     }
-    if !resume {
-        // From the log's end as the store has it: the feed may not know it
-        // yet (right after a start).
-        if let Ok(head) = daemon.audit_head().await {
-            sent = sent.max(head.seq);
-        }
+    // Without a resume point the stream starts where the feed stood when
+    // it subscribed, so that nothing written while it connected is missed;
+    // right after a start the feed may not know the log's end yet: then the
+    // store's.
+    if !resume
+        && !daemon.events_started()
+        && let Ok(head) = daemon.audit_head().await
+    {
+        sent = sent.max(head.seq);
     }
     if resume {
         // A resume point past the log's end (another store's, or a log
