@@ -523,7 +523,9 @@ struct Delivery {
 }
 
 /// A Standard Webhooks receiver on loopback that answers 500 to every
-/// third request and checks every signature with `secret`.
+/// third request and checks every request: its signature with `secret`,
+/// its timestamp, one `Content-Type: application/json` (a request that
+/// fails a check counts in `bad_signatures`).
 struct Receiver {
     url: String,
     got: Arc<Mutex<Vec<Delivery>>>,
@@ -566,6 +568,10 @@ async fn receiver(secret: Vec<u8>) -> Receiver {
                             h("webhook-timestamp"),
                             h("webhook-signature"),
                         );
+                        // One JSON body, said once (a repeated header is
+                        // refused by strict receivers).
+                        let types = req.headers().get_all("content-type").iter().count();
+                        let json = h("content-type") == "application/json";
                         let body = req.into_body().collect().await.unwrap().to_bytes();
                         let mut signed = format!("{id}.{ts}.").into_bytes();
                         signed.extend_from_slice(&body);
@@ -579,7 +585,7 @@ async fn receiver(secret: Vec<u8>) -> Receiver {
                             .unwrap()
                             .as_secs() as i64;
                         let fresh = ts.parse::<i64>().is_ok_and(|t| (now - t).abs() < 300);
-                        if sig != want || !fresh {
+                        if sig != want || !fresh || types != 1 || !json {
                             b.fetch_add(1, Ordering::SeqCst);
                         }
                         let v: Value = serde_json::from_slice(&body).unwrap_or_default();

@@ -82,34 +82,80 @@ pub fn segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     Ok(out)
 }
 
-/// A segment's lines: (line number, the line's bytes, whether it ended in a
-/// newline), and the byte offset each starts at.
-fn lines(path: &Path) -> Result<Vec<(usize, u64, String, bool)>, StoreError> {
-    let f = File::open(path).map_err(io("open", path))?;
-    let mut r = BufReader::new(f);
-    let mut out = Vec::new();
-    let mut offset = 0u64;
-    let mut n = 0;
-    loop {
-        let mut buf = Vec::new();
-        let read = r.read_until(b'\n', &mut buf).map_err(io("read", path))?;
-        if read == 0 {
-            break;
+/// One line of a segment.
+struct Line {
+    /// 1, 2, 3, …
+    n: usize,
+    /// Where it starts in the file.
+    offset: u64,
+    text: String,
+    /// Whether it ends in a newline (a line being written, or cut short by
+    /// a crash, does not).
+    complete: bool,
+}
+
+impl Line {
+    fn record(&self) -> Option<Record> {
+        serde_json::from_str(&self.text).ok()
+    }
+}
+
+/// The lines of a segment, read one at a time.
+struct Lines<'a> {
+    path: &'a Path,
+    reader: BufReader<File>,
+    n: usize,
+    offset: u64,
+}
+
+impl<'a> Lines<'a> {
+    /// `None` when the file is gone (removed by retention meanwhile).
+    fn open(path: &'a Path) -> Result<Option<Lines<'a>>, StoreError> {
+        match File::open(path) {
+            Ok(f) => Ok(Some(Lines {
+                path,
+                reader: BufReader::new(f),
+                n: 0,
+                offset: 0,
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io("open", path)(e)),
         }
-        n += 1;
+    }
+}
+
+impl Iterator for Lines<'_> {
+    type Item = Result<Line, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut buf = Vec::new();
+        let read = match self.reader.read_until(b'\n', &mut buf) {
+            Ok(0) => return None,
+            Ok(n) => n,
+            Err(e) => return Some(Err(io("read", self.path)(e))),
+        };
+        self.n += 1;
         let complete = buf.last() == Some(&b'\n');
         if complete {
             buf.pop();
         }
-        out.push((
-            n,
-            offset,
-            String::from_utf8_lossy(&buf).into_owned(),
+        let line = Line {
+            n: self.n,
+            offset: self.offset,
+            text: String::from_utf8_lossy(&buf).into_owned(),
             complete,
-        ));
-        offset += read as u64;
+        };
+        self.offset += read as u64;
+        Some(Ok(line))
     }
-    Ok(out)
+}
+
+/// Every line of a segment (none for one that is gone).
+fn lines(path: &Path) -> Result<Vec<Line>, StoreError> {
+    match Lines::open(path)? {
+        Some(l) => l.collect(),
+        None => Ok(Vec::new()),
+    }
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> {
@@ -174,16 +220,13 @@ impl Segments {
         let mut current = None;
         if let Some((_, path)) = files.last() {
             let lines = lines(path)?;
-            let parsed: Vec<Option<Record>> = lines
-                .iter()
-                .map(|(_, _, text, _)| serde_json::from_str(text).ok())
-                .collect();
+            let parsed: Vec<Option<Record>> = lines.iter().map(Line::record).collect();
             // The tail a crash can leave: the records of the one commit in
             // flight (all for version `committed + 1`), and a line cut
             // short. Records of later versions before them are no crash's
             // (a state.json restored from an older backup): kept, since
             // those changes happened.
-            let torn = lines.last().is_some_and(|l| !l.3);
+            let torn = lines.last().is_some_and(|l| !l.complete);
             let mut cut = lines.len() - usize::from(torn);
             while cut > 0
                 && parsed[cut - 1].as_ref().and_then(|r| r.state_version) == Some(committed + 1)
@@ -220,14 +263,9 @@ impl Segments {
                     path.display()
                 ));
             }
-            let keep_to = lines.get(cut).map_or_else(
-                || lines.last().map_or(0, |l| l.1 + l.2.len() as u64 + 1),
-                |l| l.1,
-            );
             let count = cut as u64;
             let last: Option<Head> = parsed[..cut].iter().flatten().last().map(Record::head);
-            let len = fs::metadata(path).map_err(io("stat", path))?.len();
-            if keep_to < len {
+            if let Some(keep_to) = lines.get(cut).map(|l| l.offset) {
                 let f = OpenOptions::new()
                     .write(true)
                     .open(path)
@@ -405,7 +443,7 @@ impl Segments {
 fn lines_records(path: &Path) -> Result<Vec<Record>, StoreError> {
     Ok(lines(path)?
         .into_iter()
-        .filter_map(|(_, _, t, _)| serde_json::from_str(&t).ok())
+        .filter_map(|l| l.record())
         .collect())
 }
 
@@ -440,27 +478,19 @@ pub fn read_since(
         .unwrap_or(0);
     let mut out = Vec::new();
     for (_, path) in &files[start..] {
-        let f = match File::open(path) {
-            Ok(f) => f,
-            // Removed by retention meanwhile.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io("open", path)(e)),
+        let Some(lines) = Lines::open(path)? else {
+            continue;
         };
-        let mut r = BufReader::new(f);
-        let mut n = 0usize;
-        loop {
-            let mut buf = Vec::new();
-            if r.read_until(b'\n', &mut buf).map_err(io("read", path))? == 0 {
+        for line in lines {
+            let line = line?;
+            if !line.complete {
                 break;
             }
-            n += 1;
-            if buf.last() != Some(&b'\n') {
-                break;
-            }
-            let rec: Record = serde_json::from_slice(&buf[..buf.len() - 1]).map_err(|e| {
+            let rec = line.record().ok_or_else(|| {
                 StoreError::Other(format!(
-                    "{}:{n}: not an audit record ({e}); run `jwksd audit verify`",
-                    path.display()
+                    "{}:{}: not an audit record; run `jwksd audit verify`",
+                    path.display(),
+                    line.n
                 ))
             })?;
             if rec.seq > upto {
@@ -541,7 +571,10 @@ pub fn verify(key_dir: &Path) -> Result<Verified, Broken> {
     let mut chain = Chain::after(from.clone());
     'files: for (first, path) in &files {
         let lines = lines(path).map_err(|e| fail(path, e.to_string()))?;
-        for (n, _, text, complete) in &lines {
+        for Line {
+            n, text, complete, ..
+        } in &lines
+        {
             if chain.head().seq >= upto {
                 break 'files;
             }
@@ -646,16 +679,40 @@ mod tests {
         assert_eq!(verify(tmp.path()).unwrap().head.seq, 11);
     }
 
-    #[test]
-    fn records_of_a_state_restored_from_an_older_backup_are_kept() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (mut s, _) = Segments::open(tmp.path(), 0).unwrap();
+    /// A log of five commits, versions 1 to 5, one record each.
+    fn five_commits(dir: &Path) {
+        let (mut s, _) = Segments::open(dir, 0).unwrap();
         for v in 1..=5u64 {
             let recs = chain(s.head(), &entries(1), "r", Some(v));
             s.append(&recs).unwrap();
             s.committed();
         }
-        drop(s);
+    }
+
+    #[test]
+    fn a_webhook_cursor_never_moves_backwards() {
+        let tmp = tempfile::tempdir().unwrap();
+        Segments::open(tmp.path(), 0).unwrap();
+        let at = |delivered| Cursor {
+            delivered,
+            ..Cursor::default()
+        };
+        write_cursor(tmp.path(), "chat", &at(7)).unwrap();
+        // A replica that lost the lease mid-delivery reports 5: ignored.
+        write_cursor(tmp.path(), "chat", &at(5)).unwrap();
+        write_cursor(tmp.path(), "pager", &at(2)).unwrap();
+        assert_eq!(
+            read_cursors(tmp.path()).unwrap(),
+            [("chat".to_owned(), at(7)), ("pager".to_owned(), at(2))]
+        );
+        write_cursor(tmp.path(), "chat", &at(9)).unwrap();
+        assert_eq!(read_cursors(tmp.path()).unwrap()[0].1, at(9));
+    }
+
+    #[test]
+    fn records_of_a_state_restored_from_an_older_backup_are_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        five_commits(tmp.path());
         // state.json back at version 2: versions 3 to 5 happened; kept.
         let (s, notes) = Segments::open(tmp.path(), 2).unwrap();
         assert_eq!(s.head().seq, 5);
@@ -666,13 +723,7 @@ mod tests {
     #[test]
     fn records_cut_off_the_end_stay_a_gap_after_a_restart() {
         let tmp = tempfile::tempdir().unwrap();
-        let (mut s, _) = Segments::open(tmp.path(), 0).unwrap();
-        for v in 1..=5u64 {
-            let recs = chain(s.head(), &entries(1), "r", Some(v));
-            s.append(&recs).unwrap();
-            s.committed();
-        }
-        drop(s);
+        five_commits(tmp.path());
         // Two records cut off by hand; the state stays at version 5.
         let seg = segment_files(&tmp.path().join(DIR))
             .unwrap()
