@@ -273,6 +273,7 @@ pub async fn start(opts: Options) -> Result<Running, DaemonError> {
         config.admin.allow.clone(),
         config.admin.trusted_proxies.clone(),
         limits,
+        http::admin::console::Settings::from_config(&config.console, admin_tls.is_some()),
     ));
     let weak = Arc::downgrade(&api);
     clients.after_reload(move || {

@@ -17,6 +17,21 @@ fn refusal(yaml: &str) -> String {
 /// (what the case is, the file, the message).
 const CORPUS: &[(&str, &str, &str)] = &[
     (
+        "console idle timeout too short",
+        "console:\n  idle_timeout: 0s\n",
+        "configuration bad.yaml: console.idle_timeout (line 2): expected 1s to 24h",
+    ),
+    (
+        "console session shorter than its idle timeout",
+        "console:\n  idle_timeout: 30m\n  session_lifetime: 10m\n",
+        "configuration bad.yaml: console.session_lifetime (line 3): expected console.idle_timeout (30m) to 7d",
+    ),
+    (
+        "console origin with a path",
+        "console:\n  origins: [https://keys.example.com/console]\n",
+        "configuration bad.yaml: console.origins (line 2): \"https://keys.example.com/console\": an origin has no path, query, credentials or spaces",
+    ),
+    (
         "number given text",
         "rsa_bits: big\n",
         "configuration bad.yaml: rsa_bits (line 1): expected a whole number (0 or more), for example `rsa_bits: 2048`, not the text \"big\"",
@@ -149,12 +164,12 @@ const CORPUS: &[(&str, &str, &str)] = &[
     (
         "unknown field, far",
         "frobnicate: 1\n",
-        "configuration bad.yaml: frobnicate (line 1): unknown setting \"frobnicate\" (this section takes keys_dir, keys, algorithms, rsa_bits, rotation, tokens, jwks, signing_key, listen, admin, master_key_file, http, tls, store, events or log)",
+        "configuration bad.yaml: frobnicate (line 1): unknown setting \"frobnicate\" (this section takes keys_dir, keys, algorithms, rsa_bits, rotation, tokens, jwks, signing_key, listen, admin, master_key_file, http, tls, store, events, console or log)",
     ),
     (
         "unknown top-level typo",
         "keyz_dir: x\n",
-        "configuration bad.yaml: keyz_dir (line 1): unknown setting \"keyz_dir\": did you mean \"keys_dir\"? (this section takes keys_dir, keys, algorithms, rsa_bits, rotation, tokens, jwks, signing_key, listen, admin, master_key_file, http, tls, store, events or log)",
+        "configuration bad.yaml: keyz_dir (line 1): unknown setting \"keyz_dir\": did you mean \"keys_dir\"? (this section takes keys_dir, keys, algorithms, rsa_bits, rotation, tokens, jwks, signing_key, listen, admin, master_key_file, http, tls, store, events, console or log)",
     ),
     (
         "text given a section",

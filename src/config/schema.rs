@@ -30,6 +30,7 @@ pub struct Config {
     pub tls: Tls,
     pub store: Store,
     pub events: Events,
+    pub console: Console,
     pub log: Log,
 }
 
@@ -155,6 +156,7 @@ impl Default for Config {
             tls: Tls::default(),
             store: Store::default(),
             events: Events::default(),
+            console: Console::default(),
             log: Log::default(),
         }
     }
@@ -391,6 +393,34 @@ impl Default for Events {
             max_subscribers: 256,
             keepalive: HumanDuration(Duration::from_secs(15)),
             webhooks: Vec::new(),
+        }
+    }
+}
+
+/// The operator console on the admin listener (docs/console.md).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Console {
+    /// Whether `/console/` is served.
+    pub enabled: bool,
+    /// How long a sign-in lasts at most, however active.
+    pub session_lifetime: HumanDuration,
+    /// A session unused this long ends.
+    pub idle_timeout: HumanDuration,
+    /// The origins the console is reached at (`https://keys.example.com`),
+    /// when not the admin listener's own `Host` (behind a proxy that
+    /// terminates TLS or rewrites `Host`). State-changing requests from any
+    /// other origin are refused.
+    pub origins: Vec<String>,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console {
+            enabled: true,
+            session_lifetime: HumanDuration(Duration::from_secs(3600)),
+            idle_timeout: HumanDuration(Duration::from_secs(900)),
+            origins: Vec::new(),
         }
     }
 }

@@ -210,6 +210,25 @@ impl Config {
         if keepalive < Duration::from_secs(1) || keepalive > Duration::from_secs(300) {
             return Err(invalid(&["events", "keepalive"], "expected 1s to 5m"));
         }
+        let idle = self.console.idle_timeout.0;
+        if idle < Duration::from_secs(1) || idle > Duration::from_secs(86_400) {
+            return Err(invalid(&["console", "idle_timeout"], "expected 1s to 24h"));
+        }
+        let lifetime = self.console.session_lifetime.0;
+        if lifetime < idle || lifetime > Duration::from_secs(7 * 86_400) {
+            return Err(invalid(
+                &["console", "session_lifetime"],
+                format!(
+                    "expected console.idle_timeout ({}) to 7d",
+                    crate::time::format_duration(idle)
+                ),
+            ));
+        }
+        for o in &self.console.origins {
+            if let Some(why) = crate::http::admin::console::origin_problem(o) {
+                return Err(invalid(&["console", "origins"], format!("{o:?}: {why}")));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for w in &self.events.webhooks {
             if w.name.is_empty() || !names.insert(w.name.as_str()) {

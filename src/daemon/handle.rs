@@ -279,6 +279,52 @@ impl Handle {
         self.shared.store_reachable()
     }
 
+    /// The key timeline at this instant (the console draws it); `None`
+    /// before the first keys.
+    pub fn timeline(&self) -> Option<crate::lifecycle::timeline::Timeline> {
+        let snap = Option::clone(&self.snapshot())?;
+        Some(crate::lifecycle::timeline::timeline(
+            &snap.state,
+            self.policy(),
+            self.now(),
+        ))
+    }
+
+    /// Whether other replicas share the store, and whether this one leads.
+    pub fn leadership(&self) -> (bool, bool) {
+        (self.shared.store_shared, self.shared.is_leader())
+    }
+
+    /// Time since this replica last read and applied the shared state
+    /// (`None` with a store of its own).
+    pub fn since_sync(&self) -> Option<Duration> {
+        self.shared.store_shared.then(|| self.shared.since_sync())
+    }
+
+    /// This process's name in the audit log and the lease.
+    pub fn replica(&self) -> Option<String> {
+        self.shared.store().ok()?.replica()
+    }
+
+    /// Who holds the leader lease of a shared store, read from it on a
+    /// blocking thread within `deadline` (the store's own deadlines bound
+    /// the thread).
+    pub async fn lease_holder(
+        &self,
+        deadline: Duration,
+    ) -> Result<Option<crate::store::LeaseHolder>, String> {
+        let store = self.shared.store().map_err(|e| e.to_string())?;
+        if !store.shared() {
+            return Ok(None);
+        }
+        let read = tokio::task::spawn_blocking(move || store.lease_holder());
+        match tokio::time::timeout(deadline, read).await {
+            Err(_) => Err("the store did not answer in time".into()),
+            Ok(Err(e)) => Err(format!("lease read task failed: {e}")),
+            Ok(Ok(r)) => r.map_err(|e| e.to_string()),
+        }
+    }
+
     /// Whether the PKCS#11 token answers (`None`: no token configured).
     pub fn token_available(&self) -> Option<bool> {
         self.shared.token_available()

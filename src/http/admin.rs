@@ -19,6 +19,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 
 use crate::api::{KeysResponse, Revoked, RotateRequest, RotateResponse, TooEarly};
+pub mod console;
 mod events;
 mod refusal;
 mod sign;
@@ -69,6 +70,8 @@ pub struct AdminApi {
     /// `Cache-Control` of `/v1/keys/active` for the configured max-age,
     /// rendered once: the usual case, served without formatting.
     signing_key_cache_control: HeaderValue,
+    /// The operator console at `/console/`; `None` when disabled.
+    console: Option<console::Console>,
 }
 
 impl AdminApi {
@@ -78,6 +81,7 @@ impl AdminApi {
         allow: Vec<IpNet>,
         trusted_proxies: Vec<IpNet>,
         limits: Limits,
+        console: console::Settings,
     ) -> AdminApi {
         let signing_key_cache_control =
             cache_control("private", daemon.policy().signing_key_cache_max_age);
@@ -90,6 +94,7 @@ impl AdminApi {
             sign_rates: SignRates::default(),
             limits,
             signing_key_cache_control,
+            console: console.enabled.then(|| console::Console::new(console)),
         }
     }
 
@@ -141,6 +146,12 @@ fn permission(route: &Route) -> Option<Permission> {
 }
 
 pub async fn handle(api: Arc<AdminApi>, req: Request<Incoming>, conn: Conn) -> Response<Body> {
+    if console::is_console(req.uri().path()) {
+        return match admitted(&api, &req, conn.peer) {
+            Ok(addr) => console::handle(api, req, conn, addr).await,
+            Err(r) => r,
+        };
+    }
     let Some((route, param)) = routes::find(Listener::Admin, req.uri().path()) else {
         return not_found();
     };
@@ -158,39 +169,10 @@ pub async fn handle(api: Arc<AdminApi>, req: Request<Incoming>, conn: Conn) -> R
         }
     };
     let peer = conn.peer;
-    // The client address: the forwarded one behind a trusted proxy.
-    let forwarded: Result<Vec<&str>, _> = req
-        .headers()
-        .get_all("x-forwarded-for")
-        .iter()
-        .map(|v| v.to_str())
-        .collect();
-    let addr = match forwarded
-        .map_err(|_| BadForwardedFor("(not text)".into()))
-        .and_then(|f| client_address(peer.ip(), f, &api.trusted_proxies))
-    {
+    let addr = match admitted(&api, &req, peer) {
         Ok(a) => a,
-        Err(BadForwardedFor(entry)) => {
-            tracing::warn!(peer = %peer, client = "unknown", entry, "X-Forwarded-For from a trusted proxy is not a list of addresses");
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_forwarded_for",
-                format!(
-                    "X-Forwarded-For from a trusted proxy holds {entry:?}, not an address: fix \
-                     the proxy's configuration"
-                ),
-            );
-        }
+        Err(r) => return r,
     };
-    if !api.allow.is_empty() && !api.allow.iter().any(|n| n.contains(&addr)) {
-        api.count("403");
-        tracing::warn!(peer = %peer, addr = %addr, client = "unknown", "admin request from a network not in admin.allow");
-        return error(
-            StatusCode::FORBIDDEN,
-            "forbidden_network",
-            "this client's address is not allowed on the admin listener",
-        );
-    }
     if !allowed {
         return method_not_allowed(allow);
     }
@@ -198,7 +180,8 @@ pub async fn handle(api: Arc<AdminApi>, req: Request<Incoming>, conn: Conn) -> R
         return metrics(&api.daemon);
     };
     let is_sign = matches!(route, Route::Sign);
-    let client = match authenticate(&api, &req, &conn, addr) {
+    let presented = bearer(req.headers().get(header::AUTHORIZATION));
+    let client = match authenticate(&api, presented, &conn, addr, req.uri().path()) {
         Ok(c) => c,
         Err((name, r)) => {
             if is_sign {
@@ -287,9 +270,60 @@ pub async fn handle(api: Arc<AdminApi>, req: Request<Incoming>, conn: Conn) -> R
         Route::Keys => keys(&api.daemon),
         Route::Rotate => rotate(&api, req, &client, peer, addr).await,
         Route::Revoke(kid) => revoke(&api, req, &kid, &client, peer, addr).await,
-        Route::Events => events::stream(&api.daemon, &req, &client, peer, addr),
+        Route::Events => events::stream(
+            &api.daemon,
+            &req,
+            &client,
+            peer,
+            addr,
+            events::Scope::signers(),
+        ),
         Route::Metrics => not_found(),
     }
+}
+
+/// The client address of a request (the forwarded one behind a trusted
+/// proxy), or the answer that refuses it: a bad `X-Forwarded-For`, or an
+/// address outside `admin.allow`.
+fn admitted(
+    api: &AdminApi,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<IpAddr, Response<Body>> {
+    // The client address: the forwarded one behind a trusted proxy.
+    let forwarded: Result<Vec<&str>, _> = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.to_str())
+        .collect();
+    let addr = match forwarded
+        .map_err(|_| BadForwardedFor("(not text)".into()))
+        .and_then(|f| client_address(peer.ip(), f, &api.trusted_proxies))
+    {
+        Ok(a) => a,
+        Err(BadForwardedFor(entry)) => {
+            tracing::warn!(peer = %peer, client = "unknown", entry, "X-Forwarded-For from a trusted proxy is not a list of addresses");
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "bad_forwarded_for",
+                format!(
+                    "X-Forwarded-For from a trusted proxy holds {entry:?}, not an address: fix \
+                     the proxy's configuration"
+                ),
+            ));
+        }
+    };
+    if !api.allow.is_empty() && !api.allow.iter().any(|n| n.contains(&addr)) {
+        api.count("403");
+        tracing::warn!(peer = %peer, addr = %addr, client = "unknown", "admin request from a network not in admin.allow");
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden_network",
+            "this client's address is not allowed on the admin listener",
+        ));
+    }
+    Ok(addr)
 }
 
 /// The client a request is, or the answer that refuses it (with the name
@@ -301,14 +335,14 @@ pub async fn handle(api: Arc<AdminApi>, req: Request<Incoming>, conn: Conn) -> R
 /// (docs/security.md, "The failure limit").
 fn authenticate(
     api: &AdminApi,
-    req: &Request<Incoming>,
+    presented: Option<&str>,
     conn: &Conn,
     addr: IpAddr,
+    path: &str,
 ) -> Result<Arc<Client>, (String, Response<Body>)> {
     let clients = api.clients.load();
     let certificate = conn.certificate.as_deref();
     let now = std::time::Instant::now();
-    let presented = bearer(req.headers().get(header::AUTHORIZATION));
     let held_by = match clients.named_by_certificate(certificate) {
         Some(c) => Who::Client(c.name.clone()),
         None => Who::addr(addr),
@@ -352,7 +386,7 @@ fn authenticate(
             if n > AUTH_FAILURES_PER_MINUTE {
                 tracing::warn!(peer = %conn.peer, addr = %addr, client = name, failures = n, "rate limiting a client after repeated failed authentications");
             } else {
-                tracing::warn!(peer = %conn.peer, addr = %addr, client = name, reason = why.message(), path = req.uri().path(), "admin request without a valid token");
+                tracing::warn!(peer = %conn.peer, addr = %addr, client = name, reason = why.message(), path, "admin request without a valid token");
             }
             Err((name, unauthorized(why)))
         }

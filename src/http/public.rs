@@ -109,6 +109,21 @@ fn jwks_answer(api: &PublicApi, req: &Request<Incoming>) -> Response<Body> {
 }
 
 fn readiness(daemon: &Handle) -> Response<Body> {
+    let body = readiness_of(daemon);
+    let status = if body.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut r = json(status, &body);
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Whether this replica is ready, and why not: `/readyz`'s body, and the
+/// console's health panel.
+pub fn readiness_of(daemon: &Handle) -> Readiness {
     let mut reasons = Vec::new();
     let guard = daemon.snapshot();
     match guard.as_ref() {
@@ -156,7 +171,7 @@ fn readiness(daemon: &Handle) -> Response<Body> {
                 .to_owned(),
         );
     }
-    let body = Readiness {
+    Readiness {
         ready: reasons.is_empty(),
         reasons,
         // A failing rotation does not make jwksd unready while the current
@@ -164,14 +179,5 @@ fn readiness(daemon: &Handle) -> Response<Body> {
         lifecycle_failing: daemon.lifecycle_failing(),
         store_reachable: daemon.store_reachable(),
         token_available,
-    };
-    let status = if body.ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let mut r = json(status, &body);
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    }
 }

@@ -12,6 +12,7 @@ pub mod policy;
 pub mod promises;
 pub mod readiness;
 pub mod state;
+pub mod timeline;
 pub mod tokens;
 
 pub use action::{Action, ApplyError, NewKey};
@@ -87,6 +88,7 @@ mod purity {
         ("lifecycle/promises.rs", include_str!("promises.rs")),
         ("lifecycle/readiness.rs", include_str!("readiness.rs")),
         ("lifecycle/state.rs", include_str!("state.rs")),
+        ("lifecycle/timeline.rs", include_str!("timeline.rs")),
         ("lifecycle/tokens.rs", include_str!("tokens.rs")),
         ("keys/id.rs", include_str!("../keys/id.rs")),
         ("keys/custody.rs", include_str!("../keys/custody.rs")),

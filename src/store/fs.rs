@@ -763,6 +763,10 @@ impl KeyStore for FsStore {
         self.dir.display().to_string()
     }
 
+    fn replica(&self) -> Option<String> {
+        Some(self.replica.clone())
+    }
+
     fn version(&self) -> Result<u64, StoreError> {
         Ok(self.inner().version)
     }

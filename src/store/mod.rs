@@ -107,6 +107,26 @@ pub trait KeyStore: Send + Sync + 'static {
     fn shared(&self) -> bool {
         false
     }
+
+    /// This process as the audit records and the lease name it.
+    fn replica(&self) -> Option<String> {
+        None
+    }
+
+    /// Who holds the leader lease, and for how much longer (a shared
+    /// store); `None` when nobody does, or the store has no lease.
+    fn lease_holder(&self) -> Result<Option<LeaseHolder>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// The replica that holds the leader lease of a shared store.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LeaseHolder {
+    pub replica: String,
+    /// Milliseconds until the lease expires unless renewed (negative:
+    /// expired, not yet taken over).
+    pub expires_in_ms: i64,
 }
 
 /// One thing wrong with a store, with what to do about it.

@@ -1199,6 +1199,31 @@ impl KeyStore for PgStore {
         )
     }
 
+    fn replica(&self) -> Option<String> {
+        Some(self.holder.clone())
+    }
+
+    fn lease_holder(&self) -> Result<Option<super::LeaseHolder>, StoreError> {
+        self.with(
+            &self.data,
+            "read the leader lease",
+            deadline::QUERY,
+            async |c| {
+                Ok(c.query_opt(
+                    "SELECT holder, (extract(epoch FROM expires_at - now()) * 1000)::bigint \
+                         FROM jwksd_leader WHERE id = 1",
+                    &[],
+                )
+                .await
+                .map_err(db("read the leader lease"))?
+                .map(|r| super::LeaseHolder {
+                    replica: r.get(0),
+                    expires_in_ms: r.get(1),
+                }))
+            },
+        )
+    }
+
     fn lead(&self, lease: Duration) -> Result<Option<Instant>, StoreError> {
         // Measured before the request (and any reconnect): the lease is
         // never thought longer than the database granted it.

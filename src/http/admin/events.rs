@@ -39,12 +39,40 @@ struct Message<'a> {
     event: &'a Event,
 }
 
-fn frame(r: &Record) -> Bytes {
-    let data = serde_json::to_string(&Message {
-        seq: r.seq,
-        at: r.at().to_rfc3339(),
-        event: &r.event,
-    })
+/// Who a stream is for, and what it carries.
+pub(crate) struct Scope {
+    /// Every record, whole (the console's stream); else the events signers
+    /// act on, as [`Message`]s.
+    pub all: bool,
+    /// Ends the stream when it turns true or its sender goes (a console
+    /// session signed out or expired).
+    pub ends: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Ends the stream then (a console session's idle or absolute end);
+    /// the browser reconnects, and is refused if the session is over.
+    pub until: Option<tokio::time::Instant>,
+}
+
+impl Scope {
+    /// `GET /v1/events`.
+    pub(crate) fn signers() -> Scope {
+        Scope {
+            all: false,
+            ends: None,
+            until: None,
+        }
+    }
+}
+
+fn frame(r: &Record, all: bool) -> Bytes {
+    let data = if all {
+        serde_json::to_string(r)
+    } else {
+        serde_json::to_string(&Message {
+            seq: r.seq,
+            at: r.at().to_rfc3339(),
+            event: &r.event,
+        })
+    }
     .unwrap_or_default();
     Bytes::from(format!(
         "id: {}\nevent: {}\ndata: {data}\n\n",
@@ -52,12 +80,13 @@ fn frame(r: &Record) -> Bytes {
     ))
 }
 
-pub(super) fn stream(
+pub(crate) fn stream(
     daemon: &Handle,
     req: &Request<Incoming>,
     client: &Client,
     peer: SocketAddr,
     addr: IpAddr,
+    scope: Scope,
 ) -> Response<Body> {
     let after = match req
         .headers()
@@ -95,7 +124,7 @@ pub(super) fn stream(
     tokio::spawn(async move {
         let metrics = daemon.metrics();
         metrics.event_subscribers.inc();
-        let ended = follow(&daemon, feed, from, after.is_some(), &tx).await;
+        let ended = follow(&daemon, feed, from, after.is_some(), &tx, scope).await;
         metrics.event_subscribers.dec();
         drop(permit);
         tracing::info!(client = %name, peer = %peer, addr = %addr, why = ended, "event stream closed");
@@ -120,7 +149,11 @@ async fn follow(
     mut sent: u64,
     resume: bool,
     tx: &mpsc::Sender<Bytes>,
+    scope: Scope,
 ) -> &'static str {
+    let all = scope.all;
+    let mut ends = scope.ends;
+    let until = scope.until;
     let mut stopping = daemon.stopping();
     let keepalive = daemon.events_keepalive();
     if tx
@@ -158,7 +191,7 @@ async fn follow(
                 return "audit log unreadable";
             }
         }
-        if let Err(why) = catch_up(daemon, &mut sent, u64::MAX, tx).await {
+        if let Err(why) = catch_up(daemon, &mut sent, u64::MAX, tx, all).await {
             return why;
         }
     }
@@ -172,16 +205,16 @@ async fn follow(
                     // A gap: records the feed skipped (written elsewhere
                     // first); read them back.
                     if r.seq > sent + 1
-                        && let Err(why) = catch_up(daemon, &mut sent, r.seq - 1, tx).await
+                        && let Err(why) = catch_up(daemon, &mut sent, r.seq - 1, tx, all).await
                     {
                         return why;
                     }
-                    if let Err(why) = send(&r, &mut sent, tx).await {
+                    if let Err(why) = send(&r, &mut sent, tx, all).await {
                         return why;
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if let Err(why) = catch_up(daemon, &mut sent, u64::MAX, tx).await {
+                    if let Err(why) = catch_up(daemon, &mut sent, u64::MAX, tx, all).await {
                         return why;
                     }
                 }
@@ -193,15 +226,33 @@ async fn follow(
                 }
             }
             _ = tx.closed() => return "client gone",
+            _ = async {
+                match &mut ends {
+                    Some(e) => { let _ = e.wait_for(|ended| *ended).await; }
+                    None => std::future::pending().await,
+                }
+            } => return "session ended",
+            _ = async {
+                match until {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => return "session idle",
             _ = async { stopping.wait_for(|s| *s).await.map(|_| ()) } => return "daemon stopping",
         }
     }
 }
 
-/// Sends `r` if a signer acts on it; `sent` moves past it either way.
-async fn send(r: &Record, sent: &mut u64, tx: &mpsc::Sender<Bytes>) -> Result<(), &'static str> {
-    if r.event.kind.concerns_signers() {
-        tx.send(frame(r)).await.map_err(|_| "client gone")?;
+/// Sends `r` if the stream carries it (every record, or those a signer
+/// acts on); `sent` moves past it either way.
+async fn send(
+    r: &Record,
+    sent: &mut u64,
+    tx: &mpsc::Sender<Bytes>,
+    all: bool,
+) -> Result<(), &'static str> {
+    if all || r.event.kind.concerns_signers() {
+        tx.send(frame(r, all)).await.map_err(|_| "client gone")?;
     }
     *sent = r.seq;
     Ok(())
@@ -213,6 +264,7 @@ async fn catch_up(
     sent: &mut u64,
     until: u64,
     tx: &mpsc::Sender<Bytes>,
+    all: bool,
 ) -> Result<(), &'static str> {
     loop {
         let page = match daemon.events_since(*sent, PAGE).await {
@@ -224,7 +276,7 @@ async fn catch_up(
         };
         let full = page.len() == PAGE;
         for r in page.iter().filter(|r| r.seq <= until) {
-            send(r, sent, tx).await?;
+            send(r, sent, tx, all).await?;
         }
         if !full || *sent >= until {
             return Ok(());
