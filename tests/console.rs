@@ -287,7 +287,7 @@ async fn files_headers_and_sign_in() {
     ] {
         assert!(attrs.contains(&a), "{a} in {attrs:?}");
     }
-    // Plain HTTP here: no Secure (tests/console.rs's TLS test has it).
+    // Plain HTTP here: no Secure (tests/tls.rs checks it over TLS).
     assert!(!attrs.contains(&"Secure"), "{attrs:?}");
     assert_eq!(s.body["client"]["role"], "operator");
     assert_eq!(s.body["idle_timeout_seconds"], 900);
@@ -642,5 +642,81 @@ async fn the_console_in_a_real_browser() {
             "{}",
             p.display()
         );
+    }
+}
+
+/// With PostgreSQL: each replica's health panel names the lease holder,
+/// and after the leader is killed the other replica takes the lease and
+/// says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_names_the_leader_of_replicas() {
+    let cluster = support::pg::Cluster::start();
+    let url = cluster.database("console");
+    let tmp = tempfile::tempdir().unwrap();
+    let env = [
+        ("JWKSD_STORE_URL", url.as_str()),
+        (
+            "JWKSD_MASTER_KEY",
+            "q1XJtQ8e3k5m9r2Yb7vL0pZcW4sN6aHdF1gU8iT3oKE=",
+        ),
+    ];
+    let mut replicas = Vec::new();
+    for i in 0..2 {
+        let dir = tmp.path().join(format!("r{i}"));
+        let config = support::daemon::write_config(
+            &dir,
+            &format!("{SLOW}store:\n  leader_lease: 2s\n  poll_interval: 300ms\n"),
+        );
+        replicas.push(Daemon::start_with(&dir, &config, &env).await);
+    }
+    async fn health(d: &Daemon) -> Value {
+        let s = sign_in(d, &d.operator).await.expect("signed in");
+        let r = s.get(d, "/console/api/health").await;
+        assert_eq!(r.status, 200);
+        r.json().unwrap()
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (leader, holder) = loop {
+        let h0 = health(&replicas[0]).await;
+        let h1 = health(&replicas[1]).await;
+        assert_eq!(
+            (h0["shared_store"].clone(), h1["shared_store"].clone()),
+            (json!(true), json!(true))
+        );
+        let leading: Vec<usize> = [&h0, &h1]
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h["leader"] == true)
+            .map(|(i, _)| i)
+            .collect();
+        if let [i] = leading[..] {
+            let me = [&h0, &h1][i]["replica"].clone();
+            // Both name the same holder: the leader.
+            if h0["lease_holder"] == me && h1["lease_holder"] == me {
+                assert!(h0["lease_expires_in_seconds"].as_f64().unwrap() > 0.0);
+                assert!([&h0, &h1][1 - i]["synced_seconds_ago"].as_f64().unwrap() < 5.0);
+                break (i, me);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no single leader named: {h0}\n{h1}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    replicas[leader].kill();
+    let other = &replicas[1 - leader];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let h = health(other).await;
+        if h["leader"] == true && h["lease_holder"] == h["replica"] {
+            assert_ne!(h["lease_holder"], holder);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lease was not taken over: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -251,3 +251,80 @@ fn a_readable_tls_key_is_refused_at_start() {
         "{err}"
     );
 }
+
+/// The console over TLS: its cookie is `__Secure-` and `Secure`, and the
+/// origin it accepts changes from is the https one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_over_tls_has_a_secure_cookie() {
+    use hyper::Method;
+    use hyper::header::HeaderName;
+    let tmp = tempfile::tempdir().unwrap();
+    let p = pki(tmp.path());
+    let body = format!(
+        "{FAST}tls:\n  admin:\n    cert_file: {c}\n    key_file: {k}\n",
+        c = p.server_cert.display(),
+        k = p.server_key.display(),
+    );
+    let config = support::daemon::write_config(tmp.path(), &body);
+    let d =
+        Daemon::start_with_client(tmp.path(), &config, &[], client(Some(&p.ca_file), None)).await;
+    assert!(d.admin.starts_with("https://"));
+    let origin = HeaderName::from_static("origin");
+    let url = format!("{}/console/api/session", d.admin);
+    let sign_in = |o: String| {
+        let body = bytes::Bytes::from(
+            serde_json::to_vec(&serde_json::json!({ "token": d.operator })).unwrap(),
+        );
+        let url = url.clone();
+        let c = d.client.clone();
+        let origin = origin.clone();
+        async move {
+            c.send(
+                Method::POST,
+                &url,
+                None,
+                &[(origin, o.as_str())],
+                Some(body),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let plain = sign_in(d.admin.replace("https://", "http://")).await;
+    assert_eq!(plain.status, 403, "an http origin is not the console's");
+    let r = sign_in(d.admin.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    let cookie = r.header("set-cookie").unwrap().to_owned();
+    assert!(cookie.starts_with("__Secure-jwksd_console="), "{cookie}");
+    let attrs: Vec<&str> = cookie.split(';').map(str::trim).collect();
+    for a in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/console/"] {
+        assert!(attrs.contains(&a), "{a} in {cookie}");
+    }
+    let value = attrs[0];
+    let t = d
+        .client
+        .send(
+            Method::GET,
+            &format!("{}/console/api/timeline", d.admin),
+            None,
+            &[(HeaderName::from_static("cookie"), value)],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.status, 200);
+    // A cookie of the plain-HTTP name is not this listener's.
+    let other = value.replacen("__Secure-", "", 1);
+    let t = d
+        .client
+        .send(
+            Method::GET,
+            &format!("{}/console/api/timeline", d.admin),
+            None,
+            &[(HeaderName::from_static("cookie"), other.as_str())],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.status, 401);
+}

@@ -130,6 +130,16 @@ impl Config {
                 w.secret_file.display()
             ));
         }
+        out.push_str(&if self.console.enabled {
+            format!(
+                "the operator console is at /console/ on the admin listener; a sign-in lasts {} at \
+                 most, {} idle (console.*)\n",
+                format_duration(self.console.session_lifetime.0),
+                format_duration(self.console.idle_timeout.0)
+            )
+        } else {
+            "the operator console is off (console.enabled: false)\n".to_owned()
+        });
         Ok(out)
     }
 }
