@@ -38,7 +38,9 @@
 //!   compare-and-set and answers the commands in progress, `tokens` the
 //!   lifetime rules of a token to sign, `readiness` when the last known
 //!   keys stop being the right ones and whether the keys held may still be
-//!   used (`key_currency`). No clock, no I/O, no randomness: a
+//!   used (`key_currency`), `timeline` the key timeline the console draws
+//!   (each key's instants and windows, what a rotation or a revocation
+//!   would do now). No clock, no I/O, no randomness: a
 //!   test holds it to `keys::id`, `keys::custody` and `time`.
 //! - [`audit`]: the audit log's record, actor and hash chain, and its
 //!   verification ([`audit::Chain`]); plain data and SHA-256, no I/O. The
@@ -78,7 +80,9 @@
 //!   `http` both).
 //! - [`http`]: the hyper server, the route table of both listeners
 //!   (`docs/openapi.yaml` is checked against it), the public and admin APIs
-//!   (the `/v1/events` stream among them: `admin::events`),
+//!   (the `/v1/events` stream among them: `admin::events`), the operator
+//!   console (`admin::console`: its embedded files from `console/`, the
+//!   session cookie and its CSRF and Origin checks, the console's own API),
 //!   CORS on the JWK Set, authentication;
 //!   it renders HTTP (status, headers such as Cache-Control from the
 //!   daemon's max-ages) and maps the core's refusals to answers.
