@@ -103,8 +103,12 @@ class ApiError extends Error {
  * One JSON request to the console API. A 401 anywhere (other than where the
  * caller handles it) means the session is gone: back to the sign-in form.
  */
-async function api(method, path, { body, csrf = false, allow401 = false } = {}) {
+// Reads are the page's own refreshes unless said otherwise: marked as
+// background, they do not push the session's idle end back, so that an
+// open tab nobody uses still times out (console.idle_timeout).
+async function api(method, path, { body, csrf = false, allow401 = false, background = method === 'GET' } = {}) {
   const headers = { Accept: 'application/json' };
+  if (background) headers['X-Console-Background'] = '1';
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (csrf) headers['X-CSRF-Token'] = state.csrf ?? '';
   let res;
@@ -182,8 +186,13 @@ async function onSignin(e) {
 async function onSignout() {
   try {
     await api('DELETE', 'session', { csrf: true, allow401: true });
-  } catch {
-    // Signed out either way: a 401 means the session was already gone.
+  } catch (e) {
+    // A 401: the session was already gone. Anything else: it may still
+    // stand, and the operator must know.
+    if (e.status !== 401) {
+      setResult('error', `Sign-out failed: ${e.message}. Close the browser to end the session.`);
+      return;
+    }
   }
   stopConsole();
   showSignin('You are signed out.');
@@ -624,7 +633,7 @@ function renderUpcoming() {
 
 function renderLaneActions() {
   const holder = $('rotate-lanes');
-  const lanes = state.timeline?.lanes ?? [];
+  const lanes = (state.timeline?.lanes ?? []).filter((l) => l.configured !== false);
   keepFocus(() => holder.replaceChildren(...lanes.map((lane) => {
     const r = lane.rotate ?? {};
     const es = TL.parseTime(r.earliest_safe);
@@ -671,7 +680,9 @@ function openRotate(alg) {
 
 function fillRotateDialog() {
   const alg = state.pending?.alg ?? null;
-  const lanes = (state.timeline?.lanes ?? []).filter((l) => !alg || l.alg === alg);
+  // Rotate all: the configured algorithms, as the daemon rotates them; a
+  // lane left from an algorithm no longer configured only retires.
+  const lanes = (state.timeline?.lanes ?? []).filter((l) => (alg ? l.alg === alg : l.configured !== false));
   $('rotate-title').textContent = alg ? `Rotate ${alg}` : 'Rotate all algorithms';
   const body = lanes.map((lane) => {
     const r = lane.rotate ?? {};
@@ -865,6 +876,8 @@ function setStream(text) {
 function addEvent(rec) {
   if (rec?.seq == null || state.seen.has(rec.seq)) return;
   state.seen.add(rec.seq);
+  // Bounded: only the newest seqs can come again (a resumed stream).
+  if (state.seen.size > 4 * MAX_EVENTS) state.seen.delete(state.seen.values().next().value);
   const list = $('events');
   list.querySelector('.placeholder')?.remove();
   const li = auditItem(rec);
@@ -989,8 +1002,20 @@ function renderMetrics(result) {
 // ---------------------------------------------------------------------------
 // Boot
 
+// The operator's own input keeps the session alive (at most one request a
+// minute); the page's refreshes alone do not.
+let lastTouch = 0;
+function touch() {
+  if (!state.csrf || Date.now() - lastTouch < 60_000) return;
+  lastTouch = Date.now();
+  api('GET', 'session', { background: false, allow401: true }).catch((e) => {
+    if (e.status === 401) sessionEnded(SESSION_ENDED);
+  });
+}
+
 async function boot() {
   buildZoomButtons();
+  for (const ev of ['pointerdown', 'keydown']) document.addEventListener(ev, touch, { passive: true });
   $('signin-form').addEventListener('submit', onSignin);
   $('signout').addEventListener('click', onSignout);
   $('zoom-in').addEventListener('click', () => zoomStep(-1));
@@ -1016,7 +1041,7 @@ async function boot() {
   }).observe($('timeline'));
 
   try {
-    const session = await api('GET', 'session', { allow401: true });
+    const session = await api('GET', 'session', { allow401: true, background: false });
     startConsole(session);
   } catch (e) {
     showSignin(e.code === 'session_expired' || e.code === 'session_ended' ? SESSION_ENDED : e.status && e.status !== 401 ? `The console could not reach jwksd: ${e.message}` : '');

@@ -27,6 +27,58 @@ const CONTENT_TYPE: HeaderName = HeaderName::from_static("content-type");
 /// Rotation out of the way: the tests rotate by hand.
 const SLOW: &str = "rotation:\n  every: 1h\njwks:\n  cache_max_age: 1s\ntokens:\n  clock_skew: 1s\n  max_lifetime: 4s\nsigning_key:\n  cache_max_age: 1s\n";
 
+/// What in a page the CSP would block as inline: script elements with a
+/// body or without `src`, `<style>`, `style=` and `on…=` attributes.
+fn inline_code(html: &str) -> Vec<String> {
+    let lower = html.to_ascii_lowercase();
+    let mut found = Vec::new();
+    let mut rest = lower.as_str();
+    while let Some(i) = rest.find('<') {
+        let tag_end = rest[i..].find('>').map_or(rest.len(), |j| i + j);
+        let tag = &rest[i..tag_end];
+        let name: String = tag[1..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        if name == "style" {
+            found.push(tag.to_owned());
+        }
+        if name == "script" {
+            let body_end = rest[tag_end..].find("</script").map_or(0, |j| j);
+            if !tag.contains(" src=") || rest[tag_end + 1..tag_end + body_end].trim() != "" {
+                found.push(tag.to_owned());
+            }
+        }
+        for attr in tag.split_whitespace().skip(1) {
+            let key = attr.split('=').next().unwrap_or("");
+            if attr.contains('=') && (key == "style" || (key.starts_with("on") && key.len() > 2)) {
+                found.push(tag.to_owned());
+            }
+        }
+        rest = &rest[tag_end.min(rest.len())..];
+        if rest.len() <= 1 {
+            break;
+        }
+        rest = &rest[1..];
+    }
+    found
+}
+
+#[test]
+fn the_inline_code_check_finds_what_the_csp_blocks() {
+    assert!(inline_code("<p>hi</p><script type=\"module\" src=\"a.js\"></script>").is_empty());
+    for bad in [
+        "<script>alert(1)</script>",
+        "<script type=\"module\">import x from 'y'</script>",
+        "<script src=\"a.js\">x()</script>",
+        "<button onclick=\"x()\">b</button>",
+        "<p style=\"color:red\">p</p>",
+        "<style>p{}</style>",
+    ] {
+        assert!(!inline_code(bad).is_empty(), "{bad}");
+    }
+}
+
 fn new_token() -> String {
     jwksd::http::auth::random_token().as_str().to_owned()
 }
@@ -69,6 +121,44 @@ fn code(r: &Reply) -> String {
     r.json()
         .and_then(|v| v["code"].as_str().map(str::to_owned))
         .unwrap_or_default()
+}
+
+/// `console.idle_timeout` in the session test: long enough that a stream
+/// ending within a second of its cause did not end at its idle end.
+const IDLE_S: u64 = 4;
+const BACKGROUND: HeaderName = HeaderName::from_static("x-console-background");
+
+/// Opens the console's event stream with `cookie`; the task ends with the
+/// stream, and says when.
+fn open_stream(d: &Daemon, cookie: &str) -> tokio::task::JoinHandle<(Reply, Instant)> {
+    let client = d.client.clone();
+    let url = format!("{}/console/api/events", d.admin);
+    let cookie = cookie.to_owned();
+    tokio::spawn(async move {
+        let r = client
+            .send(Method::GET, &url, None, &[(COOKIE, cookie.as_str())], None)
+            .await
+            .expect("the stream answered");
+        (r, Instant::now())
+    })
+}
+
+/// Waits for a stream to end within `within` of `cause`.
+async fn ended_within(
+    stream: tokio::task::JoinHandle<(Reply, Instant)>,
+    cause: Instant,
+    within: Duration,
+) -> Reply {
+    let (r, at) = tokio::time::timeout(Duration::from_secs(10), stream)
+        .await
+        .expect("the stream ends")
+        .unwrap();
+    assert!(
+        at.duration_since(cause) < within,
+        "the stream ended {:?} after its cause",
+        at.duration_since(cause)
+    );
+    r
 }
 
 /// A signed-in session: the cookie to send back and the CSRF token.
@@ -171,8 +261,11 @@ async fn files_headers_and_sign_in() {
     assert_eq!(index.status, 200);
     let html = String::from_utf8_lossy(&index.body);
     assert!(html.contains("src=\"console.js\""), "{html}");
-    assert!(!html.contains("<script>"), "no inline script: {html}");
-    assert!(!html.contains(" style="), "no inline style: {html}");
+    assert_eq!(
+        inline_code(&html),
+        Vec::<String>::new(),
+        "no inline script or style"
+    );
     // Revalidated with its ETag.
     let etag = index.header("etag").unwrap().to_owned();
     let again = send(
@@ -353,7 +446,7 @@ async fn changes_need_the_origin_and_the_csrf_token_and_sessions_end() {
     let config = write_config_with(
         tmp.path(),
         &format!("  clients: {}\n", clients.display()),
-        &format!("{SLOW}console:\n  idle_timeout: 2s\n  session_lifetime: 1h\n"),
+        &format!("{SLOW}console:\n  idle_timeout: {IDLE_S}s\n  session_lifetime: 1h\n"),
     );
     let d = Daemon::start_with(tmp.path(), &config, &[]).await;
     let before = d.keys().await;
@@ -474,61 +567,127 @@ async fn changes_need_the_origin_and_the_csrf_token_and_sessions_end() {
         .await;
     assert_eq!((r.status.as_u16(), code(&r).as_str()), (403, "forbidden"));
 
-    // A stream ends when its session signs out; the session is gone.
-    let stream = {
-        let client = d.client.clone();
-        let url = format!("{}/console/api/events", d.admin);
-        let cookie = s.cookie.clone();
-        tokio::spawn(async move {
-            client
-                .send(Method::GET, &url, None, &[(COOKIE, cookie.as_str())], None)
-                .await
-        })
-    };
+    // Requests from another origin of the same site (another port) are
+    // refused, reads too; a cookie planted to shadow ours does not hide it.
+    let r = send(
+        &d,
+        Method::GET,
+        "/console/api/timeline",
+        &[(COOKIE, s.cookie.as_str()), (FETCH_SITE, "same-site")],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), code(&r).as_str()),
+        (403, "cross_origin")
+    );
+    let shadowed = format!("jwksd_console=planted; {}", s.cookie);
+    let r = send(
+        &d,
+        Method::GET,
+        "/console/api/timeline",
+        &[(COOKIE, shadowed.as_str())],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    // Nothing to sign in with: refused, and not counted as a failure.
+    let o = origin(&d);
+    let r = send(
+        &d,
+        Method::POST,
+        "/console/api/session",
+        &[(ORIGIN, &o)],
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(
+        (r.status.as_u16(), code(&r).as_str()),
+        (400, "no_credential")
+    );
+
+    // Two streams per session, not three.
+    let first = open_stream(&d, &s.cookie);
+    let second = open_stream(&d, &s.cookie);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let third = send(
+        &d,
+        Method::GET,
+        "/console/api/events",
+        &[(COOKIE, s.cookie.as_str())],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (third.status.as_u16(), code(&third).as_str()),
+        (429, "too_many_streams")
+    );
+
+    // The streams end at sign-out, at once; the session is gone.
     let r = s
         .change(&d, Method::DELETE, "/console/api/session", None)
         .await;
+    let signed_out = Instant::now();
     assert_eq!(r.status, 204);
     assert!(r.header("set-cookie").unwrap().contains("Max-Age=0"));
-    let ended = tokio::time::timeout(Duration::from_secs(5), stream)
-        .await
-        .expect("the stream ends at sign-out")
-        .unwrap()
-        .expect("the stream answered");
-    assert_eq!(ended.status, 200);
-    assert!(String::from_utf8_lossy(&ended.body).starts_with("retry:"));
+    for stream in [first, second] {
+        let ended = ended_within(stream, signed_out, Duration::from_secs(1)).await;
+        assert_eq!(ended.status, 200);
+        assert!(String::from_utf8_lossy(&ended.body).starts_with("retry:"));
+    }
     let r = s.get(&d, "/console/api/timeline").await;
     assert_eq!((r.status.as_u16(), code(&r).as_str()), (401, "no_session"));
 
-    // Idle past console.idle_timeout: expired.
-    let idle = sign_in(&d, &d.operator).await.expect("signed in");
-    assert_eq!(idle.get(&d, "/console/api/health").await.status, 200);
-    tokio::time::sleep(Duration::from_millis(2300)).await;
-    let r = idle.get(&d, "/console/api/timeline").await;
-    assert_eq!(
-        (r.status.as_u16(), code(&r).as_str()),
-        (401, "session_expired")
-    );
-
-    // A credential withdrawn from the clients file ends its sessions.
-    let v = sign_in(&d, &viewer).await.expect("a viewer signs in");
-    write_clients(&clients, "clients: []\n");
-    assert_eq!(unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = v.get(&d, "/console/api/timeline").await;
-        if r.status == 401 {
-            assert_eq!(code(&r), "session_ended");
-            break;
+    // Idle past console.idle_timeout: expired. The page's background
+    // refreshes do not keep it alive; the user's own requests do.
+    let polled = sign_in(&d, &d.operator).await.expect("signed in");
+    let used = sign_in(&d, &d.operator).await.expect("signed in");
+    let start = Instant::now();
+    let expired = loop {
+        let r = send(
+            &d,
+            Method::GET,
+            "/console/api/health",
+            &[(COOKIE, polled.cookie.as_str()), (BACKGROUND, "1")],
+            None,
+        )
+        .await;
+        if r.status != 200 {
+            break r;
         }
         assert!(
-            Instant::now() < deadline,
-            "the viewer's session outlived its token"
+            start.elapsed() < Duration::from_secs(IDLE_S + 2),
+            "background polls kept the session alive"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        assert_eq!(used.get(&d, "/console/api/health").await.status, 200);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        (expired.status.as_u16(), code(&expired).as_str()),
+        (401, "session_expired")
+    );
+    assert!(start.elapsed() >= Duration::from_secs(IDLE_S - 1));
+    assert_eq!(used.get(&d, "/console/api/timeline").await.status, 200);
+
+    // A credential withdrawn from the clients file ends its sessions, and
+    // their streams, at the reload.
+    let v = sign_in(&d, &viewer).await.expect("a viewer signs in");
+    let stream = open_stream(&d, &v.cookie);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    write_clients(&clients, "clients: []\n");
+    let reloaded = Instant::now();
+    assert_eq!(unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) }, 0);
+    ended_within(stream, reloaded, Duration::from_secs(2)).await;
+    let r = v.get(&d, "/console/api/timeline").await;
+    assert_eq!(
+        (r.status.as_u16(), code(&r).as_str()),
+        (401, "session_ended")
+    );
     let log = d.log_text();
+    assert!(
+        log.contains("session ended"),
+        "the streams say why they ended"
+    );
     assert!(!log.contains(&s.csrf), "the CSRF token is never logged");
     assert!(
         !log.contains(s.cookie.split('=').nth(1).unwrap()),
@@ -630,6 +789,13 @@ async fn the_console_in_a_real_browser() {
     ] {
         assert!(stdout.contains(&format!("ok: {step}")), "{step}:\n{stdout}");
     }
+    // The cross-origin POST the page made was refused by the Origin check
+    // (it carried no CSRF token either, but the Origin check comes first).
+    assert!(
+        d.log_text()
+            .contains("console request refused: not from the console's origin"),
+        "the Origin check refused the cross-origin POST"
+    );
     for shot in [
         "timeline.png",
         "rotate-dialog.png",

@@ -38,6 +38,10 @@ pub enum Permission {
     Change,
     /// `GET /v1/events`: the live stream of key changes.
     FollowEvents,
+    /// The operator console's audit records and its stream of every
+    /// record (who did what): operators and viewers, as `jwksd audit`
+    /// shows them to whoever can read the store.
+    ReadAudit,
 }
 
 impl Role {
@@ -55,7 +59,7 @@ impl Role {
         match self {
             Role::Operator => true,
             Role::Signer => matches!(p, Permission::UseKey | Permission::FollowEvents),
-            Role::Viewer => p == Permission::ReadKeys,
+            Role::Viewer => matches!(p, Permission::ReadKeys | Permission::ReadAudit),
         }
     }
 }
@@ -365,6 +369,8 @@ mod tests {
         assert!(Role::Signer.allows(UseKey) && Role::Signer.allows(FollowEvents));
         assert!(!Role::Viewer.allows(FollowEvents));
         assert!(!Role::Signer.allows(ReadKeys) && !Role::Signer.allows(Change));
+        assert!(!Role::Signer.allows(ReadAudit));
+        assert!(Role::Viewer.allows(ReadAudit) && Role::Operator.allows(ReadAudit));
         assert!(Role::Viewer.allows(ReadKeys));
         assert!(!Role::Viewer.allows(UseKey) && !Role::Viewer.allows(Change));
     }

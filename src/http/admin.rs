@@ -118,11 +118,15 @@ impl AdminApi {
             .inc();
     }
 
-    /// Forgets the sign rates of clients no longer configured (after a
-    /// reload).
+    /// Forgets the sign rates of clients no longer configured, and ends
+    /// the console sessions whose credential no longer identifies their
+    /// client (after a reload).
     pub fn forget_removed_clients(&self) {
         let clients = self.clients.load();
         self.sign_rates.retain(|name| clients.get(name).is_some());
+        if let Some(c) = &self.console {
+            c.revalidate(&clients, self.daemon.now());
+        }
     }
 }
 
@@ -214,6 +218,7 @@ pub async fn handle(api: Arc<AdminApi>, req: Request<Incoming>, conn: Conn) -> R
             Permission::UseKey => "a signer or operator client",
             Permission::Change => "an operator client",
             Permission::FollowEvents => "a signer or operator client",
+            Permission::ReadAudit => "a viewer or operator client",
         };
         return error(
             StatusCode::FORBIDDEN,

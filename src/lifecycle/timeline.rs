@@ -46,6 +46,9 @@ pub struct PolicyView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Lane {
     pub alg: Alg,
+    /// In `algorithms`: rotated and replaced. A lane of keys left from an
+    /// algorithm no longer configured only retires.
+    pub configured: bool,
     pub keys: Vec<Bar>,
     pub rotate: RotateOutlook,
 }
@@ -174,6 +177,7 @@ pub fn timeline(state: &KeyringState, policy: &Policy, now: Timestamp) -> Timeli
         .into_iter()
         .map(|alg| Lane {
             alg,
+            configured: policy.algorithms.contains(&alg),
             keys: state
                 .keys
                 .iter()
@@ -328,17 +332,25 @@ fn revoke_outlook(
     k: &KeyRecord,
 ) -> RevokeOutlook {
     let verifiers_stop_by = verifiers_drop_by(state, policy, now);
-    let held = policy.served(&k.promised);
+    // What any replica may have promised about it: the larger of this
+    // configuration and the key's record, as its retention counts.
+    let held = policy.promised().max(k.promised);
     let tokens_live = held.max_token_lifetime().saturating_add(held.clock_skew());
+    // Signers keep a pulled copy this long after they could learn of a
+    // change.
+    let copies = policy
+        .propagation
+        .saturating_add(held.signing_key_cache_max_age());
     let stop = verifiers_stop_by.to_rfc3339();
+    let configured = policy.algorithms.contains(&k.alg);
     match k.state {
         KeyState::Active => {
-            let successor = state.next_key(k.alg);
+            let successor = state
+                .next_key(k.alg)
+                .filter(|n| configured && n.custody == policy.custody);
             let successor_early =
                 successor.is_some_and(|n| now < earliest_activation(state, n, policy));
-            let switch_by = now
-                .saturating_add(policy.propagation)
-                .saturating_add(held.signing_key_cache_max_age());
+            let switch_by = now.saturating_add(copies);
             let valid_until = switch_by.saturating_add(tokens_live);
             let from = k.activated_at.unwrap_or(k.published_at);
             let mut summary = format!(
@@ -367,10 +379,14 @@ fn revoke_outlook(
                     n.kid,
                     n.published_at.to_rfc3339()
                 )),
-                None => summary.push_str(
+                None if configured => summary.push_str(
                     " There is no next key: a new one is generated and signs at once, before \
                      any verifier can have it.",
                 ),
+                None => summary.push_str(&format!(
+                    " {} is no longer configured: no key replaces it.",
+                    k.alg
+                )),
             }
             RevokeOutlook {
                 tokens_signed_from: Some(from),
@@ -378,14 +394,19 @@ fn revoke_outlook(
                 tokens_valid_until: Some(valid_until),
                 verifiers_stop_by,
                 successor: successor.map(|n| n.kid.clone()),
-                successor_early: successor_early || successor.is_none(),
+                successor_early: successor_early || (configured && successor.is_none()),
                 signers_switch_by: Some(switch_by),
                 summary,
             }
         }
         KeyState::Retiring => {
             let from = k.activated_at.unwrap_or(k.published_at);
-            let until = k.deactivated_at.unwrap_or(now);
+            // Signers holding a copy went on signing after the
+            // deactivation, until their copy's max-age ran out.
+            let until = k
+                .deactivated_at
+                .map_or(now, |d| d.saturating_add(copies))
+                .min(now);
             let valid = k
                 .retire_at
                 .unwrap_or(until.saturating_add(tokens_live))
@@ -436,7 +457,9 @@ fn rotate_outlook(
     alg: Alg,
 ) -> RotateOutlook {
     let active = state.active(alg);
-    let next = state.next_key(alg);
+    // Only a next key made where new keys go may become active (the
+    // planner's `next_here`); another is retired and made again.
+    let next = state.next_key(alg).filter(|n| n.custody == policy.custody);
     let earliest_safe = next.map(|n| earliest_activation(state, n, policy));
     let (safe_now, force_breaks, refusal) = match rotate(state, policy, now, Some(alg), false) {
         Ok(_) => (true, None, None),

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{AdminApi, authenticate, events, revoke, rotate};
-use crate::access::{Client, Permission};
+use crate::access::{Client, Clients, Permission};
 use crate::http::auth::random_token;
 use crate::http::{
     Body, Conn, bytes_response, error, json, method_not_allowed, not_found, read_body,
@@ -36,7 +36,7 @@ use crate::http::{
 
 pub mod session;
 
-use session::{Active, Lookup, Sessions};
+use session::{Active, Lookup, Sessions, Use};
 
 /// Where the console is served.
 pub const PREFIX: &str = "/console/";
@@ -82,16 +82,49 @@ impl Settings {
     }
 }
 
-/// The console's state: its settings and the sessions signed in.
+/// The console's state: its settings, the sessions signed in, and the
+/// lease holder last read for the health panel.
 pub struct Console {
     settings: Settings,
-    sessions: Sessions,
+    sessions: Arc<Sessions>,
+    lease: tokio::sync::Mutex<Option<(Instant, LeaseRead)>>,
 }
+
+/// The leader lease as the health panel shows it.
+type LeaseRead = Result<Option<crate::store::LeaseHolder>, ()>;
+
+/// How long a read of the lease holder serves every page: health polls
+/// must not queue on the database connection that commits use.
+const LEASE_CACHE: Duration = Duration::from_secs(2);
 
 impl Console {
     pub fn new(settings: Settings) -> Console {
-        let sessions = Sessions::new(settings.session_lifetime, settings.idle_timeout);
-        Console { settings, sessions }
+        let sessions = Arc::new(Sessions::new(
+            settings.session_lifetime,
+            settings.idle_timeout,
+        ));
+        Console {
+            settings,
+            sessions,
+            lease: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Ends the sessions whose credential no longer identifies their
+    /// client, or whose client may no longer read the console (after the
+    /// clients list is reloaded): their streams close at once.
+    pub fn revalidate(&self, clients: &Clients, now: crate::time::Timestamp) {
+        let ended = self.sessions.retain_valid(|name, digest, certificate| {
+            clients
+                .identify_digest(digest, certificate, now)
+                .is_ok_and(|c| c.name == name && c.role.allows(Permission::ReadKeys))
+        });
+        if ended > 0 {
+            tracing::info!(
+                sessions = ended,
+                "console sessions ended: their credential is no longer valid"
+            );
+        }
     }
 
     /// The cookie's name: `__Secure-` over TLS, so that a page served
@@ -249,16 +282,38 @@ async fn route(
     if !allow.split(", ").any(|m| m == method.as_str()) {
         return method_not_allowed(allow);
     }
+    // Any API request must come from the console's own page: a page of
+    // another origin on the same site (another port) carries the cookie.
+    if let Err(why) = same_site_fetch(req.headers()) {
+        tracing::warn!(addr = %addr, path = req.uri().path(), why, "console request refused: not from the console's origin");
+        return cross_origin(why);
+    }
     if rest == "session" && method == Method::POST {
         return sign_in(api, console, req, conn, addr).await;
     }
     let changes = method != Method::GET;
-    let (active, client, id) = match signed_in(api, console, &req, conn, addr, changes) {
+    let (active, id) = match session_of(console, &req, addr, changes) {
         Ok(s) => s,
+        Err(r) => return r,
+    };
+    if rest == "session" && method == Method::DELETE {
+        // Signed out as soon as the page proves it is the session's own,
+        // whatever has become of its credential.
+        console.sessions.end(&id);
+        tracing::info!(client = %active.client, addr = %addr, "console sign-out");
+        let mut r = Response::new(Body::default());
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        r.headers_mut()
+            .insert(header::SET_COOKIE, console.cookie("", Duration::ZERO));
+        return r;
+    }
+    let client = match identify(api, console, &active, &id, conn, addr) {
+        Ok(c) => c,
         Err(r) => return r,
     };
     let needs = match rest {
         "rotate" => Permission::Change,
+        "audit" | "events" => Permission::ReadAudit,
         _ if revoke_kid(rest).is_some() => Permission::Change,
         _ => Permission::ReadKeys,
     };
@@ -275,31 +330,47 @@ async fn route(
     }
     let peer = conn.peer;
     match (rest, &method) {
-        ("session", &Method::GET) => session_info(api, console, &active, &client, None),
-        ("session", _) => {
-            console.sessions.end(&id);
-            tracing::info!(client = %client.name, addr = %addr, "console sign-out");
-            let mut r = Response::new(Body::default());
-            *r.status_mut() = StatusCode::NO_CONTENT;
-            r.headers_mut()
-                .insert(header::SET_COOKIE, console.cookie("", Duration::ZERO));
-            r
-        }
+        ("session", _) => session_info(api, console, &active, &client, None),
         ("timeline", _) => timeline(api),
-        ("health", _) => health(api).await,
+        ("health", _) => health(api, console).await,
         ("audit", _) => audit(api, &req).await,
-        ("events", _) => events::stream(
-            &api.daemon,
-            &req,
-            &client,
-            peer,
-            addr,
-            events::Scope {
-                all: true,
-                ends: Some(active.ended.clone()),
-                until: Some(tokio::time::Instant::from_std(active.ends_at)),
-            },
-        ),
+        ("events", _) => {
+            let Ok(hold) = Arc::clone(&active.streams).try_acquire_owned() else {
+                let mut r = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_streams",
+                    format!(
+                        "this session already has {} event streams open: close another tab \
+                         of the console",
+                        session::STREAMS_PER_SESSION
+                    ),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                return r;
+            };
+            let still = StillSignedIn {
+                sessions: Arc::clone(&console.sessions),
+                clients: Arc::clone(&api.clients),
+                daemon: api.daemon.clone(),
+                id: id.clone(),
+                client: client.name.clone(),
+            };
+            events::stream(
+                &api.daemon,
+                &req,
+                &client,
+                peer,
+                addr,
+                events::Scope {
+                    all: true,
+                    ends: Some(active.ended.clone()),
+                    until: Some(tokio::time::Instant::from_std(active.ends_at)),
+                    still_allowed: Some(Box::new(move || still.check())),
+                    hold: Some(hold),
+                },
+            )
+        }
         ("rotate", _) => rotate(api, req, &client, peer, addr).await,
         (r, _) => match revoke_kid(r) {
             Some(kid) => {
@@ -308,6 +379,38 @@ async fn route(
             }
             None => not_found(),
         },
+    }
+}
+
+/// Whether a console stream's session still stands, asked as it runs: its
+/// credential still names its client (a token expiring on time, a client
+/// list reloaded), and it has not timed out.
+struct StillSignedIn {
+    sessions: Arc<Sessions>,
+    clients: Arc<arc_swap::ArcSwap<Clients>>,
+    daemon: crate::daemon::Handle,
+    id: String,
+    client: String,
+}
+
+impl StillSignedIn {
+    fn check(&self) -> bool {
+        let Lookup::Active(a) = self.sessions.get(&self.id, Instant::now(), Use::Background) else {
+            return false;
+        };
+        let good = self
+            .clients
+            .load()
+            .identify_digest(
+                a.digest.as_ref(),
+                a.certificate.as_deref(),
+                self.daemon.now(),
+            )
+            .is_ok_and(|c| c.name == self.client && c.role.allows(Permission::ReadAudit));
+        if !good {
+            self.sessions.end(&self.id);
+        }
+        good
     }
 }
 
@@ -340,31 +443,38 @@ fn asset(req: &Request<Incoming>, i: usize) -> Response<Body> {
     r
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// The values of cookie `name` in the request's `Cookie` headers: all of
+/// them, since a page of another port of the host may have set one of the
+/// same name to shadow ours.
+fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|kv| {
+        .filter_map(move |kv| {
             let (k, v) = kv.trim().split_once('=')?;
             (k == name && !v.is_empty()).then_some(v)
         })
+}
+
+/// `Sec-Fetch-Site`, when the browser sends it, must say the request
+/// comes from the console's own origin.
+fn same_site_fetch(headers: &HeaderMap) -> Result<(), String> {
+    match headers.get("sec-fetch-site") {
+        Some(site) if site.as_bytes() != b"same-origin" => Err(format!(
+            "Sec-Fetch-Site is {:?}: the console's API answers its own page only",
+            site.to_str().unwrap_or("(not text)")
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Whether a state-changing request comes from the console's own page:
 /// its `Origin` is the listener's (or one of `console.origins`), and
 /// `Sec-Fetch-Site`, when the browser sends it, says same-origin.
 fn same_origin(console: &Console, headers: &HeaderMap) -> Result<(), String> {
-    if let Some(site) = headers.get("sec-fetch-site")
-        && site.as_bytes() != b"same-origin"
-    {
-        return Err(format!(
-            "Sec-Fetch-Site is {:?}: the console's changes are accepted from its own page only",
-            site.to_str().unwrap_or("(not text)")
-        ));
-    }
+    same_site_fetch(headers)?;
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         return Err(
             "no Origin header: the console's changes are accepted from its own page only".into(),
@@ -402,45 +512,67 @@ fn no_session(code: &str, message: &str) -> Response<Body> {
     error(StatusCode::UNAUTHORIZED, code, message)
 }
 
-/// The session a request belongs to, its client as identified again now,
-/// and the cookie's value; or the answer that refuses it. `changes`: the
-/// request changes something, so it must come from the console's origin
-/// and carry the CSRF token.
-fn signed_in(
-    api: &AdminApi,
+/// The session a request belongs to, and the cookie's value; or the
+/// answer that refuses it. `changes`: the request changes something, so
+/// it must come from the console's origin and carry the CSRF token. The
+/// page marks its background refreshes (`X-Console-Background: 1`), which
+/// do not push the idle end back; the event stream never does.
+fn session_of(
     console: &Console,
     req: &Request<Incoming>,
-    conn: &Conn,
     addr: IpAddr,
     changes: bool,
-) -> Result<(Active, Arc<Client>, String), Response<Body>> {
+) -> Result<(Active, String), Response<Body>> {
     if changes {
         same_origin(console, req.headers()).map_err(|why| {
             tracing::warn!(addr = %addr, path = req.uri().path(), why, "console request refused: not from the console's origin");
             cross_origin(why)
         })?;
     }
-    let Some(id) = cookie(req.headers(), console.cookie_name()) else {
-        return Err(no_session(
-            "no_session",
-            "not signed in: sign in with a token",
-        ));
+    let background = req.uri().path().ends_with("/events")
+        || req
+            .headers()
+            .get("x-console-background")
+            .is_some_and(|v| v.as_bytes() == b"1");
+    let used = if background {
+        Use::Background
+    } else {
+        Use::User
     };
-    let active = match console.sessions.get(id, Instant::now()) {
-        Lookup::Active(a) => a,
-        Lookup::Expired => {
-            return Err(no_session(
+    let now = Instant::now();
+    let mut expired = false;
+    let mut revoked = false;
+    let mut found = None;
+    for id in cookies(req.headers(), console.cookie_name()) {
+        match console.sessions.get(id, now, used) {
+            Lookup::Active(a) => {
+                found = Some((a, id.to_owned()));
+                break;
+            }
+            Lookup::Expired => expired = true,
+            Lookup::Revoked => revoked = true,
+            Lookup::Unknown => {}
+        }
+    }
+    let Some((active, id)) = found else {
+        return Err(if revoked {
+            no_session(
+                "session_ended",
+                "the credential this session signed in with is no longer valid: sign in again",
+            )
+        } else if expired {
+            no_session(
                 "session_expired",
                 "the session has ended (console.idle_timeout or console.session_lifetime): \
                  sign in again",
-            ));
-        }
-        Lookup::Unknown => {
-            return Err(no_session(
+            )
+        } else {
+            no_session(
                 "no_session",
-                "no such session (signed out, or the daemon restarted): sign in again",
-            ));
-        }
+                "not signed in, or no such session (signed out, or the daemon restarted): sign \
+                 in with a token",
+            )
+        });
     };
     if changes {
         let presented = req
@@ -457,12 +589,28 @@ fn signed_in(
             ));
         }
     }
-    // The credential must still be good: a token withdrawn, expired or
-    // removed from the clients list ends the session.
+    Ok((active, id))
+}
+
+/// The session's client, identified again now from the credential it
+/// signed in with (a token withdrawn, expired or removed from the clients
+/// list ends the session), or the answer that refuses it.
+fn identify(
+    api: &AdminApi,
+    console: &Console,
+    active: &Active,
+    id: &str,
+    conn: &Conn,
+    addr: IpAddr,
+) -> Result<Arc<Client>, Response<Body>> {
     let clients = api.clients.load();
+    let certificate = conn
+        .certificate
+        .as_deref()
+        .or(active.certificate.as_deref());
     let client = match clients.identify_digest(
         active.digest.as_ref(),
-        conn.certificate.as_deref(),
+        certificate,
         api.daemon.now(),
     ) {
         Ok(c) if c.name == active.client => c,
@@ -482,7 +630,7 @@ fn signed_in(
             "this client's address is not among its networks",
         ));
     }
-    Ok((active, client, id.to_owned()))
+    Ok(client)
 }
 
 #[derive(Deserialize)]
@@ -562,6 +710,7 @@ async fn sign_in(
             "sign in with a JSON body: {\"token\": \"...\"}",
         );
     }
+    let headers = req.headers().clone();
     let body = match read_body(req, &api.limits).await {
         Ok(b) => b,
         Err(r) => return r,
@@ -578,6 +727,14 @@ async fn sign_in(
     };
     let token = parsed.token.map(zeroize::Zeroizing::new);
     let presented = token.as_deref().map(|t| t.trim()).filter(|t| !t.is_empty());
+    if presented.is_none() && conn.certificate.is_none() {
+        // Nothing presented: not a failed authentication to count.
+        return error(
+            StatusCode::BAD_REQUEST,
+            "no_credential",
+            "sign in with a token (or over mutual TLS with a client certificate)",
+        );
+    }
     let client = match authenticate(api, presented, conn, addr, "/console/api/session") {
         Ok(c) => c,
         Err((_, r)) => return r,
@@ -600,12 +757,16 @@ async fn sign_in(
             ),
         );
     }
+    // A session this browser still had ends: one sign-in, one session.
+    for old in cookies(&headers, console.cookie_name()) {
+        console.sessions.end(old);
+    }
     let id = random_token();
     let digest = presented.map(crate::access::TokenDigest::of);
     let active = console.sessions.create(
         &id,
         &client.name,
-        digest,
+        (digest, conn.certificate.clone()),
         random_token().to_string(),
         Instant::now(),
     );
@@ -653,14 +814,33 @@ struct HealthBody {
     synced_seconds_ago: Option<f64>,
 }
 
-async fn health(api: &AdminApi) -> Response<Body> {
+/// The lease holder, read at most every [`LEASE_CACHE`].
+async fn lease(api: &AdminApi, console: &Console) -> LeaseRead {
+    let mut cached = console.lease.lock().await;
+    if let Some((at, read)) = &*cached
+        && at.elapsed() < LEASE_CACHE
+    {
+        return read.clone();
+    }
+    let read = api.daemon.lease_holder(LEASE_READ).await.map_err(|e| {
+        // The details in the log only, as /readyz keeps them.
+        tracing::warn!(error = %e, "console: the leader lease cannot be read");
+    });
+    *cached = Some((Instant::now(), read.clone()));
+    read
+}
+
+async fn health(api: &AdminApi, console: &Console) -> Response<Body> {
     let (shared_store, leader) = api.daemon.leadership();
-    let (lease_holder, lease_expires_in_seconds, lease_error) =
-        match api.daemon.lease_holder(LEASE_READ).await {
-            Ok(Some(l)) => (Some(l.replica), Some(l.expires_in_ms as f64 / 1000.0), None),
-            Ok(None) => (None, None, None),
-            Err(e) => (None, None, Some(e)),
-        };
+    let (lease_holder, lease_expires_in_seconds, lease_error) = match lease(api, console).await {
+        Ok(Some(l)) => (Some(l.replica), Some(l.expires_in_ms as f64 / 1000.0), None),
+        Ok(None) => (None, None, None),
+        Err(()) => (
+            None,
+            None,
+            Some("the store did not answer: see this replica's log".to_owned()),
+        ),
+    };
     json(
         StatusCode::OK,
         &HealthBody {
@@ -708,11 +888,14 @@ async fn audit(api: &AdminApi, req: &Request<Incoming>) -> Response<Body> {
     };
     match tokio::time::timeout(AUDIT_READ, api.daemon.events_since(after, limit)).await {
         Ok(Ok(records)) => json(StatusCode::OK, &AuditPage { records }),
-        Ok(Err(e)) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unreachable",
-            format!("the audit log cannot be read: {e}"),
-        ),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "console: the audit log cannot be read");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unreachable",
+                "the audit log cannot be read: see this replica's log",
+            )
+        }
         Err(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unreachable",
@@ -807,11 +990,17 @@ mod tests {
     }
 
     #[test]
-    fn cookies_are_found_by_exact_name() {
+    fn cookies_are_found_by_exact_name_every_one() {
         let h = headers(&[("cookie", "a=1; jwksd_console=xyz; b=2")]);
-        assert_eq!(cookie(&h, "jwksd_console"), Some("xyz"));
+        assert_eq!(cookies(&h, "jwksd_console").collect::<Vec<_>>(), ["xyz"]);
         let h = headers(&[("cookie", "xjwksd_console=1"), ("cookie", "jwksd_console=")]);
-        assert_eq!(cookie(&h, "jwksd_console"), None);
+        assert_eq!(cookies(&h, "jwksd_console").count(), 0);
+        // A shadowing cookie first, ours after: both are tried.
+        let h = headers(&[("cookie", "jwksd_console=planted; jwksd_console=real")]);
+        assert_eq!(
+            cookies(&h, "jwksd_console").collect::<Vec<_>>(),
+            ["planted", "real"]
+        );
     }
 
     #[test]

@@ -50,6 +50,12 @@ pub(crate) struct Scope {
     /// Ends the stream then (a console session's idle or absolute end);
     /// the browser reconnects, and is refused if the session is over.
     pub until: Option<tokio::time::Instant>,
+    /// Asked before each record and at each keep-alive: `false` ends the
+    /// stream (a console session whose credential expired or was
+    /// withdrawn).
+    pub still_allowed: Option<Box<dyn Fn() -> bool + Send + Sync>>,
+    /// Held as long as the stream lives (a console session's share).
+    pub hold: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Scope {
@@ -59,6 +65,8 @@ impl Scope {
             all: false,
             ends: None,
             until: None,
+            still_allowed: None,
+            hold: None,
         }
     }
 }
@@ -154,6 +162,8 @@ async fn follow(
     let all = scope.all;
     let mut ends = scope.ends;
     let until = scope.until;
+    let allowed = || scope.still_allowed.as_ref().is_none_or(|f| f());
+    let _hold = scope.hold;
     let mut stopping = daemon.stopping();
     let keepalive = daemon.events_keepalive();
     if tx
@@ -198,6 +208,9 @@ async fn follow(
     loop {
         tokio::select! {
             got = feed.recv() => match got {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) if !allowed() => {
+                    return "session ended";
+                }
                 Ok(r) => {
                     if r.seq <= sent {
                         continue;
@@ -221,6 +234,9 @@ async fn follow(
                 Err(broadcast::error::RecvError::Closed) => return "daemon stopping",
             },
             _ = tokio::time::sleep(keepalive) => {
+                if !allowed() {
+                    return "session ended";
+                }
                 if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
                     return "client gone";
                 }
