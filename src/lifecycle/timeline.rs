@@ -655,6 +655,55 @@ mod tests {
     }
 
     #[test]
+    fn revoking_a_retiring_key_counts_what_signers_signed_with_their_copies() {
+        let mut p = policy(3);
+        p.propagation = std::time::Duration::from_secs(2);
+        let state = run(&p, 0, 10_000);
+        let now = Timestamp::from_millis(10_000);
+        let t = timeline(&state, &p, now);
+        let retiring: Vec<&Bar> = t.lanes[0]
+            .keys
+            .iter()
+            .filter(|b| b.state == KeyState::Retiring)
+            .collect();
+        assert!(!retiring.is_empty());
+        for b in retiring {
+            let r = b.revoke.as_ref().unwrap();
+            let d = b.deactivated_at.unwrap();
+            // Copies pulled before the deactivation signed on for the
+            // propagation and their max-age (2 s + 1 s), never past now.
+            let copies = d.saturating_add(std::time::Duration::from_secs(3)).min(now);
+            assert_eq!(r.tokens_signed_until, Some(copies), "{b:?}");
+            assert!(r.tokens_signed_until.unwrap() > d || d == now);
+            assert_eq!(r.tokens_valid_until, b.retire_at.map(|t| t.max(now)));
+        }
+    }
+
+    #[test]
+    fn a_lane_of_an_algorithm_no_longer_configured_promises_no_successor() {
+        let p = policy(3600);
+        let state = run(&p, 0, 100);
+        let mut removed = p.clone();
+        removed.algorithms = vec![crate::keys::id::Alg::ES384];
+        let t = timeline(&state, &removed, Timestamp::from_millis(5_000));
+        let lane = t
+            .lanes
+            .iter()
+            .find(|l| l.alg == crate::keys::id::Alg::ES256)
+            .unwrap();
+        assert!(!lane.configured);
+        let active = lane
+            .keys
+            .iter()
+            .find(|b| b.state == KeyState::Active)
+            .unwrap();
+        let r = active.revoke.as_ref().unwrap();
+        assert!(r.successor.is_none() && !r.successor_early, "{r:?}");
+        assert!(r.summary.contains("no longer configured"), "{}", r.summary);
+        assert!(lane.rotate.refusal.is_some());
+    }
+
+    #[test]
     fn ended_keys_have_no_outlook_and_their_retention_ends_when_they_left() {
         let p = policy(3);
         let mut state = run(&p, 0, 10_000);

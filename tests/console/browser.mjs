@@ -194,17 +194,27 @@ try {
   assert.ok(await page.isDisabled('#revoke-confirm'), 'confirm waits for the kid');
   await page.fill('#revoke-confirm-kid', victim.kid);
   await shot(page, 'revoke-dialog.png');
+  const revokedAt = Date.now();
   await page.click('#revoke-confirm');
-  await until('the revocation audit record', async () =>
-    /key\.revoked/.test((await page.textContent('#action-audit')) || ''),
+  // Watched at every frame: the time from the click to the redrawn bar.
+  await page.waitForFunction(
+    (kid) => {
+      const e = document.querySelector(`#timeline .key-bar[data-kid="${kid}"]`);
+      return !e || e.dataset.state === 'revoked';
+    },
+    victim.kid,
+    { polling: 'raf', timeout: STEP_MS },
   );
+  console.log(`measure: revoke confirmed to its bar redrawn: ${Date.now() - revokedAt} ms`);
   await until('revoked in /v1/keys', async () =>
     (await keys()).keys.some((x) => x.kid === victim.kid && x.state === 'revoked'),
   );
-  await until('the page shows it revoked or gone', async () => {
-    const b = (await bars(page))[victim.kid];
-    return !b || b.state === 'revoked';
-  });
+  await until('the revocation audit record', async () =>
+    /key\.revoked/.test((await page.textContent('#action-audit')) || ''),
+  );
+  const t0 = Date.now();
+  const size = await page.evaluate(async () => (await (await fetch('api/timeline', { headers: { 'X-Console-Background': '1' } })).text()).length);
+  console.log(`measure: GET api/timeline: ${Date.now() - t0} ms, ${size} bytes`);
   ok('revoked');
   // What docs/console.md and the README show: the first screen, after a
   // few rotations, a forced one and a revocation.
