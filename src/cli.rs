@@ -849,6 +849,12 @@ mod tests {
             Command::Revoke { kid, .. } => assert_eq!(kid, "-tAbc_d"),
             other => panic!("{other:?}"),
         }
+        // The same for the audit log's filter (found the same way).
+        let cli = Cli::try_parse_from(["jwksd", "audit", "--kid", "-7Abc_d"]).unwrap();
+        match cli.command {
+            Command::Audit(a) => assert_eq!(a.kid.as_deref(), Some("-7Abc_d")),
+            other => panic!("{other:?}"),
+        }
     }
     use super::*;
 

@@ -23,8 +23,9 @@ pub struct AuditArgs {
     /// or a duration ago (24h).
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
-    /// Only records about this key.
-    #[arg(long)]
+    /// Only records about this key (a kid may begin with `-`: it is taken
+    /// as the kid, not an option).
+    #[arg(long, allow_hyphen_values = true)]
     pub kid: Option<String>,
     /// One JSON record a line, as stored (with its hashes).
     #[arg(long)]
