@@ -115,6 +115,7 @@ pub struct Metrics {
     pub client_sign: Family<ClientResultLabels, Counter>,
     pub client_auth_failures: Family<ClientLabels, Counter>,
     pub clients_reloads: Family<ResultLabels, Counter>,
+    pub console_sign_ins: Family<ResultLabels, Counter>,
     pub clients: Gauge,
     pub clock_jumps: Counter,
     pub clock_offset: FloatGauge,
@@ -253,6 +254,12 @@ impl Metrics {
             "Reloads of the clients list (SIGHUP, file changed) by result (ok, failed: the \
              previous list stays)",
         );
+        let console_sign_ins: Family<ResultLabels, Counter> = registered(
+            &mut registry,
+            "console_sign_ins",
+            "Sign-ins to the operator console by result (ok; refused: a bad or missing \
+             credential, a signer, another origin)",
+        );
         let clients: Gauge = registered(
             &mut registry,
             "clients",
@@ -312,7 +319,8 @@ impl Metrics {
         let audit_write_failures: Counter = registered(
             &mut registry,
             "audit_write_failures",
-            "Audit records of refused commands and store commands that could not be written              (a state change and its records fail together)",
+            "Audit records of refused commands and store commands that could not be written \
+             (a state change and its records fail together)",
         );
         let event_subscribers: Gauge = registered(
             &mut registry,
@@ -366,6 +374,7 @@ impl Metrics {
             client_sign,
             client_auth_failures,
             clients_reloads,
+            console_sign_ins,
             clients,
             clock_jumps,
         }
@@ -416,6 +425,14 @@ impl Metrics {
         self.client_auth_failures
             .get_or_create(&ClientLabels {
                 client: client.into(),
+            })
+            .inc();
+    }
+
+    pub fn console_sign_in(&self, ok: bool) {
+        self.console_sign_ins
+            .get_or_create(&ResultLabels {
+                result: if ok { "ok" } else { "refused" }.into(),
             })
             .inc();
     }

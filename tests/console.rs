@@ -350,6 +350,18 @@ async fn files_headers_and_sign_in() {
     );
 
     let s = sign_in(&d, &d.operator).await.expect("signed in");
+    // Counted: the refusals above (three origins, the form, a wrong token,
+    // a signer) and this one.
+    assert_eq!(
+        d.metric("jwksd_console_sign_ins_total{result=\"refused\"}")
+            .await,
+        Some(6.0)
+    );
+    assert_eq!(
+        d.metric("jwksd_console_sign_ins_total{result=\"ok\"}")
+            .await,
+        Some(1.0)
+    );
     let attrs: Vec<&str> = s.set_cookie.split(';').map(str::trim).collect();
     assert!(attrs[0].starts_with("jwksd_console="), "{attrs:?}");
     assert!(attrs[0].len() > "jwksd_console=".len() + 40, "{attrs:?}");

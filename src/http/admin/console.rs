@@ -286,10 +286,17 @@ async fn route(
     // another origin on the same site (another port) carries the cookie.
     if let Err(why) = same_site_fetch(req.headers()) {
         tracing::warn!(addr = %addr, path = req.uri().path(), why, "console request refused: not from the console's origin");
+        if rest == "session" && method == Method::POST {
+            api.daemon.metrics().console_sign_in(false);
+        }
         return cross_origin(why);
     }
     if rest == "session" && method == Method::POST {
-        return sign_in(api, console, req, conn, addr).await;
+        let r = sign_in(api, console, req, conn, addr).await;
+        api.daemon
+            .metrics()
+            .console_sign_in(r.status().is_success());
+        return r;
     }
     let changes = method != Method::GET;
     let (active, id) = match session_of(console, &req, addr, changes) {
