@@ -16,8 +16,8 @@ use crate::api::{ActiveKeyResponse, ActivePublicKeyResponse, Jwks, NextKeyInfo, 
 use crate::keyring::Keyring;
 use crate::keys::{Alg, KeyError, Kid, PrivateKey, PublishedJwk, SecretBuf};
 use crate::lifecycle::{
-    KeyState, KeyringState, Policy, Promised, Upcoming, UpcomingEvent, earliest_activation,
-    upcoming, with_promises,
+    KeyState, KeyringState, Policy, Promised, Upcoming, earliest_activation, upcoming,
+    with_promises,
 };
 use crate::time::Timestamp;
 
@@ -127,14 +127,7 @@ impl Snapshot {
             let next_info = next.map(|n| {
                 let scheduled = up
                     .iter()
-                    .find(|u| {
-                        u.kid == n.kid
-                            && matches!(
-                                u.event,
-                                UpcomingEvent::Rotation
-                                    | UpcomingEvent::RotationWaitingForPublishAhead
-                            )
-                    })
+                    .find(|u| u.kid == n.kid && u.event.is_rotation())
                     .map(|u| u.at.to_rfc3339());
                 NextKeyInfo {
                     kid: n.kid.as_str(),

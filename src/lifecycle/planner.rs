@@ -34,6 +34,16 @@ pub enum UpcomingEvent {
     Retire,
 }
 
+impl UpcomingEvent {
+    /// A rotation, due or waiting for `publish_ahead`.
+    pub fn is_rotation(self) -> bool {
+        matches!(
+            self,
+            UpcomingEvent::Rotation | UpcomingEvent::RotationWaitingForPublishAhead
+        )
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// Carry these out, then call [`plan`] again.

@@ -11,9 +11,7 @@ use serde::Serialize;
 
 use crate::keys::custody::Custody;
 use crate::keys::id::{Alg, Kid};
-use crate::lifecycle::planner::{
-    RotateError, Upcoming, UpcomingEvent, earliest_activation, rotate, upcoming,
-};
+use crate::lifecycle::planner::{RotateError, Upcoming, earliest_activation, rotate, upcoming};
 use crate::lifecycle::policy::Policy;
 use crate::lifecycle::state::{EarlyActivation, KeyRecord, KeyState, KeyringState};
 use crate::time::{Timestamp, format_duration};
@@ -222,32 +220,16 @@ fn projected(
     policy: &Policy,
     upcoming: &[Upcoming],
 ) -> (Option<Timestamp>, Option<Timestamp>) {
-    let scheduled = upcoming
-        .iter()
-        .find(|u| {
-            u.kid == k.kid
-                && matches!(
-                    u.event,
-                    UpcomingEvent::Rotation | UpcomingEvent::RotationWaitingForPublishAhead
-                )
-        })
-        .map(|u| u.at);
+    // The rotation that activates the next key deactivates the active one.
+    let rotation = |hit: &dyn Fn(&Upcoming) -> bool| {
+        upcoming
+            .iter()
+            .find(|u| u.event.is_rotation() && hit(u))
+            .map(|u| u.at)
+    };
+    let scheduled = rotation(&|u| u.kid == k.kid);
     match k.state {
-        // The rotation that activates the next key deactivates the active
-        // one.
-        KeyState::Active => {
-            let deactivation = upcoming
-                .iter()
-                .find(|u| {
-                    u.alg == k.alg
-                        && matches!(
-                            u.event,
-                            UpcomingEvent::Rotation | UpcomingEvent::RotationWaitingForPublishAhead
-                        )
-                })
-                .map(|u| u.at);
-            (None, deactivation)
-        }
+        KeyState::Active => (None, rotation(&|u| u.alg == k.alg)),
         KeyState::Next => (
             scheduled,
             scheduled.and_then(|at| policy.schedule.next_after(at)),
